@@ -223,9 +223,8 @@ def _check_intervals(session: str, field_name: str, arr: np.ndarray, T: int,
                      ncols: int) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != ncols:
         raise _fail(session, field_name, f"shape [K, {ncols}]", f"has shape {list(arr.shape)}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.array_equal(arr, np.round(arr)):
-            raise _fail(session, field_name, "integer bin indices", "has non-integer values")
+    if not np.issubdtype(arr.dtype, np.integer) and not np.array_equal(arr, np.round(arr)):
+        raise _fail(session, field_name, "integer bin indices", "has non-integer values")
     arr = arr.astype(np.int64)
     if len(arr) and (
         (arr[:, 0] < 0).any() or (arr[:, 1] > T).any() or (arr[:, 1] <= arr[:, 0]).any()
@@ -271,16 +270,15 @@ def make_segments(n_bins: int, bin_size: float, segment_s: float = 5.0,
         last = bounds.pop()
         bounds[-1] = (bounds[-1][0], last[1])
     n = len(bounds)
-    n_val = int(round(fractions[1] * n))
-    n_test = int(round(fractions[2] * n))
-    if n >= 3:
-        n_val, n_test = max(n_val, 1 if fractions[1] > 0 else 0), max(n_test, 1 if fractions[2] > 0 else 0)
-    n_train = n - n_val - n_test
-    if n_train < 1:
+    needed = 1 + sum(f > 0 for f in fractions[1:])
+    if n < needed:
         raise DataValidationError(
             f"session '{session}' has only {n} segment(s) of {segment_s}s; "
-            "expected at least 3 (record longer or use shorter segments)"
+            f"expected at least {needed} for train/val/test (record longer or use shorter segments)"
         )
+    n_val = max(int(round(fractions[1] * n)), 1 if fractions[1] > 0 else 0)
+    n_test = max(int(round(fractions[2] * n)), 1 if fractions[2] > 0 else 0)
+    n_train = n - n_val - n_test
     # seed from the session name so sessions of one store get different permutations
     name_key = int.from_bytes(session.encode()[:8].ljust(8, b"\0"), "little") if session else 0
     rng = np.random.default_rng([seed, n_bins, name_key])

@@ -1,0 +1,30 @@
+"""Shared test fixtures: small synthetic sessions that need no simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lfpdistill.session import Session
+
+
+def make_session(name: str = "s0", T: int = 3000, N: int = 7, C: int = 5, seed: int = 0,
+                 spikes: bool = True, lfp: bool = True, latents: bool = False) -> Session:
+    """A small random session whose velocity is a linear function of the LFP and log rates."""
+    rng = np.random.default_rng(seed)
+    vel = np.cumsum(rng.normal(size=(T, 2)), axis=0).astype(np.float32) * 0.1
+    vel -= vel.mean(0)
+    out = {}
+    if spikes:
+        rate = np.exp(0.5 + 0.3 * vel @ rng.normal(size=(2, N)))
+        out["spikes"] = rng.poisson(np.clip(rate, 0, 20)).astype(np.int32)
+    if lfp:
+        out["lfp"] = (vel @ rng.normal(size=(2, C)) + rng.normal(size=(T, C))).astype(np.float32)
+    if latents:
+        out["latents"] = np.concatenate([vel, rng.normal(size=(T, 2))], 1).astype(np.float32)
+    return Session(name=name, velocity=vel, subject="test", **out)
+
+
+@pytest.fixture
+def session_factory():
+    return make_session
