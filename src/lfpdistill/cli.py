@@ -1,0 +1,212 @@
+"""Command-line interface: ``lfpdistill COMMAND``.
+
+User errors (:class:`~lfpdistill.errors.LfpDistillError`) are printed as one line and exit with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ConfigError, LfpDistillError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Cross-modal distillation from spike transformers to LFP transformers.")
+console = Console()
+
+
+def print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    if not rows:
+        console.print("(no rows)")
+        return
+    table = Table(title=title)
+    cols = list(rows[0])
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("name", "session", "model", "subject") else "right")
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c)) for c in cols])
+    console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------- data
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="store directory to write")],
+    sessions: Annotated[int, typer.Option(help="number of sessions")] = 8,
+    seconds: Annotated[float, typer.Option(help="duration of each session (s)")] = 300.0,
+    seed: Annotated[int, typer.Option(help="random seed (same seed -> same data)")] = 0,
+    task: Annotated[str, typer.Option(help="random_target or center_out")] = "random_target",
+    path: Annotated[str, typer.Option(help="fast (100 Hz LFP directly) or raw (1 kHz + chain)")] = "fast",
+    degradation: Annotated[float, typer.Option(help="per-session decay of unit yield/tuning")] = 0.0,
+    segment_s: Annotated[float, typer.Option(help="split segment length (s)")] = 5.0,
+) -> None:
+    """Simulate paired spikes + LFP + velocity sessions into a store."""
+    from .data import write_store
+    from .simulate import SimConfig, simulate_sessions
+
+    try:
+        cfg = SimConfig(n_sessions=sessions, seconds=seconds, seed=seed, task=task, path=path,
+                        degradation=degradation)
+    except Exception as e:
+        from .stages import _one_line
+        raise ConfigError(f"invalid simulation option: {_one_line(e)}") from None
+    sess = simulate_sessions(cfg, progress=True)
+    store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},
+                        segment_s=segment_s, seed=seed)
+    console.print(f"wrote {len(sess)} sessions to {store.root}")
+    print_table(store.summary())
+
+
+@app.command()
+def inspect(
+    store: Annotated[Path, typer.Argument(help="store directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """One row per session: units, channels, duration, mean rate, split sizes."""
+    from .data import open_store
+
+    st = open_store(store)
+    rows = st.summary()
+    if as_json:
+        print(json.dumps({"store": str(st.root), "options_hash": st.options_hash, "sessions": rows},
+                         indent=2))
+    else:
+        print_table(rows, title=f"{st.root} ({len(rows)} sessions, options {st.options_hash})")
+
+
+# ---------------------------------------------------------------------------- models
+def _configs(modality: str, overrides: list[str] | None):
+    from .models import ModelConfig
+    from .stages import apply_overrides
+    from .training import TrainConfig
+
+    return apply_overrides(ModelConfig(modality=modality), TrainConfig(), overrides or [])
+
+
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="config override key=value (model or training option), repeatable")]
+
+
+@app.command()
+def pretrain(
+    modality: Annotated[str, typer.Option(help="spikes or lfp")],
+    store: Annotated[Path, typer.Option(help="store directory")],
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    sessions: Annotated[str, typer.Option(help="session names/glob patterns, comma-separated")] = "*",
+    init_from: Annotated[Path | None, typer.Option(help="continue from this run dir")] = None,
+    overrides: SetOpt = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="start over")] = False,
+) -> None:
+    """Masked-autoencoding pretraining (spike teacher, SS-LFP or MS-LFP)."""
+    from .stages import pretrain_run
+
+    if modality not in ("spikes", "lfp"):
+        raise ConfigError(f"--modality must be 'spikes' or 'lfp', got '{modality}'")
+    mcfg, tcfg = _configs(modality, overrides)
+    summary = pretrain_run(store, sessions, modality, out, mcfg, tcfg, init_from=init_from,
+                           resume=not no_resume)
+    console.print(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
+                  f"{_fmt(summary.get('best_val_loss'))}; model in {out / 'model.ckpt'}")
+
+
+@app.command()
+def adapt(
+    run: Annotated[Path, typer.Argument(help="pretrained run directory")],
+    store: Annotated[Path, typer.Option(help="store directory")],
+    sessions: Annotated[str, typer.Option(help="new session names/patterns")],
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    embeddings_only: Annotated[bool, typer.Option(
+        help="train only the new sessions' embeddings (else all weights)")] = True,
+    overrides: SetOpt = None,
+) -> None:
+    """Add new sessions to a pretrained model and train on them with masked autoencoding."""
+    from .stages import pretrain_run
+    from .training import load_model
+
+    model, _ = load_model(run)
+    mcfg, tcfg = _configs(model.modality, overrides)
+    summary = pretrain_run(store, sessions, model.modality, out, mcfg, tcfg, init_from=run,
+                           train_only_new=embeddings_only)
+    console.print(f"[bold]adapt done[/]: {summary.get('epochs')} epochs; model in {out / 'model.ckpt'}")
+
+
+@app.command()
+def embed(
+    run: Annotated[Path, typer.Argument(help="run directory with model.ckpt")],
+    store: Annotated[Path, typer.Option(help="store directory")],
+    sessions: Annotated[str, typer.Option(help="session names/patterns")] = "*",
+    out: Annotated[Path | None, typer.Option(help="output .npz (default RUN/latents.npz)")] = None,
+    as_session: Annotated[str | None, typer.Option(
+        help="read the data with this known session's embeddings")] = None,
+) -> None:
+    """Write per-timestep latents of every split (centre-crop stitched windows)."""
+    from .stages import embed_run
+
+    path = embed_run(run, store, sessions, out, as_session=as_session)
+    console.print(f"latents written to {path}")
+
+
+@app.command()
+def probe(
+    latents: Annotated[Path, typer.Argument(help="latents .npz from lfpdistill embed")],
+    store: Annotated[Path, typer.Option(help="store directory")],
+    sessions: Annotated[str | None, typer.Option(help="session names/patterns")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the rows as JSON here")] = None,
+) -> None:
+    """Linear regression latents -> velocity on train segments, R² on test segments."""
+    from .stages import probe_run
+
+    rows = probe_run(latents, store, sessions, out)
+    print_table(rows, title="linear probe (test R², mean over x, y)")
+    if rows:
+        mean = sum(r["r2"] for r in rows) / len(rows)
+        console.print(f"mean R² over {len(rows)} sessions: {mean:.3f}")
+
+
+def _register_optional() -> None:
+    """Commands contributed by sub-packages (real-data readers, experiment pipeline)."""
+    for mod_name in ("lfpdistill.readers.cli", "lfpdistill.pipeline_cli"):
+        try:
+            mod = __import__(mod_name, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name and mod_name.startswith(e.name):
+                continue
+            raise
+        mod.register(app)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lfpdistill`` console script."""
+    try:
+        app(args=argv, prog_name="lfpdistill")
+    except LfpDistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

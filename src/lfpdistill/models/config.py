@@ -1,0 +1,41 @@
+"""Validated model configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ModelConfig(BaseModel):
+    """Architecture and masking options of a masked neural transformer (spikes or LFP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modality: Literal["spikes", "lfp"] = Field("spikes", description="input modality")
+    patch_size: int = Field(16, ge=1, description="channels per spatial patch (token)")
+    embedder: Literal["linear", "count", "mlp"] = Field(
+        "linear", description="shared patch embedder: linear (spikes: on log1p counts), "
+        "count (spikes only: embedding of counts clamped to max_count), mlp (two layers)")
+    max_count: int = Field(8, ge=1, description="counts are clamped to this for the count embedder")
+    d_model: int = Field(64, ge=8, description="token / latent width")
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(2.0, gt=0, description="SwiGLU hidden width = mlp_ratio * d_model")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    rope_base: float = Field(10000.0, gt=1, description="rotary encoding base (time index)")
+    mask_ratio: float = Field(0.5, gt=0, lt=1, description="fraction of tokens hidden for MAE")
+    mask_mode: Literal["random", "time", "patch", "mixed"] = Field(
+        "mixed", description="random tokens, contiguous time spans, whole patches, or a random "
+        "choice of the three per batch")
+    span_bins: int = Field(10, ge=1, description="length of masked time spans (bins)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("d_model / n_heads must be even for rotary encoding")
+        if self.embedder == "count" and self.modality != "spikes":
+            raise ValueError("embedder 'count' is only for spikes; use 'linear' or 'mlp' for lfp")
+        return self

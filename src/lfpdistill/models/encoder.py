@@ -1,0 +1,95 @@
+"""Pre-norm transformer encoder: RMSNorm, SwiGLU MLP, rotary time encoding, SDPA attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rotary_cos_sin(positions: torch.Tensor, dim: int, base: float = 10000.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables ``[..., dim]`` for (possibly fractional) ``positions`` ``[...]``."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device,
+                                            dtype=torch.float32) / dim))
+    angles = positions.to(torch.float32)[..., None] * inv_freq  # [..., dim/2]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[B, H, S, D]`` by angles given as ``cos``/``sin`` ``[B, 1, S, D]``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
+        B, S, D = x.shape
+        q, k, v = self.qkv(x).view(B, S, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, S, D))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, hidden: int, dropout: float):
+        super().__init__()
+        self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.drop(F.silu(gate) * up))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, mlp_hidden: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(d_model)
+        self.attn = Attention(d_model, n_heads, dropout)
+        self.norm2 = nn.RMSNorm(d_model)
+        self.mlp = SwiGLU(d_model, mlp_hidden, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, attn_mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class Encoder(nn.Module):
+    """Stack of pre-norm blocks over a token sequence with a time position per token.
+
+    ``forward(x [B, S, D], positions [B, S] (time index of each token), key_valid [B, S] bool)``
+    returns normalised output tokens ``[B, S, D]``. Padding tokens (``key_valid`` False) are never
+    attended to.
+    """
+
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, mlp_hidden: int,
+                 dropout: float, rope_base: float = 10000.0):
+        super().__init__()
+        self.head_dim = d_model // n_heads
+        self.rope_base = rope_base
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_heads, mlp_hidden, dropout) for _ in range(n_layers))
+        self.norm = nn.RMSNorm(d_model)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor,
+                key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_base)
+        cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, Dh]
+        attn_mask = None if key_valid is None or bool(key_valid.all()) else key_valid[:, None, None, :]
+        for blk in self.blocks:
+            x = blk(x, cos, sin, attn_mask)
+        return self.norm(x)

@@ -1,0 +1,155 @@
+"""Session-specific neural tokenization.
+
+At each time bin the channel vector of a session is cut into spatial patches of ``P`` channels
+(the last patch zero-padded; padded channels are masked everywhere). A shared embedder (one per
+modality) turns a patch into a ``d``-dim token and a learned per-session, per-patch embedding is
+added — this is what lets one model read sessions whose channels mean different things.
+Session embeddings are keyed by session name; :meth:`PatchTokenizer.extend` adds new sessions
+without touching the existing rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointMismatchError, ConfigError
+from .config import ModelConfig
+
+
+def n_patches(n_channels: int, patch_size: int) -> int:
+    """Number of patches needed for ``n_channels``.
+
+    >>> n_patches(96, 16), n_patches(97, 16), n_patches(5, 16)
+    (6, 7, 1)
+    """
+    return math.ceil(n_channels / patch_size)
+
+
+class PatchTokenizer(nn.Module):
+    """Turns ``x [B, T, C_max]`` (+ session names) into tokens ``[B, T, Np_max, d]``."""
+
+    def __init__(self, cfg: ModelConfig, sessions: dict[str, int]):
+        super().__init__()
+        self.cfg = cfg
+        P, d = cfg.patch_size, cfg.d_model
+        if cfg.embedder == "count":
+            self.per_channel = max(1, math.ceil(d / P))
+            self.count_emb = nn.Embedding(cfg.max_count + 1, self.per_channel)
+            self.proj = nn.Linear(P * self.per_channel, d)
+        elif cfg.embedder == "mlp":
+            self.proj = nn.Sequential(nn.Linear(P, d), nn.GELU(), nn.Linear(d, d))
+        else:
+            self.proj = nn.Linear(P, d)
+        self.names: list[str] = []
+        self.n_channels: dict[str, int] = {}
+        self.session_emb = nn.ParameterList()
+        self.extend(sessions)
+
+    # ------------------------------------------------------------------ vocabulary
+    def vocab(self) -> dict[str, int]:
+        """Session name -> channel count, in vocabulary order."""
+        return {n: self.n_channels[n] for n in self.names}
+
+    def extend(self, sessions: dict[str, int], init_from: str | None = None) -> list[str]:
+        """Add sessions (name -> channel count) not yet known; return the names added.
+
+        Existing rows are never touched. A known session with a different channel count is an
+        error. New rows start small and random, or as a copy of session ``init_from`` when it has
+        the same number of patches.
+        """
+        added = []
+        for name, c in sessions.items():
+            c = int(c)
+            if name in self.n_channels:
+                if self.n_channels[name] != c:
+                    raise CheckpointMismatchError(
+                        f"session '{name}' has {c} {self.cfg.modality} channels but the model was "
+                        f"built for {self.n_channels[name]}; use the matching data or a new session name"
+                    )
+                continue
+            if c < self.cfg.patch_size:
+                raise ConfigError(
+                    f"patch size {self.cfg.patch_size} is larger than session '{name}' "
+                    f"({c} {self.cfg.modality} channels); use patch_size={c} or smaller"
+                )
+            npatch = n_patches(c, self.cfg.patch_size)
+            emb = torch.randn(npatch, self.cfg.d_model) * 0.02
+            if init_from is not None and init_from in self.n_channels:
+                src = self.session_emb[self.names.index(init_from)]
+                if src.shape[0] == npatch:
+                    emb = src.detach().clone()
+            self.session_emb.append(nn.Parameter(emb))
+            self.names.append(name)
+            self.n_channels[name] = c
+            added.append(name)
+        return added
+
+    def session_parameters(self, names: Sequence[str]) -> list[nn.Parameter]:
+        return [self.session_emb[self.names.index(n)] for n in names]
+
+    def check_sessions(self, sessions: Sequence[str], widths: Sequence[int]) -> None:
+        for name, c in zip(sessions, widths, strict=True):
+            if name not in self.n_channels:
+                known = ", ".join(self.names[:8]) + (" ..." if len(self.names) > 8 else "")
+                raise CheckpointMismatchError(
+                    f"session '{name}' is not in the model's vocabulary (known: {known}); "
+                    "adapt the model to it first (lfpdistill adapt) or read it as a known session"
+                )
+            if self.n_channels[name] != int(c):
+                raise CheckpointMismatchError(
+                    f"session '{name}' has {int(c)} {self.cfg.modality} channels but the model was "
+                    f"built for {self.n_channels[name]}; use the matching data"
+                )
+
+    # ------------------------------------------------------------------ forward
+    def patchify(self, x: torch.Tensor, widths: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cut ``x [B, T, C]`` into patches.
+
+        Returns ``patches [B, T, Np, P]`` (padding zeroed), ``chan_valid [B, Np, P]`` and
+        ``patch_valid [B, Np]``.
+        """
+        B, T, C = x.shape
+        P = self.cfg.patch_size
+        npatch = n_patches(C, P)
+        pad = npatch * P - C
+        if pad:
+            x = nn.functional.pad(x, (0, pad))
+        chan = torch.arange(npatch * P, device=x.device)
+        chan_valid = (chan[None, :] < widths[:, None].to(x.device)).view(B, npatch, P)
+        patches = x.view(B, T, npatch, P) * chan_valid[:, None].to(x.dtype)
+        return patches, chan_valid, chan_valid.any(-1)
+
+    def embed(self, patches: torch.Tensor, chan_valid: torch.Tensor) -> torch.Tensor:
+        """Shared patch embedder: ``[B, T, Np, P]`` -> ``[B, T, Np, d]``."""
+        cfg = self.cfg
+        if cfg.embedder == "count":
+            counts = patches.clamp(0, cfg.max_count).round().long()
+            e = self.count_emb(counts) * chan_valid[:, None, :, :, None].to(self.count_emb.weight.dtype)
+            return self.proj(e.flatten(-2))
+        inp = torch.log1p(patches.clamp_min(0)) if cfg.modality == "spikes" else patches
+        return self.proj(inp)
+
+    def session_embedding(self, sessions: Sequence[str], npatch: int, device: torch.device
+                          ) -> torch.Tensor:
+        """``[B, Np, d]`` per-sample session patch embeddings (zero on padded patches)."""
+        out = torch.zeros(len(sessions), npatch, self.cfg.d_model, device=device)
+        for i, name in enumerate(sessions):
+            emb = self.session_emb[self.names.index(name)]
+            out[i, : emb.shape[0]] = emb
+        return out
+
+    def forward(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``tokens [B,T,Np,d]``, ``patches``, ``chan_valid``, ``patch_valid``."""
+        if widths is None:
+            widths = torch.full((x.shape[0],), x.shape[2], dtype=torch.long)
+        self.check_sessions(sessions, widths.tolist())
+        patches, chan_valid, patch_valid = self.patchify(x, widths)
+        tokens = self.embed(patches, chan_valid)
+        tokens = tokens + self.session_embedding(sessions, patches.shape[2], x.device)[:, None]
+        return tokens, patches, chan_valid, patch_valid

@@ -1,0 +1,161 @@
+"""The masked neural transformer shared by the spike teacher and the LFP models.
+
+Tokens are all (time, patch) pairs of a window; rotary positions encode the time index (tokens of
+one time bin share a position). The per-timestep latent ``z[B, T, d]`` is the mean of that bin's
+output tokens over its valid patches. Masked autoencoding hides tokens (random tokens, contiguous
+time spans or whole patches), replaces them by a learned mask token and reconstructs the hidden
+inputs: Poisson NLL on log-rates for spikes, MSE for LFP, on masked non-padding channels only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .encoder import Encoder
+from .tokenizer import PatchTokenizer
+
+
+@dataclass
+class ModelOutput:
+    latents: torch.Tensor      # [B, T, d]
+    tokens: torch.Tensor       # [B, T, Np, d] output tokens
+    pred: torch.Tensor         # [B, T, Np, P] reconstruction (log-rate for spikes)
+    patches: torch.Tensor      # [B, T, Np, P] inputs cut into patches
+    chan_valid: torch.Tensor   # [B, Np, P]
+    patch_valid: torch.Tensor  # [B, Np]
+    mask: torch.Tensor | None  # [B, T, Np] True where hidden
+
+
+def make_mask(mode: str, ratio: float, B: int, T: int, npatch: int, patch_valid: torch.Tensor,
+              span_bins: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample a ``[B, T, Np]`` boolean mask (True = hidden) over valid tokens.
+
+    Modes: ``random`` tokens, ``time`` (contiguous spans of ``span_bins`` bins, all patches),
+    ``patch`` (whole patches over all time), ``mixed`` (one of the three per call).
+    Every sample gets at least one hidden and one visible valid token.
+    """
+    dev = patch_valid.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+
+    if mode == "mixed":
+        mode = ("random", "time", "patch")[int(rand(1).item() * 3) % 3]
+    if mode == "random":
+        mask = rand(B, T, npatch) < ratio
+    elif mode == "time":
+        n_spans = max(1, round(ratio * T / span_bins))
+        starts = (rand(B, n_spans) * max(T - span_bins + 1, 1)).long()
+        t = torch.arange(T, device=dev)
+        hit = (t[None, None, :] >= starts[..., None]) & (t[None, None, :] < starts[..., None] + span_bins)
+        mask = hit.any(1)[:, :, None].expand(B, T, npatch)
+    elif mode == "patch":
+        mask = (rand(B, 1, npatch) < ratio).expand(B, T, npatch)
+    else:
+        raise ValueError(f"unknown mask mode '{mode}'")
+    mask = mask & patch_valid[:, None, :]
+    # guarantee at least one hidden and one visible token per sample
+    flat = mask.reshape(B, -1).clone()
+    valid = patch_valid[:, None, :].expand(B, T, npatch).reshape(B, -1)
+    for b in range(B):
+        idx = valid[b].nonzero().flatten()
+        if not flat[b].any():
+            flat[b, idx[int(rand(1).item() * len(idx)) % len(idx)]] = True
+        if flat[b, idx].all():
+            flat[b, idx[0]] = False
+    return flat.view(B, T, npatch)
+
+
+class NeuralTransformer(nn.Module):
+    """Tokenizer + encoder + reconstruction head for one modality."""
+
+    def __init__(self, cfg: ModelConfig, sessions: dict[str, int]):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = PatchTokenizer(cfg, sessions)
+        self.mask_token = nn.Parameter(torch.randn(cfg.d_model) * 0.02)
+        self.encoder = Encoder(cfg.d_model, cfg.n_layers, cfg.n_heads,
+                               int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base)
+        self.head = nn.Linear(cfg.d_model, cfg.patch_size)
+
+    @property
+    def modality(self) -> str:
+        return self.cfg.modality
+
+    def vocab(self) -> dict[str, int]:
+        return self.tokenizer.vocab()
+
+    def forward(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None,
+                mask: torch.Tensor | bool | None = None,
+                generator: torch.Generator | None = None) -> ModelOutput:
+        """Encode ``x [B, T, C]``.
+
+        ``mask``: None (no masking: inference), True (sample a mask from the config), or a
+        ``[B, T, Np]`` boolean tensor.
+        """
+        tokens, patches, chan_valid, patch_valid = self.tokenizer(x, sessions, widths)
+        B, T, npatch, d = tokens.shape
+        if mask is True:
+            mask = make_mask(self.cfg.mask_mode, self.cfg.mask_ratio, B, T, npatch, patch_valid,
+                             self.cfg.span_bins, generator)
+        elif mask is False:
+            mask = None
+        if mask is not None:
+            sess = self.tokenizer.session_embedding(sessions, npatch, x.device)[:, None]
+            tokens = torch.where(mask[..., None], self.mask_token + sess, tokens)
+        positions = torch.arange(T, device=x.device, dtype=torch.float32)
+        positions = positions[None, :, None].expand(B, T, npatch).reshape(B, T * npatch)
+        key_valid = patch_valid[:, None, :].expand(B, T, npatch).reshape(B, T * npatch)
+        out = self.encoder(tokens.reshape(B, T * npatch, d), positions, key_valid)
+        out = out.view(B, T, npatch, d)
+        w = patch_valid[:, None, :, None].to(out.dtype)
+        latents = (out * w).sum(2) / w.sum(2).clamp_min(1)
+        return ModelOutput(latents, out, self.head(out), patches, chan_valid, patch_valid, mask)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, sessions: Sequence[str],
+               widths: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-timestep latents ``[B, T, d]`` without masking."""
+        return self.forward(x, sessions, widths, mask=None).latents
+
+
+def masked_loss(out: ModelOutput, modality: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Reconstruction loss on masked, non-padding channels, plus sums for metrics.
+
+    Spikes: Poisson NLL of counts given predicted log-rates (constant term dropped).
+    LFP: mean squared error. Returns ``(loss, stats)`` where stats hold sums used to compute
+    bits/spike or R² over many batches.
+    """
+    assert out.mask is not None, "masked_loss needs a masked forward pass"
+    sel = (out.mask[..., None] & out.chan_valid[:, None]).to(out.pred.dtype)  # [B,T,Np,P]
+    n = sel.sum().clamp_min(1)
+    y, pred = out.patches, out.pred.float()
+    if modality == "spikes":
+        pred = pred.clamp(-10, 10)
+        nll = torch.exp(pred) - y * pred
+        loss = (nll * sel).sum() / n
+        stats = {"n": n.detach(), "nll_sum": (nll * sel).sum().detach(),
+                 "spikes_sum": (y * sel).sum().detach()}
+    else:
+        err = (pred - y) ** 2
+        loss = (err * sel).sum() / n
+        stats = {"n": n.detach(), "sse": (err * sel).sum().detach(),
+                 "y_sum": (y * sel).sum().detach(), "y2_sum": (y * y * sel).sum().detach()}
+    return loss, stats
+
+
+def spike_null_nll(out: ModelOutput) -> torch.Tensor:
+    """Poisson NLL sum of a per-channel constant-rate model (rate = channel mean in the window
+    batch), on the same masked entries as :func:`masked_loss` — the baseline for bits/spike."""
+    assert out.mask is not None
+    y = out.patches
+    valid = out.chan_valid[:, None].to(y.dtype)
+    rate = ((y * valid).sum(1, keepdim=True) / y.shape[1]).clamp_min(1e-6)  # [B,1,Np,P]
+    sel = (out.mask[..., None] & out.chan_valid[:, None]).to(y.dtype)
+    nll = rate - y * torch.log(rate)
+    return (nll * sel).sum()
