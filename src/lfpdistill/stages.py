@@ -16,8 +16,10 @@ import numpy as np
 
 from .data import Store, WindowDataset, open_store, write_json_atomic
 from .data.store import atomic_path
+from .distill import DistillConfig, DistillModule, check_teacher_sessions, teacher_target_stats
 from .errors import ConfigError, DataValidationError
-from .evaluation import probe_sessions, session_latents
+from .evaluation import compute_latents, probe_sessions, r2_xy, session_latents
+from .finetune import FinetuneModule
 from .models import ModelConfig, NeuralTransformer
 from .session import Session
 from .training import PretrainModule, TrainConfig, fit, load_model
@@ -159,3 +161,127 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     if out is not None:
         write_json_atomic(Path(out), rows)
     return rows
+
+
+# ---------------------------------------------------------------------------- distillation
+def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str] | None,
+                out: Path, student_cfg: ModelConfig, train_cfg: TrainConfig,
+                dcfg: DistillConfig | None = None, student_init: Path | None = None,
+                resume: bool = True) -> dict[str, Any]:
+    """Distil the frozen spike teacher into an LFP student on paired sessions."""
+    dcfg = dcfg or DistillConfig()
+    teacher, tmeta = load_model(Path(teacher_run), modality="spikes")
+    store = open_store(store_dir)
+    sel = load_selected(store, sessions, "spikes")
+    load_selected(store, [s.name for s in sel], "lfp")  # paired data needed
+    bin_size = sel[0].bin_size
+    if abs(tmeta["bin_size"] - bin_size) > 1e-9:
+        raise DataValidationError(
+            f"teacher '{teacher_run}' was trained on {tmeta['bin_size']}s bins but the store uses "
+            f"{bin_size}s bins; train the teacher on this store's bin grid")
+    check_teacher_sessions(teacher, [s.name for s in sel], {s.name: s.n_units for s in sel})
+    lfp_vocab = {s.name: s.n_channels for s in sel}
+    if student_init is not None:
+        model, smeta = load_model(Path(student_init), modality="lfp")
+        if abs(smeta["bin_size"] - bin_size) > 1e-9:
+            raise DataValidationError(f"student init '{student_init}' uses {smeta['bin_size']}s bins "
+                                      f"but the store uses {bin_size}s bins")
+        model.tokenizer.extend(lfp_vocab)
+        model.train()
+        student_cfg = model.cfg
+    else:
+        student_cfg = ModelConfig(**{**student_cfg.model_dump(), "modality": "lfp"})
+        model = NeuralTransformer(student_cfg, lfp_vocab)
+    cache = None
+    stats = None
+    if dcfg.cache_teacher:
+        tw = tmeta.get("window_s", train_cfg.window_s)
+        cache = {s.name: session_latents(teacher, s, tw) for s in sel}
+        for s in sel:
+            if cache[s.name].shape[0] != s.n_bins:
+                raise DataValidationError(
+                    f"teacher latents of '{s.name}' have {cache[s.name].shape[0]} bins but its LFP "
+                    f"has {s.n_bins}; spikes and LFP must share one bin grid")
+        stats = teacher_target_stats(cache, {s.name: s.split_mask("train") for s in sel})
+    mods = ("lfp",) if cache is not None else ("spikes", "lfp")
+    train_ds = WindowDataset(sel, "train", train_cfg.window_s, train_cfg.stride_s, mods,
+                             require=("spikes", "lfp"))
+    val_ds = WindowDataset(sel, "val", train_cfg.window_s, None, mods, require=("spikes", "lfp"))
+    run_config = {"stage": "distill", "store": str(store.root), "store_hash": store.options_hash,
+                  "teacher": str(teacher_run), "sessions": [s.name for s in sel],
+                  "student": student_cfg.model_dump(), "train": train_cfg.model_dump(),
+                  "distill": dcfg.model_dump(),
+                  "student_init": str(student_init) if student_init else None}
+    module = DistillModule(model, teacher, train_cfg, dcfg, bin_size, cache, stats,
+                           extra_meta={"sessions_trained": [s.name for s in sel],
+                                       "window_s": train_cfg.window_s})
+    return fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
+
+
+# ---------------------------------------------------------------------------- supervised
+def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_cfg: TrainConfig,
+                 as_session: str | None = None, resume: bool = True) -> dict[str, Any]:
+    """Fine-tune a model + velocity head end-to-end on one session; R² on its test segments.
+
+    Writes ``out/result.json`` (R² per split) and ``out/predictions.npz``.
+    """
+    model, meta = load_model(Path(run_dir))
+    store = open_store(store_dir)
+    sel = load_selected(store, [session], model.modality)
+    s = sel[0]
+    name = as_session or s.name
+    width = getattr(s, model.modality).shape[1]
+    if name not in model.vocab():
+        model.tokenizer.extend({name: width})
+    model.tokenizer.check_sessions([name], [width])
+    train_mask = s.split_mask("train")
+    vel = s.velocity[train_mask]
+    module = FinetuneModule(model, train_cfg, s.bin_size, vel.mean(0), vel.std(0), as_session,
+                            extra_meta={"base_run": str(run_dir), "session": s.name,
+                                        "window_s": train_cfg.window_s})
+    mods = (model.modality,)
+    train_ds = WindowDataset([s], "train", train_cfg.window_s, train_cfg.stride_s, mods, require=mods)
+    val_ds = WindowDataset([s], "val", train_cfg.window_s, None, mods, require=mods)
+    run_config = {"stage": "finetune", "store": str(store.root), "store_hash": store.options_hash,
+                  "base_run": str(run_dir), "session": s.name, "as_session": as_session,
+                  "train": train_cfg.model_dump()}
+    fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
+    # evaluate the best checkpoint
+    import torch
+
+    from .training import load_checkpoint
+    module.load_state_dict(load_checkpoint(Path(out) / "model.ckpt")["state_dict"])
+    module.eval()
+    module.to("cpu")
+    x = getattr(s, model.modality)
+    window = int(round(train_cfg.window_s / s.bin_size))
+
+    def fn(xb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            widths = torch.full((xb.shape[0],), xb.shape[2], dtype=torch.long)
+            return module.predict_windows(xb, [s.name] * xb.shape[0], widths)
+
+    assert s.segments is not None
+    pred = compute_latents(fn, x, s.segments, window)
+    result = {"session": s.name, "as_session": as_session,
+              **{f"{split}_{k}": v for split in ("val", "test")
+                 for k, v in r2_xy(s.velocity[s.split_mask(split)], pred[s.split_mask(split)]).items()}}
+    write_json_atomic(Path(out) / "result.json", result)
+    with atomic_path(Path(out) / "predictions.npz", suffix=".npz") as tmp:
+        np.savez(tmp, pred=pred, velocity=s.velocity)
+    return result
+
+
+# ---------------------------------------------------------------------------- generalization
+def check_as_session(model: NeuralTransformer, target: Session, as_session: str) -> None:
+    """Mode (a) reads ``target`` with the embeddings of a known session: channel counts must match."""
+    vocab = model.vocab()
+    if as_session not in vocab:
+        raise DataValidationError(f"session '{as_session}' is not in the model's vocabulary; "
+                                  f"known: {', '.join(vocab)}")
+    width = getattr(target, model.modality).shape[1]
+    if vocab[as_session] != width:
+        raise DataValidationError(
+            f"generalization mode (a) reads '{target.name}' as if it were '{as_session}', which needs "
+            f"the same channel count ('{target.name}' has {width}, '{as_session}' has "
+            f"{vocab[as_session]}); use mode (b) (adapt the session embeddings) instead")

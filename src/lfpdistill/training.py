@@ -10,6 +10,7 @@ bf16 autocast on GPUs and Lightning's DDP strategy for several devices.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -263,6 +264,14 @@ class _EpochSeed(Callback):
             sampler.set_epoch(trainer.current_epoch)
 
 
+def quiet_lightning() -> None:
+    """Keep Lightning's informational chatter (device lists, tips) out of the user's terminal."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
 def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_dir: Path,
         cfg: TrainConfig, run_config: dict[str, Any] | None = None, resume: bool = True
         ) -> dict[str, Any]:
@@ -284,6 +293,7 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
         else:
             shutil.rmtree(ckpt_dir)
     write_json_atomic(cfg_path, run_config or {})
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
                            save_top_k=1, save_last=True, enable_version_counter=False)
@@ -304,7 +314,7 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
             max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip or None,
             callbacks=callbacks, logger=CSVLogger(run_dir, name="", version="logs"),
             enable_progress_bar=cfg.progress, enable_model_summary=False,
-            log_every_n_steps=10, num_sanity_val_steps=0, deterministic=False,
+            log_every_n_steps=max(1, min(10, len(train_ds) // cfg.batch_size)), num_sanity_val_steps=0, deterministic=False,
             limit_val_batches=cfg.limit_val_batches, default_root_dir=run_dir,
         )
         trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),

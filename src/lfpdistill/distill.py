@@ -1,0 +1,179 @@
+"""Cross-modal representational distillation: LFP student aligned to a frozen spike teacher.
+
+Loss = ``w_align`` · alignment(student latent, teacher latent) + ``w_mae`` · masked LFP
+reconstruction. Latents are per-timestep (mean over that bin's patch tokens). The teacher is
+frozen and in eval mode; by default its latents are computed once per session (centre-crop
+stitched, as for the probe) and cached, so every student window is aligned to teacher latents of
+exactly the same bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from .errors import DataValidationError
+from .models import NeuralTransformer, masked_loss
+from .training import BaseModule, TrainConfig, batch_input, model_meta
+
+
+class DistillConfig(BaseModel):
+    """Options of the distillation objective."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    align_loss: Literal["mse", "cosine", "mse+cosine"] = Field(
+        "mse", description="alignment between (projected) student and normalised teacher latents")
+    target_norm: Literal["standardize", "layernorm", "none"] = Field(
+        "standardize", description="teacher latent normalisation: per-dimension z-score with "
+        "training-set statistics, per-timestep layer norm, or none")
+    projection: Literal["none", "linear", "mlp"] = Field(
+        "linear", description="head from student latent to teacher latent space")
+    w_align: float = Field(1.0, ge=0)
+    w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
+    cache_teacher: bool = Field(True, description="compute teacher latents once per session")
+
+
+def alignment_loss(student: torch.Tensor, target: torch.Tensor, kind: str,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Alignment of ``student`` to ``target`` (both ``[B, T, D]``), averaged over timesteps.
+
+    ``mse``: mean squared error per element; ``cosine``: 1 − cosine similarity per timestep;
+    ``mse+cosine``: their sum. Zero iff the two agree (cosine: up to positive scale).
+    """
+    if student.shape != target.shape:
+        raise DataValidationError(
+            f"student latents {list(student.shape)} and teacher latents {list(target.shape)} "
+            "do not cover the same bins/width")
+    parts = []
+    if "mse" in kind:
+        parts.append(((student - target) ** 2).mean(-1))
+    if "cosine" in kind:
+        parts.append(1 - F.cosine_similarity(student, target, dim=-1, eps=1e-6))
+    per_t = sum(parts)
+    if weight is None:
+        return per_t.mean()
+    return (per_t * weight).sum() / weight.sum().clamp_min(1)
+
+
+class DistillModule(BaseModule):
+    """Trains ``model`` (the LFP student) to match teacher latents."""
+
+    stage = "distill"
+
+    def __init__(self, model: NeuralTransformer, teacher: NeuralTransformer, train_cfg: TrainConfig,
+                 dcfg: DistillConfig, bin_size: float,
+                 teacher_cache: dict[str, np.ndarray] | None = None,
+                 target_stats: tuple[np.ndarray, np.ndarray] | None = None,
+                 extra_meta: dict[str, Any] | None = None):
+        super().__init__(train_cfg)
+        if model.modality != "lfp" or teacher.modality != "spikes":
+            raise DataValidationError("distillation needs an LFP student and a spike teacher")
+        self.model = model
+        self.dcfg = dcfg
+        self.bin_size = bin_size
+        # the teacher is deliberately not a registered sub-module: it is frozen, never saved with
+        # the student and never touched by the optimiser
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.__dict__["teacher"] = teacher
+        self.teacher_cache = teacher_cache
+        d_s, d_t = model.cfg.d_model, teacher.cfg.d_model
+        if dcfg.projection == "linear":
+            self.proj: nn.Module = nn.Linear(d_s, d_t)
+        elif dcfg.projection == "mlp":
+            self.proj = nn.Sequential(nn.Linear(d_s, d_s), nn.GELU(), nn.Linear(d_s, d_t))
+        else:
+            if d_s != d_t:
+                raise DataValidationError(
+                    f"projection 'none' needs equal widths (student d={d_s}, teacher d={d_t}); "
+                    "use projection: linear")
+            self.proj = nn.Identity()
+        mean, std = target_stats if target_stats is not None else (np.zeros(d_t), np.ones(d_t))
+        self.register_buffer("t_mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("t_std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+        self.extra_meta = extra_meta or {}
+
+    def export_meta(self) -> dict[str, Any]:
+        return model_meta(self.model, self.bin_size, self.stage, distill=self.dcfg.model_dump(),
+                          teacher_vocab=self.teacher.vocab(), **self.extra_meta)
+
+    def on_fit_start(self) -> None:
+        self.teacher.to(self.device)
+
+    def teacher_latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self.teacher_cache is not None:
+            idx = batch["t_index"].cpu().numpy()
+            z = []
+            for name, ti in zip(batch["session"], idx, strict=True):
+                cache = self.teacher_cache[name]
+                if ti.max() >= cache.shape[0]:
+                    raise DataValidationError(
+                        f"cached teacher latents of session '{name}' cover {cache.shape[0]} bins "
+                        f"but the LFP window reaches bin {ti.max()}; rebuild the teacher cache")
+                z.append(cache[ti])
+            return torch.from_numpy(np.stack(z)).to(self.device)
+        x, widths = batch_input(batch, "spikes")
+        with torch.no_grad():
+            return self.teacher(x, batch["session"], widths, mask=None).latents.float()
+
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        if self.dcfg.target_norm == "standardize":
+            return (z - self.t_mean) / self.t_std
+        if self.dcfg.target_norm == "layernorm":
+            return F.layer_norm(z, z.shape[-1:])
+        return z
+
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        x, widths = batch_input(batch, "lfp")
+        target = self.normalise(self.teacher_latents(batch))
+        out = self.model(x, batch["session"], widths, mask=None)
+        align = alignment_loss(self.proj(out.latents).float(), target, self.dcfg.align_loss)
+        total = self.dcfg.w_align * align
+        res = {"align": align}
+        if self.dcfg.w_mae > 0:
+            mae, _ = masked_loss(self.model(x, batch["session"], widths, mask=True), "lfp")
+            total = total + self.dcfg.w_mae * mae
+            res["mae"] = mae
+        res["loss"] = total
+        return res
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        res = self.losses(batch)
+        self.check_finite(res["loss"], batch_idx)
+        bs = len(batch["session"])
+        self.log("train_loss", res["loss"], prog_bar=True, batch_size=bs)
+        self.log("train_align", res["align"], batch_size=bs)
+        return res["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        torch.manual_seed(1000 + batch_idx)
+        res = self.losses(batch)
+        bs = len(batch["session"])
+        self.log("val_loss", res["loss"], prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("val_align", res["align"], prog_bar=True, batch_size=bs, sync_dist=True)
+
+
+def teacher_target_stats(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean/std of teacher latents over the training bins of every session."""
+    z = np.concatenate([cache[n][m] for n, m in masks.items()])
+    return z.mean(0), z.std(0)
+
+
+def check_teacher_sessions(teacher: NeuralTransformer, names: Sequence[str],
+                           widths: dict[str, int]) -> None:
+    vocab = teacher.vocab()
+    unknown = [n for n in names if n not in vocab]
+    if unknown:
+        raise DataValidationError(
+            f"the teacher has not seen session(s) {', '.join(unknown)}; distil on sessions in its "
+            "vocabulary or adapt the teacher to them first (lfpdistill adapt TEACHER ...)")
+    teacher.tokenizer.check_sessions(list(names), [widths[n] for n in names])
