@@ -161,3 +161,35 @@ def test_config_errors() -> None:
         plan_chain(FS, cfg=LfpChainConfig(lowpass_hz=400.0))
     with pytest.raises(LfpDistillError, match="bin rate"):
         plan_chain(50.0, 0.01)
+
+
+def test_general_grid_path_matches_polyphase_path() -> None:
+    from lfpdistill.preprocess import _bin_grid, _stage2
+
+    p = plan_chain(2000.0)
+    rng = np.random.default_rng(6)
+    v = rng.standard_normal((4000, 3))
+    base, frac, step = _bin_grid(p, 0.01237, 300)
+    assert step == 10
+    fast = _stage2(v, 0, len(v), p, base, frac, step)
+    slow = _stage2(v, 0, len(v), p, base, frac, 0)
+    assert np.abs(fast - slow).max() < 1e-12
+
+
+def test_non_integer_samples_per_bin_chunked_and_in_band() -> None:
+    fs, bin_size = 2000.0, 1 / 300  # 3.33 intermediate samples per bin: general path
+    x = _sines(fs, 10.0, [(11.0, 1.0)], n_ch=3)
+    cfg = LfpChainConfig(car=False, zscore=False, highpass_hz=0.0, lowpass_hz=100.0)
+    y = broadband_to_lfp(x, fs, bin_size, cfg)
+    tc = (np.arange(len(y)) + 0.5) * bin_size
+    assert np.abs(y[300:-300, 0] - np.sin(2 * np.pi * 11 * tc[300:-300])).max() < 2e-3
+    y2 = broadband_to_lfp_chunked(lambda a, b: x[a:b], len(x), 3, fs, bin_size, cfg,
+                                  chunk_s=1.7)
+    assert np.abs(y2 - y).max() < 1e-6
+
+
+def test_scale_is_applied_before_zscore() -> None:
+    x = _sines(2000.0, 5.0, [(9.0, 100.0)], n_ch=2)
+    a = broadband_to_lfp(x, 2000.0, cfg=RAW, scale=0.01)
+    b = broadband_to_lfp(x * 0.01, 2000.0, cfg=RAW)
+    assert np.abs(a - b).max() < 1e-6

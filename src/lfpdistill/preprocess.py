@@ -74,6 +74,7 @@ _SINC_ZEROS = 10  # zero crossings per side of the bin-rate resampling kernel
 _SINC_BETA = 5.0  # Kaiser window beta of that kernel
 _DECAY_TOL = 1e-9  # impulse-response decay the stage-2 overlap must reach
 _MAX_DEN = 10000  # largest decimation denominator for the rational factor
+_T_BLOCK = 4096  # rows per block when transposing input blocks
 
 
 class LfpChainConfig(pydantic.BaseModel, extra="forbid"):
@@ -226,49 +227,72 @@ def _decimate_block(read: Reader, n: int, c: int, plan: ChainPlan, j0: int, j1: 
     n_a = n_min - ((n_min - a0) % down)
     lo, hi = max(n_a, 0), min(n_max + 1, n)  # lo < hi always: the block overlaps the input
     core = _read_checked(read, lo, hi, c, what)
+    # channel-major float64 copy, transposed in row blocks (a plain .T copy is cache-hostile)
     xt = np.empty((c, n_max + 1 - n_a), dtype=np.float64)
-    xt[:, : lo - n_a] = core[:1].T  # before the input: hold its first sample (lo == 0 here)
-    xt[:, lo - n_a: hi - n_a] = core.T
-    xt[:, hi - n_a:] = core[-1:].T  # after the input: hold its last sample (hi == n here)
+    xt[:, : lo - n_a] = core[0][:, None]  # before the input: hold its first sample (lo == 0)
+    for r in range(0, hi - lo, _T_BLOCK):
+        xt[:, lo - n_a + r: lo - n_a + min(r + _T_BLOCK, hi - lo)] = core[r: r + _T_BLOCK].T
+    xt[:, hi - n_a:] = core[-1][:, None]  # after the input: hold its last sample (hi == n)
     y = signal.upfirdn(h, xt, up, down, axis=-1)
     off = (d - n_a * up) // down
     return np.ascontiguousarray(y[:, j0 + off: j1 + off].T)
 
 
 # -------------------------------------------------------------- stage 2: filters, CAR, bins
-def _bin_positions(plan: ChainPlan, grid_offset: float, k0: int, k1: int) -> np.ndarray:
-    """Bin-centre positions in intermediate-sample units (relative to input sample 0)."""
-    k = np.arange(k0, k1, dtype=np.float64)
-    return (grid_offset + (k + 0.5) * plan.bin_size) * plan.fi
+def _bin_grid(plan: ChainPlan, grid_offset: float, n_bins: int) -> tuple[np.ndarray, np.ndarray,
+                                                                           int]:
+    """Bin centres in intermediate-sample units (relative to input sample 0), split into an
+    integer ``base`` and a fractional ``frac`` part. Returns ``(base, frac, step)`` where
+    ``step > 0`` is the integer number of intermediate samples per bin when that number is an
+    integer (all bins then share one ``frac``), else ``0``."""
+    m = plan.fi * plan.bin_size
+    k = np.arange(n_bins, dtype=np.int64)
+    u0 = (grid_offset + 0.5 * plan.bin_size) * plan.fi
+    step = int(round(m))
+    if step >= 1 and abs(m - step) <= 1e-9 * m:
+        b0 = math.floor(u0)
+        f0 = u0 - b0
+        if f0 > 1.0 - 1e-9:
+            b0, f0 = b0 + 1, 0.0
+        return b0 + k * step, np.full(n_bins, f0), step
+    u = (grid_offset + (k + 0.5) * plan.bin_size) * plan.fi
+    base = np.floor(u).astype(np.int64)
+    return base, u - base, 0
 
 
-def _stage2(v: np.ndarray, v_lo: int, n_int: int, plan: ChainPlan, u: np.ndarray) -> np.ndarray:
+def _sinc_weights(plan: ChainPlan, frac: np.ndarray) -> tuple[np.ndarray, int]:
+    """``[len(frac), 2*hw+1]`` resampling weights on offsets ``-hw..hw`` (rows sum to 1)."""
+    half = plan.sinc_half
+    hw = int(math.ceil(half))
+    tau = np.arange(-hw, hw + 1)[None, :] - frac[:, None]
+    inside = np.abs(tau) < half
+    win = np.i0(_SINC_BETA * np.sqrt(np.clip(1.0 - (tau / half) ** 2, 0.0, None)))
+    w = np.where(inside, np.sinc(tau / (plan.fi * plan.bin_size)) * win, 0.0)
+    return w / w.sum(axis=1, keepdims=True), hw
+
+
+def _stage2(v: np.ndarray, v_lo: int, n_int: int, plan: ChainPlan, base: np.ndarray,
+            frac: np.ndarray, step: int) -> np.ndarray:
     """Filter the intermediate window ``v`` (samples ``[v_lo, v_lo+len)``), reference it and
-    evaluate it at intermediate positions ``u`` (absolute). Returns ``[len(u), C]`` float64."""
+    evaluate it at the bin centres ``base + frac`` (absolute intermediate positions; samples
+    outside the recording are taken as its first/last sample). Returns ``[K, C]`` float64."""
     if plan.sos_mid is not None and len(plan.sos_mid):
         v = signal.sosfiltfilt(plan.sos_mid, v, axis=0)
     if plan.cfg.car:
         v = v - v.mean(axis=1, keepdims=True)
-    half = plan.sinc_half
-    step = plan.fi * plan.bin_size  # intermediate samples per bin
-    hw = int(math.ceil(half))
-    base = np.floor(u).astype(np.int64)
-    out = np.zeros((len(u), v.shape[1]), dtype=np.float64)
-    wsum = np.zeros(len(u), dtype=np.float64)
-    i0 = np.i0(_SINC_BETA)
+    n_k = len(base)
+    if step:  # one phase for all bins: a decimating FIR (polyphase, only the needed outputs)
+        w, hw = _sinc_weights(plan, frac[:1])
+        q = -(-2 * hw // step)
+        s = int(base[0]) - q * step + hw
+        idx = np.arange(s, s + (q + n_k - 1) * step + 1)
+        x = v[np.clip(idx, 0, n_int - 1) - v_lo]
+        return signal.upfirdn(w[0, ::-1], x, 1, step, axis=0)[q: q + n_k]
+    w, hw = _sinc_weights(plan, frac)
+    out = np.zeros((n_k, v.shape[1]), dtype=np.float64)
     for i in range(-hw, hw + 1):
-        tau = (base + i) - u
-        inside = np.abs(tau) < half
-        if not inside.any():
-            continue
-        w = np.sinc(tau / step) * np.i0(
-            _SINC_BETA * np.sqrt(np.clip(1.0 - (tau / half) ** 2, 0.0, None))
-        ) / i0
-        w = np.where(inside, w, 0.0)
         idx = np.clip(base + i, 0, n_int - 1) - v_lo
-        out += w[:, None] * v[idx]
-        wsum += w
-    out /= wsum[:, None]
+        out += w[:, i + hw, None] * v[idx]
     return out
 
 
@@ -308,7 +332,8 @@ def _default_n_bins(n_samples: int, fs: float, bin_size: float, offset: float) -
 
 def _run(read: Reader, n_samples: int, n_channels: int, fs: float, bin_size: float,
          cfg: LfpChainConfig | None, t0: float, grid_start: float | None,
-         n_bins: int | None, window_bins: int | None, what: str) -> np.ndarray:
+         n_bins: int | None, window_bins: int | None, what: str,
+         scale: float = 1.0) -> np.ndarray:
     plan = plan_chain(fs, bin_size, cfg)
     n_samples, n_channels = int(n_samples), int(n_channels)
     if n_channels < 1:
@@ -335,10 +360,10 @@ def _run(read: Reader, n_samples: int, n_channels: int, fs: float, bin_size: flo
             f"is not inside the signal [{t0:.6f}, {t0 + n_samples / fs:.6f}) s"
         )
     n_int = _n_intermediate(plan, n_samples)
-    u_all = _bin_positions(plan, offset, 0, n_bins)
+    base, frac, step = _bin_grid(plan, offset, n_bins)
     hw = int(math.ceil(plan.sinc_half)) + 1
     y = np.empty((n_bins, n_channels), dtype=np.float64)
-    raw_block = max(plan.down, (1 << 18) // plan.down * plan.down)  # ~0.26M input samples
+    raw_block = max(plan.down, (1 << 17) // plan.down * plan.down)  # ~0.13M input samples
     int_block = max(1, raw_block * plan.up // plan.down)
 
     def intermediate(j0: int, j1: int) -> np.ndarray:
@@ -350,14 +375,14 @@ def _run(read: Reader, n_samples: int, n_channels: int, fs: float, bin_size: flo
 
     if window_bins is None or window_bins >= n_bins:
         v = intermediate(0, n_int)
-        y[:] = _stage2(v, 0, n_int, plan, u_all)
-        return _finish(y, plan)
+        y[:] = _stage2(v, 0, n_int, plan, base, frac, step)
+        return _finish(y * scale, plan)
 
     cache_lo, cache = 0, np.empty((0, n_channels))
     for k0 in range(0, n_bins, window_bins):
         k1 = min(n_bins, k0 + window_bins)
-        lo = max(0, int(math.floor(u_all[k0])) - hw - plan.margin)
-        hi = min(n_int, int(math.ceil(u_all[k1 - 1])) + hw + plan.margin + 1)
+        lo = max(0, int(base[k0]) - hw - plan.margin)
+        hi = min(n_int, int(base[k1 - 1]) + hw + plan.margin + 2)
         if k0 == 0:
             lo = 0
         if k1 == n_bins:
@@ -370,37 +395,41 @@ def _run(read: Reader, n_samples: int, n_channels: int, fs: float, bin_size: flo
         else:
             v = intermediate(lo, hi)
         cache_lo, cache = lo, v
-        y[k0:k1] = _stage2(v, lo, n_int, plan, u_all[k0:k1])
-    return _finish(y, plan)
+        y[k0:k1] = _stage2(v, lo, n_int, plan, base[k0:k1], frac[k0:k1], step)
+    return _finish(y * scale, plan)
 
 
 # ---------------------------------------------------------------------------------- public
 def broadband_to_lfp(x: np.ndarray, fs: float, bin_size: float = 0.01,
                      cfg: LfpChainConfig | None = None, t0: float = 0.0, *,
-                     grid_start: float | None = None, n_bins: int | None = None) -> np.ndarray:
+                     grid_start: float | None = None, n_bins: int | None = None,
+                     scale: float = 1.0) -> np.ndarray:
     """Process an in-memory recording ``x`` ``[n, C]`` sampled at ``fs`` Hz into LFP.
 
     ``x`` may have any real dtype and is used as is (scaling to volts/uV is the caller's).
     Returns ``[n_bins, C]`` float32; row ``k`` is the LFP at ``grid_start + (k + 0.5) *
     bin_size`` (``grid_start`` defaults to ``t0``, the time of ``x[0]``). Raises
-    :class:`DataValidationError` for NaN/inf samples or too-short input.
+    :class:`DataValidationError` for NaN/inf samples or too-short input. ``scale`` multiplies
+    the result before the high-pass/z-score (every earlier step is linear), so integer ADC
+    counts can be passed as they are with ``scale`` = volts per count.
     """
     x = np.asarray(x)
     if x.ndim != 2:
         raise DataValidationError(f"signal has shape {list(x.shape)}; expected [n_samples, C]")
     return _run(lambda a, b: x[a:b], x.shape[0], x.shape[1], fs, bin_size, cfg, t0,
-                grid_start, n_bins, None, "signal")
+                grid_start, n_bins, None, "signal", scale)
 
 
 def broadband_to_lfp_chunked(read: Reader, n_samples: int, n_channels: int, fs: float,
                              bin_size: float = 0.01, cfg: LfpChainConfig | None = None,
                              t0: float = 0.0, chunk_s: float = 60.0, *,
                              grid_start: float | None = None, n_bins: int | None = None,
-                             what: str = "signal") -> np.ndarray:
+                             what: str = "signal", scale: float = 1.0) -> np.ndarray:
     """Streaming version of :func:`broadband_to_lfp` with bounded memory.
 
     ``read(start, stop)`` must return input samples ``[start, stop)`` as ``[stop - start,
     n_channels]`` (e.g. ``lambda a, b: dset[a:b] * conversion`` for an h5py dataset).
+    Reading integer counts and passing ``scale`` (e.g. volts per count) is cheapest.
     ``chunk_s`` is the output span processed per window; memory grows with it and with the
     number of channels, not with the recording length (apart from the ``[n_bins, C]`` bin-rate
     result). ``what`` names the source in error messages. Same output and conventions as
@@ -410,4 +439,4 @@ def broadband_to_lfp_chunked(read: Reader, n_samples: int, n_channels: int, fs: 
         raise ConfigError(f"chunk_s {chunk_s} must be positive")
     window_bins = max(1, int(round(chunk_s / bin_size)))
     return _run(read, n_samples, n_channels, fs, bin_size, cfg, t0, grid_start, n_bins,
-                window_bins, what)
+                window_bins, what, scale)
