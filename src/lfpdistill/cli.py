@@ -178,9 +178,83 @@ def probe(
         console.print(f"mean R² over {len(rows)} sessions: {mean:.3f}")
 
 
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option(help="spike teacher run directory")],
+    store: Annotated[Path, typer.Option(help="store directory (paired spikes + LFP)")],
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    sessions: Annotated[str, typer.Option(help="session names/patterns to distil on")] = "*",
+    student_init: Annotated[Path | None, typer.Option(
+        help="start the student from this LFP run (e.g. MS-LFP) instead of scratch")] = None,
+    overrides: SetOpt = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="start over")] = False,
+) -> None:
+    """Distil a frozen spike teacher into an LFP student (latent alignment + masked LFP)."""
+    from .stages import distill_run
+
+    mcfg, tcfg, dcfg = _distill_configs(overrides)
+    summary = distill_run(teacher, store, sessions, out, mcfg, tcfg, dcfg, student_init=student_init,
+                          resume=not no_resume)
+    console.print(f"[bold]distill done[/]: {summary.get('epochs')} epochs, best val loss "
+                  f"{_fmt(summary.get('best_val_loss'))}; student in {out / 'model.ckpt'}")
+
+
+def _distill_configs(overrides: list[str] | None):
+    from .distill import DistillConfig
+
+    dkeys = set(DistillConfig.model_fields)
+    d_over = [o for o in overrides or [] if o.split("=", 1)[0].replace("-", "_") in dkeys]
+    rest = [o for o in overrides or [] if o not in d_over]
+    mcfg, tcfg = _configs("lfp", rest)
+    values = {}
+    for o in d_over:
+        k, v = o.split("=", 1)
+        try:
+            values[k.replace("-", "_")] = json.loads(v)
+        except json.JSONDecodeError:
+            values[k.replace("-", "_")] = v
+    try:
+        dcfg = DistillConfig(**values)
+    except Exception as e:
+        from .stages import _one_line
+        raise ConfigError(f"invalid distillation option: {_one_line(e)}") from None
+    return mcfg, tcfg, dcfg
+
+
+@app.command()
+def finetune(
+    run: Annotated[Path, typer.Argument(help="run directory of any model (teacher, SS/MS-LFP, distilled)")],
+    store: Annotated[Path, typer.Option(help="store directory")],
+    session: Annotated[str, typer.Option(help="session to fine-tune and evaluate on")],
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    overrides: SetOpt = None,
+) -> None:
+    """Supervised evaluation: model + velocity head trained end-to-end, R² on test segments."""
+    from .stages import finetune_run
+
+    _, tcfg = _configs("lfp", overrides)
+    res = finetune_run(run, store, session, out, tcfg)
+    print_table([{k: v for k, v in res.items() if k != "as_session"}], title="fine-tuned decoder R²")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="experiment YAML (see configs/demo.yaml)")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default: the config's out)")] = None,
+    from_stage: Annotated[str | None, typer.Option(
+        "--from", help="recompute this stage and all later ones")] = None,
+) -> None:
+    """Run a whole study from one config: data, models, evaluations, report (cached stages)."""
+    from .experiment_config import load_config
+    from .pipeline import run_experiment
+
+    cfg = load_config(config)
+    run_experiment(cfg, from_stage, out=out)
+
+
 def _register_optional() -> None:
     """Commands contributed by sub-packages (real-data readers, experiment pipeline)."""
-    for mod_name in ("lfpdistill.readers.cli", "lfpdistill.pipeline_cli"):
+    for mod_name in ("lfpdistill.readers.cli",):
         try:
             mod = __import__(mod_name, fromlist=["register"])
         except ModuleNotFoundError as e:

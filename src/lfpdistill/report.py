@@ -1,0 +1,298 @@
+"""Experiment report: results.json, results.csv, report.md and PNG figures.
+
+Every number in ``report.md`` is computed from the rows stored in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from .data import write_json_atomic  # noqa: E402
+from .data.store import atomic_path  # noqa: E402
+
+LABELS = {
+    "teacher": "Teacher (spikes)",
+    "ss_lfp": "SS-LFP",
+    "ms_lfp": "MS-LFP",
+    "distilled": "Distilled LFP",
+    "distilled_a": "Distilled LFP (gen. a)",
+    "wiener_spikes": "Spike Wiener",
+    "wiener_lfp": "LFP Wiener (raw)",
+    "wiener_bandpower": "LFP Wiener (LMP+band power)",
+    "kalman_bandpower": "LFP Kalman (LMP+band power)",
+}
+ORDER = list(LABELS)
+CLASSIC_LFP = ("wiener_lfp", "wiener_bandpower", "kalman_bandpower")
+COLORS = {
+    "teacher": "#444444", "ss_lfp": "#9ecae1", "ms_lfp": "#3182bd", "distilled": "#e6550d",
+    "distilled_a": "#fdae6b", "wiener_spikes": "#969696", "wiener_lfp": "#a1d99b",
+    "wiener_bandpower": "#31a354", "kalman_bandpower": "#756bb1",
+}
+
+
+def _stats(vals: list[float]) -> dict[str, float | int]:
+    a = np.asarray(vals, dtype=float)
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± sd over sessions and seeds per (eval, group, model)."""
+    groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["eval"], r["group"], r["model"])].append(r["r2"])
+    out = []
+    for (ev, grp, model), vals in groups.items():
+        out.append({"eval": ev, "group": grp, "model": model, "label": LABELS.get(model, model),
+                    **_stats(vals)})
+    rank = {m: i for i, m in enumerate(ORDER)}
+    out.sort(key=lambda r: (r["group"], r["eval"] != "probe", rank.get(r["model"], 99)))
+    return out
+
+
+def _mean(summary: list[dict[str, Any]], ev: str, grp: str, model: str) -> float | None:
+    for r in summary:
+        if (r["eval"], r["group"], r["model"]) == (ev, grp, model):
+            return float(r["mean"])
+    return None
+
+
+def claims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The study's acceptance checks, each with the numbers it compares and pass/fail."""
+    out: list[dict[str, Any]] = []
+
+    def add(text: str, ok: bool | None, values: dict[str, float | None]) -> None:
+        out.append({"claim": text, "pass": ok,
+                    "values": {k: None if v is None else round(v, 4) for k, v in values.items()}})
+
+    g = "distilled"
+    d, ms, ss, t = (_mean(summary, "probe", g, m) for m in ("distilled", "ms_lfp", "ss_lfp", "teacher"))
+    if None not in (d, ms, ss):
+        add("Distilled sessions, probe: Distilled LFP > MS-LFP > SS-LFP", d > ms > ss,
+            {"distilled": d, "ms_lfp": ms, "ss_lfp": ss})
+    if None not in (d, ms, t):
+        gain, ceiling = d - ms, t - ms
+        add("Distilled sessions, probe: Distilled − MS-LFP ≥ ½ (Teacher − MS-LFP)",
+            gain >= 0.5 * ceiling, {"distilled-ms": gain, "teacher-ms": ceiling})
+    classic = {m: _mean(summary, "classic", g, m) for m in CLASSIC_LFP}
+    classic = {k: v for k, v in classic.items() if v is not None}
+    if d is not None and classic:
+        best_m = max(classic, key=classic.get)
+        add(f"Distilled sessions, probe: Distilled LFP ≥ 1.1 × best classic LFP decoder "
+            f"({LABELS[best_m]})", d >= 1.1 * classic[best_m], {"distilled": d, best_m: classic[best_m]})
+    ud, ums = _mean(summary, "probe", "unseen", "distilled"), _mean(summary, "probe", "unseen", "ms_lfp")
+    if None not in (ud, ums):
+        add("Unseen sessions, probe: Distilled (generalized, b) > MS-LFP adapted", ud > ums,
+            {"distilled_b": ud, "ms_lfp_adapted": ums})
+    uclassic = {m: _mean(summary, "classic", "unseen", m) for m in CLASSIC_LFP}
+    uclassic = {k: v for k, v in uclassic.items() if v is not None}
+    if ud is not None and uclassic:
+        best_u = max(uclassic, key=uclassic.get)
+        add(f"Unseen sessions, probe: Distilled (generalized, b) ≥ best classic LFP decoder "
+            f"({LABELS[best_u]})", ud >= uclassic[best_u], {"distilled_b": ud, best_u: uclassic[best_u]})
+    fd = _mean(summary, "finetune", g, "distilled")
+    if fd is not None and classic and d is not None:
+        best_m = max(classic, key=classic.get)
+        add("Distilled sessions, supervised: fine-tuned Distilled LFP > best classic LFP decoder and "
+            "> its own probe", fd > classic[best_m] and fd > d,
+            {"finetuned_distilled": fd, best_m: classic[best_m], "distilled_probe": d})
+    return out
+
+
+# ---------------------------------------------------------------------------- tables
+def _pm(s: dict[str, Any]) -> str:
+    return f"{s['mean']:.3f} ± {s['sd']:.3f}" if s["n"] > 1 else f"{s['mean']:.3f}"
+
+
+def per_session_table(rows: list[dict[str, Any]], evals: tuple[str, ...]
+                      ) -> tuple[list[str], list[str], dict]:
+    cell: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r["eval"] in evals:
+            cell[(r["session"], r["model"])].append(r["r2"])
+    sessions = list(dict.fromkeys(r["session"] for r in rows if r["eval"] in evals))
+    models = [m for m in ORDER if any((s, m) in cell for s in sessions)]
+    return sessions, models, {k: _stats(v) for k, v in cell.items()}
+
+
+def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
+             summary: list[dict[str, Any]], checks: list[dict[str, Any]], seconds: float,
+             figures: dict[str, str], store_info: str) -> str:
+    buf = io.StringIO()
+    w = buf.write
+    w(f"# lfpdistill report — {cfg.name}\n\n")
+    w(f"Data: {store_info}. Seeds: {', '.join(map(str, cfg.seeds))}. Teacher sessions: "
+      f"{', '.join(roles['teacher'])}. Distilled on: {', '.join(roles['distill'])}. "
+      f"Held-out (unseen by teacher, MS-LFP and distillation): {', '.join(roles['heldout']) or 'none'}. "
+      f"Wall time: {seconds / 60:.1f} min.\n\n")
+    w("All numbers are velocity R² (mean of x and y) on held-out **test segments**; model selection "
+      "used only train/validation segments. *Probe*: frozen per-timestep latents → linear regression "
+      "fit on the session's train segments. *Fine-tune*: model + linear velocity head trained "
+      "end-to-end, early-stopped on validation. *Classic*: lagged ridge (Wiener) and Kalman decoders "
+      "on the same splits. Mean ± sd over sessions and seeds.\n\n")
+    w("## Summary\n\n| group | evaluation | model | R² | n |\n|---|---|---|---|---|\n")
+    for s in summary:
+        w(f"| {s['group']} | {s['eval']} | {s['label']} | {_pm(s)} | {s['n']} |\n")
+    w("\n## Checks\n\n")
+    for c in checks:
+        mark = "PASS" if c["pass"] else "FAIL"
+        vals = ", ".join(f"{k} = {v:.3f}" for k, v in c["values"].items() if v is not None)
+        w(f"- **{mark}** — {c['claim']} ({vals})\n")
+    if not checks:
+        w("- (no checks apply to this configuration)\n")
+    for title, evals in (("Linear probe and classic decoders per session", ("probe", "classic")),
+                         ("Supervised fine-tuning per session", ("finetune",))):
+        sessions, models, cells = per_session_table(rows, evals)
+        if not sessions:
+            continue
+        w(f"\n## {title}\n\n| session | " + " | ".join(LABELS.get(m, m) for m in models) + " |\n")
+        w("|---|" + "---|" * len(models) + "\n")
+        for s in sessions:
+            w(f"| {s} | " + " | ".join(_pm(cells[(s, m)]) if (s, m) in cells else "—" for m in models)
+              + " |\n")
+    w("\n## Figures\n\n")
+    for name, caption in figures.items():
+        w(f"![{caption}]({name})\n\n*{caption}*\n\n")
+    w("Machine-readable: `results.json` (every number above, with model, session, split, seed) and "
+      "`results.csv`.\n")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- figures
+def fig_per_session(rows: list[dict[str, Any]], path: Path) -> None:
+    sessions, models, cells = per_session_table(rows, ("probe", "classic"))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(sessions) + 3), 4.2))
+    width = 0.8 / max(len(models), 1)
+    for j, m in enumerate(models):
+        xs, ys, es = [], [], []
+        for i, s in enumerate(sessions):
+            if (s, m) in cells:
+                xs.append(i + (j - (len(models) - 1) / 2) * width)
+                ys.append(cells[(s, m)]["mean"])
+                es.append(cells[(s, m)]["sd"])
+        hatch = "//" if m in CLASSIC_LFP or m == "wiener_spikes" else None
+        ax.bar(xs, ys, width, yerr=es, label=LABELS.get(m, m), color=COLORS.get(m), hatch=hatch,
+               edgecolor="white", capsize=2)
+    groups = {r["session"]: r["group"] for r in rows}
+    ax.set_xticks(range(len(sessions)),
+                  [f"{s}\n({'distilled' if groups[s] == 'distilled' else 'unseen'})" for s in sessions])
+    ax.set_ylabel("velocity R² (test segments)")
+    ax.set_title("Linear probe on frozen latents (solid) vs classic decoders (hatched)", fontsize=10)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def fig_summary(summary: list[dict[str, Any]], path: Path) -> None:
+    panels = [(g, e) for g in ("distilled", "unseen") for e in ("probe", "finetune")
+              if any(s["group"] == g and s["eval"] == e for s in summary)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (g, e) in zip(axes[0], panels, strict=True):
+        evals = (e, "classic") if e == "probe" else (e,)
+        sel = [s for s in summary if s["group"] == g and s["eval"] in evals]
+        sel.sort(key=lambda s: ORDER.index(s["model"]) if s["model"] in ORDER else 99)
+        ax.bar(range(len(sel)), [s["mean"] for s in sel], yerr=[s["sd"] for s in sel], capsize=3,
+               color=[COLORS.get(s["model"]) for s in sel],
+               hatch=None, edgecolor="white")
+        ax.set_xticks(range(len(sel)), [LABELS.get(s["model"], s["model"]) for s in sel], rotation=40,
+                      ha="right", fontsize=7)
+        ax.set_title(f"{g} sessions — {e}" + (" + classic" if e == "probe" else ""), fontsize=9)
+        ax.axhline(0, color="k", lw=0.5)
+    axes[0][0].set_ylabel("velocity R² (mean ± sd over sessions, seeds)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def fig_traces(rows: list[dict[str, Any]], traces: dict[str, Any], store: Any, path: Path) -> bool:
+    probe = traces.get("probe", {})
+    classic = traces.get("classic", {})
+    sess_names = [k.split("|")[1] for k in probe if k.startswith("distilled|")]
+    if not sess_names or store is None:
+        return False
+    name = sess_names[0]
+    s = store.session(name)
+    seg = s.split_segments("test")[0]
+    a, b = int(seg[0]), int(seg[1])
+    t = (np.arange(a, b) - a) * s.bin_size
+    candidates = [("teacher", probe), ("ms_lfp", probe), ("distilled", probe)]
+    cls = [m for m in CLASSIC_LFP if f"{m}|{name}" in classic]
+    if cls:
+        best = max(cls, key=lambda m: np.mean([r["r2"] for r in rows
+                                               if r["model"] == m and r["session"] == name]))
+        candidates.append((best, classic))
+    fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+    for dim, ax in enumerate(axes):
+        ax.plot(t, s.velocity[a:b, dim], color="k", lw=2, label="true")
+        for m, src in candidates:
+            key = f"{m}|{name}"
+            if key in src:
+                ax.plot(t, src[key][a:b, dim], lw=1.2, color=COLORS.get(m), label=LABELS.get(m, m))
+        ax.set_ylabel(f"velocity {'xy'[dim]}")
+    axes[0].set_title(f"Decoded vs true velocity, session {name}, first test segment (seed 0)")
+    axes[1].set_xlabel("time in segment (s)")
+    axes[0].legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- entry point
+def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
+                 traces: dict[str, Any], log: list[dict[str, Any]], seconds: float,
+                 store: Any = None, console: Console | None = None) -> dict[str, Any]:
+    out = Path(out)
+    console = console or Console()
+    summary = summarise(rows)
+    checks = claims(summary)
+    figures = {}
+    if rows:
+        fig_per_session(rows, out / "per_session_r2.png")
+        figures["per_session_r2.png"] = ("Per-session test R²: linear probe of every model and "
+                                         "classic decoders")
+        fig_summary(summary, out / "summary_r2.png")
+        figures["summary_r2.png"] = "Mean ± sd over sessions and seeds"
+        if fig_traces(rows, traces, store, out / "traces.png"):
+            figures["traces.png"] = "Decoded vs true velocity on one test segment"
+    store_info = (f"store {store.root} ({len(store.names)} sessions, options {store.options_hash})"
+                  if store is not None else "store")
+    result = {"name": cfg.name, "seconds": round(seconds, 1), "roles": roles, "rows": rows,
+              "summary": summary, "checks": checks, "stages": log,
+              "config": json.loads(cfg.model_dump_json())}
+    write_json_atomic(out / "results.json", result)
+    with atomic_path(out / "results.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        cols = ["model", "session", "group", "eval", "split", "seed", "mode", "r2", "r2_x", "r2_y"]
+        wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        wr.writeheader()
+        wr.writerows(rows)
+    md = markdown(cfg, roles, rows, summary, checks, seconds, figures, store_info)
+    with atomic_path(out / "report.md", suffix=".md") as tmp:
+        tmp.write_text(md)
+    table = Table(title=f"{cfg.name}: test R² (mean ± sd over sessions and seeds)")
+    for c in ("group", "evaluation", "model", "R²"):
+        table.add_column(c)
+    for s in summary:
+        table.add_row(s["group"], s["eval"], s["label"], _pm(s))
+    console.print(table)
+    for c in checks:
+        console.print(("[green]PASS[/] " if c["pass"] else "[red]FAIL[/] ") + c["claim"])
+    console.print(f"report: {out / 'report.md'}  ({seconds / 60:.1f} min)")
+    return result
