@@ -1,0 +1,39 @@
+# Two entry points (see README): `make demo` runs the study on the built-in simulator,
+# `make test` runs the tests. Both create/refresh the virtual environment first, installing the
+# CPU build of PyTorch before anything else (users with GPUs install their own torch first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+# CI runs the slow end-to-end tests too; locally `make test` stays fast.
+ifeq ($(CI),)
+MARK := -m "not slow"
+else
+MARK :=
+endif
+
+.PHONY: venv demo test test-all lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: venv
+	$(VENV)/bin/lfpdistill run configs/demo.yaml
+
+test: venv
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest $(MARK) -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-all: venv
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf results runs .pytest_cache

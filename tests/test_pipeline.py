@@ -1,0 +1,127 @@
+"""End-to-end `lfpdistill run` on a minute of simulated data, plus config validation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+import yaml
+
+from lfpdistill.cli import main
+from lfpdistill.errors import ConfigError
+from lfpdistill.experiment_config import load_config
+
+TINY = {
+    "name": "tiny",
+    "seeds": [0],
+    "accelerator": "cpu",
+    "data": {"simulate": {"n_sessions": 3, "seconds": 60, "seed": 0, "n_channels": 32,
+                          "units_min": 30, "units_max": 40},
+             "segment_s": 5.0},
+    "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00"], "heldout": ["sim02"]},
+    "teacher": {"model": {"modality": "spikes", "patch_size": 16, "d_model": 16, "n_layers": 1,
+                          "n_heads": 2},
+                "train": {"max_epochs": 1, "progress": False}},
+    "lfp_model": {"modality": "lfp", "patch_size": 16, "d_model": 16, "n_layers": 1, "n_heads": 2},
+    "ss_lfp": {"max_epochs": 1, "progress": False},
+    "ms_lfp": {"max_epochs": 1, "progress": False},
+    "distill": {"train": {"max_epochs": 1, "progress": False}},
+    "generalize": {"adapt": {"max_epochs": 1, "progress": False}},
+    "finetune": {"models": ["distilled"], "train": {"max_epochs": 1, "progress": False}},
+}
+
+
+def write_cfg(path, cfg):
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    cfg = write_cfg(root / "tiny.yaml", {**TINY, "out": str(root / "out")})
+    assert main(["run", str(cfg)]) == 0
+    return root, cfg
+
+
+@pytest.mark.slow
+def test_run_writes_parseable_report(tiny_run):
+    root, _ = tiny_run
+    out = root / "out"
+    res = json.loads((out / "results.json").read_text())
+    rows = res["rows"]
+    models = {(r["model"], r["eval"]) for r in rows}
+    for m in [("teacher", "probe"), ("ss_lfp", "probe"), ("ms_lfp", "probe"), ("distilled", "probe"),
+              ("distilled_a", "probe"), ("distilled", "finetune"), ("wiener_bandpower", "classic"),
+              ("kalman_bandpower", "classic"), ("wiener_spikes", "classic"), ("wiener_lfp", "classic")]:
+        assert m in models, m
+    for r in rows:
+        assert {"model", "session", "split", "seed", "r2"} <= set(r)
+        assert r["split"] == "test"
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    md = (out / "report.md").read_text()
+    # every number in the report's tables comes from results.json
+    numbers = {f"{s['mean']:.3f}" for s in res["summary"]} | {f"{s['sd']:.3f}" for s in res["summary"]}
+    numbers |= {f"{r['r2']:.3f}" for r in rows}
+    table_lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
+    for ln in table_lines:
+        for num in re.findall(r"-?\d+\.\d{3}", ln):
+            assert num in numbers or num.lstrip("-") in numbers, (num, ln)
+    for png in ("per_session_r2.png", "summary_r2.png", "traces.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+@pytest.mark.slow
+def test_rerun_is_cached_and_config_change_recomputes_dependents(tiny_run):
+    root, cfg_path = tiny_run
+    out = root / "out"
+    assert main(["run", str(cfg_path)]) == 0
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    assert stages and all(s["status"] == "cached" for s in stages)
+    changed = {**TINY, "out": str(out),
+               "finetune": {"models": ["distilled"], "train": {"max_epochs": 2, "progress": False}}}
+    write_cfg(root / "changed.yaml", changed)
+    assert main(["run", str(root / "changed.yaml")]) == 0
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    ran = {s["stage"] for s in stages if s["status"] == "ran"}
+    assert ran == {"finetune"}
+    assert main(["run", str(root / "changed.yaml"), "--from", "probe"]) == 0
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    ran = {s["stage"] for s in stages if s["status"] == "ran"}
+    assert ran == {"probe", "finetune", "classic"}
+
+
+def test_unknown_and_mistyped_keys_rejected(tmp_path, capsys):
+    bad = {**TINY, "teacher": {**TINY["teacher"], "trian": {"max_epochs": 1}}}
+    with pytest.raises(ConfigError, match=r"unknown key 'teacher\.trian'"):
+        load_config(write_cfg(tmp_path / "a.yaml", bad))
+    bad = {**TINY, "distill": {"objective": {"align_loss": "l1"}}}
+    with pytest.raises(ConfigError, match=r"distill\.objective\.align_loss"):
+        load_config(write_cfg(tmp_path / "b.yaml", bad))
+    assert main(["run", str(write_cfg(tmp_path / "c.yaml", {**TINY, "sedes": [1]}))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "unknown key 'sedes'" in err and err.count("\n") == 1
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "d.yaml").write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "d.yaml")
+
+
+def test_bad_roles_rejected(tmp_path):
+    from lfpdistill.pipeline import Runner
+
+    cfg = load_config(write_cfg(tmp_path / "r.yaml", {
+        **TINY, "out": str(tmp_path / "o"),
+        "data": {**TINY["data"], "simulate": {**TINY["data"]["simulate"], "seconds": 20}},
+        "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00"], "heldout": ["sim01"]}}))
+    runner = Runner(cfg)
+    runner.stage_data()
+    with pytest.raises(ConfigError, match="held-out sessions must be unseen"):
+        runner.resolve_roles()
+    with pytest.raises(ConfigError, match="unknown stage"):
+        Runner(cfg, from_stage="nope")
