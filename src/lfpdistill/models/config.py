@@ -14,15 +14,21 @@ class ModelConfig(BaseModel):
 
     modality: Literal["spikes", "lfp"] = Field("spikes", description="input modality")
     patch_size: int = Field(16, ge=1, description="channels per spatial patch (token)")
-    embedder: Literal["linear", "count", "mlp"] = Field(
+    embedder: Literal["linear", "count", "mlp", "filterbank"] = Field(
         "linear", description="shared patch embedder: linear (spikes: on log1p counts), "
-        "count (spikes only: embedding of counts clamped to max_count), mlp (two layers)")
+        "count (spikes only: embedding of counts clamped to max_count), mlp (two layers), "
+        "filterbank (per channel: value, learned temporal filters and their log local energy)")
+    n_filters: int = Field(8, ge=1, description="filterbank embedder: temporal filters per channel")
+    filter_bins: int = Field(15, ge=3, description="filterbank embedder: filter length (bins)")
+    energy_bins: int = Field(9, ge=1, description="filterbank embedder: energy smoothing (bins)")
     max_count: int = Field(8, ge=1, description="counts are clamped to this for the count embedder")
     d_model: int = Field(64, ge=8, description="token / latent width")
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(2.0, gt=0, description="SwiGLU hidden width = mlp_ratio * d_model")
-    dropout: float = Field(0.1, ge=0, lt=1)
+    dropout: float = Field(0.1, ge=0, lt=1, description="residual/MLP dropout")
+    attn_dropout: float = Field(0.0, ge=0, lt=1, description="attention-probability dropout "
+                                "(non-zero disables the fused CPU attention kernel: slow)")
     rope_base: float = Field(10000.0, gt=1, description="rotary encoding base (time index)")
     mask_ratio: float = Field(0.5, gt=0, lt=1, description="fraction of tokens hidden for MAE")
     mask_mode: Literal["random", "time", "patch", "mixed"] = Field(

@@ -54,10 +54,11 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, mlp_hidden: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, mlp_hidden: int, dropout: float,
+                 attn_dropout: float = 0.0):
         super().__init__()
         self.norm1 = nn.RMSNorm(d_model)
-        self.attn = Attention(d_model, n_heads, dropout)
+        self.attn = Attention(d_model, n_heads, attn_dropout)
         self.norm2 = nn.RMSNorm(d_model)
         self.mlp = SwiGLU(d_model, mlp_hidden, dropout)
         self.drop = nn.Dropout(dropout)
@@ -77,12 +78,12 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, mlp_hidden: int,
-                 dropout: float, rope_base: float = 10000.0):
+                 dropout: float, rope_base: float = 10000.0, attn_dropout: float = 0.0):
         super().__init__()
         self.head_dim = d_model // n_heads
         self.rope_base = rope_base
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, mlp_hidden, dropout) for _ in range(n_layers))
+            Block(d_model, n_heads, mlp_hidden, dropout, attn_dropout) for _ in range(n_layers))
         self.norm = nn.RMSNorm(d_model)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,

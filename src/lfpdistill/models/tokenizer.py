@@ -42,6 +42,10 @@ class PatchTokenizer(nn.Module):
             self.proj = nn.Linear(P * self.per_channel, d)
         elif cfg.embedder == "mlp":
             self.proj = nn.Sequential(nn.Linear(P, d), nn.GELU(), nn.Linear(d, d))
+        elif cfg.embedder == "filterbank":
+            k = cfg.filter_bins | 1  # odd length keeps the filters centred on their bin
+            self.filters = nn.Conv1d(1, cfg.n_filters, k, padding=k // 2, bias=False)
+            self.proj = nn.Linear(P * (1 + 2 * cfg.n_filters), d)
         else:
             self.proj = nn.Linear(P, d)
         self.names: list[str] = []
@@ -132,7 +136,29 @@ class PatchTokenizer(nn.Module):
             e = self.count_emb(counts) * chan_valid[:, None, :, :, None].to(self.count_emb.weight.dtype)
             return self.proj(e.flatten(-2))
         inp = torch.log1p(patches.clamp_min(0)) if cfg.modality == "spikes" else patches
+        if cfg.embedder == "filterbank":
+            return self.proj(self.filterbank(inp, chan_valid))
         return self.proj(inp)
+
+    def filterbank(self, x: torch.Tensor, chan_valid: torch.Tensor) -> torch.Tensor:
+        """Per-channel features ``[B, T, Np, P * (1 + 2F)]``: the value, ``F`` learned temporal
+        filters (zero-phase-like, centred) and the log of their locally averaged energy.
+
+        Band power (e.g. beta suppression, firing-modulated broadband) is what classic LFP
+        decoders read; this gives every token that information about its own time bin.
+        """
+        B, T, npatch, P = x.shape
+        F_ = self.cfg.n_filters
+        flat = x.permute(0, 2, 3, 1).reshape(B * npatch * P, 1, T)
+        h = self.filters(flat)  # [BNP, F, T]
+        e = h.pow(2)
+        if self.cfg.energy_bins > 1:
+            kb = self.cfg.energy_bins | 1
+            e = nn.functional.avg_pool1d(e, kb, stride=1, padding=kb // 2, count_include_pad=False)
+        feats = torch.cat([flat, h, torch.log(e + 1e-3)], dim=1)  # [BNP, 1+2F, T]
+        feats = feats.view(B, npatch, P, 1 + 2 * F_, T).permute(0, 4, 1, 2, 3)
+        feats = feats * chan_valid[:, None, :, :, None].to(feats.dtype)
+        return feats.reshape(B, T, npatch, P * (1 + 2 * F_))
 
     def session_embedding(self, sessions: Sequence[str], npatch: int, device: torch.device
                           ) -> torch.Tensor:

@@ -80,7 +80,8 @@ class NeuralTransformer(nn.Module):
         self.tokenizer = PatchTokenizer(cfg, sessions)
         self.mask_token = nn.Parameter(torch.randn(cfg.d_model) * 0.02)
         self.encoder = Encoder(cfg.d_model, cfg.n_layers, cfg.n_heads,
-                               int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base)
+                               int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base,
+                               cfg.attn_dropout)
         self.head = nn.Linear(cfg.d_model, cfg.patch_size)
 
     @property
