@@ -133,7 +133,8 @@ def masked_loss(out: ModelOutput, modality: str) -> tuple[torch.Tensor, dict[str
     bits/spike or R² over many batches.
     """
     assert out.mask is not None, "masked_loss needs a masked forward pass"
-    sel = (out.mask[..., None] & out.chan_valid[:, None]).to(out.pred.dtype)  # [B,T,Np,P]
+    # [B,T,Np,P] in fp32: under bf16 autocast pred is bf16, whose sums of ones are inexact (> 256)
+    sel = (out.mask[..., None] & out.chan_valid[:, None]).float()
     n = sel.sum().clamp_min(1)
     y, pred = out.patches, out.pred.float()
     if modality == "spikes":
