@@ -107,6 +107,12 @@ class NeuralTransformer(nn.Module):
         elif mask is False:
             mask = None
         if mask is not None:
+            if self.cfg.embedder == "filterbank":
+                # temporal filters would carry the hidden values into visible neighbouring
+                # tokens: embed again from the input with the hidden channels zeroed
+                P = self.cfg.patch_size
+                keep = ~mask[..., None].expand(B, T, npatch, P).reshape(B, T, npatch * P)
+                tokens = self.tokenizer(x * keep[..., : x.shape[2]].to(x.dtype), sessions, widths)[0]
             sess = self.tokenizer.session_embedding(sessions, npatch, x.device)[:, None]
             tokens = torch.where(mask[..., None], self.mask_token + sess, tokens)
         positions = torch.arange(T, device=x.device, dtype=torch.float32)
