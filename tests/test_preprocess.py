@@ -193,3 +193,11 @@ def test_scale_is_applied_before_zscore() -> None:
     a = broadband_to_lfp(x, 2000.0, cfg=RAW, scale=0.01)
     b = broadband_to_lfp(x * 0.01, 2000.0, cfg=RAW)
     assert np.abs(a - b).max() < 1e-6
+
+
+def test_flat_channel_stays_flat() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((20000, 3))
+    x[:, 1] = 0.0
+    y = broadband_to_lfp(x, 2000.0, cfg=LfpChainConfig(car=False))
+    assert np.abs(y[:, 1]).max() < 1e-6 and abs(float(y[:, 0].std()) - 1) < 1e-4

@@ -61,9 +61,11 @@ __all__ = [
     "ChainPlan",
     "LfpChainConfig",
     "Reader",
+    "bin_spike_times",
     "broadband_to_lfp",
     "broadband_to_lfp_chunked",
     "plan_chain",
+    "sample_at_bins",
 ]
 
 #: ``read(start, stop)`` returns samples ``[start, stop)`` as an ``[stop - start, C]`` array.
@@ -75,6 +77,7 @@ _SINC_BETA = 5.0  # Kaiser window beta of that kernel
 _DECAY_TOL = 1e-9  # impulse-response decay the stage-2 overlap must reach
 _MAX_DEN = 10000  # largest decimation denominator for the rational factor
 _T_BLOCK = 4096  # rows per block when transposing input blocks
+_FINISH_CHANNELS = 8  # channels per block in the bin-rate steps
 
 
 class LfpChainConfig(pydantic.BaseModel, extra="forbid"):
@@ -315,15 +318,22 @@ def _highpass(sos: np.ndarray, y: np.ndarray, fb: float, f_hp: float) -> np.ndar
     return np.ascontiguousarray(bwd[::-1][pad: pad + n])
 
 
-def _finish(y: np.ndarray, plan: ChainPlan) -> np.ndarray:
-    if plan.sos_hp is not None:
-        y = _highpass(plan.sos_hp, y, 1.0 / plan.bin_size, plan.cfg.highpass_hz)
-    if plan.cfg.zscore:
-        mu = y.mean(axis=0)
-        sd = y.std(axis=0)
-        sd[sd <= 1e-12 * max(float(np.max(sd)), 1e-300)] = 1.0
-        y = (y - mu) / sd
-    return y.astype(np.float32)
+def _finish(y: np.ndarray, plan: ChainPlan, scale: float) -> np.ndarray:
+    """Scale, high-pass and z-score the bin-rate signal, a few channels at a time (the steps
+    are per channel) to keep the temporaries small. Returns float32."""
+    out = np.empty(y.shape, dtype=np.float32)
+    for c0 in range(0, y.shape[1], _FINISH_CHANNELS):
+        blk = y[:, c0: c0 + _FINISH_CHANNELS] * scale
+        peak = np.abs(blk).max(axis=0)
+        if plan.sos_hp is not None:
+            blk = _highpass(plan.sos_hp, blk, 1.0 / plan.bin_size, plan.cfg.highpass_hz)
+        if plan.cfg.zscore:
+            mu = blk.mean(axis=0)
+            sd = blk.std(axis=0)
+            sd[~(sd > 1e-9 * peak)] = 1.0  # flat (or all-zero) channel: not blown up to unit sd
+            blk = (blk - mu) / sd
+        out[:, c0: c0 + _FINISH_CHANNELS] = blk
+    return out
 
 
 def _default_n_bins(n_samples: int, fs: float, bin_size: float, offset: float) -> int:
@@ -376,7 +386,7 @@ def _run(read: Reader, n_samples: int, n_channels: int, fs: float, bin_size: flo
     if window_bins is None or window_bins >= n_bins:
         v = intermediate(0, n_int)
         y[:] = _stage2(v, 0, n_int, plan, base, frac, step)
-        return _finish(y * scale, plan)
+        return _finish(y, plan, scale)
 
     cache_lo, cache = 0, np.empty((0, n_channels))
     for k0 in range(0, n_bins, window_bins):
@@ -396,7 +406,7 @@ def _run(read: Reader, n_samples: int, n_channels: int, fs: float, bin_size: flo
             v = intermediate(lo, hi)
         cache_lo, cache = lo, v
         y[k0:k1] = _stage2(v, lo, n_int, plan, base[k0:k1], frac[k0:k1], step)
-    return _finish(y * scale, plan)
+    return _finish(y, plan, scale)
 
 
 # ---------------------------------------------------------------------------------- public
@@ -440,3 +450,46 @@ def broadband_to_lfp_chunked(read: Reader, n_samples: int, n_channels: int, fs: 
     window_bins = max(1, int(round(chunk_s / bin_size)))
     return _run(read, n_samples, n_channels, fs, bin_size, cfg, t0, grid_start, n_bins,
                 window_bins, what, scale)
+
+
+# ------------------------------------------------------------------ spikes and behaviour
+def bin_spike_times(spike_times: list[np.ndarray], grid_start: float, n_bins: int,
+                    bin_size: float = 0.01) -> np.ndarray:
+    """Count spikes per bin: bin ``k`` is ``[grid_start + k*bin_size, grid_start + (k+1)*bin_size)``.
+
+    ``spike_times`` holds one array of times (s) per unit/channel; spikes outside the grid are
+    dropped. Returns ``[n_bins, len(spike_times)]`` int32.
+
+    >>> bin_spike_times([np.array([0.001, 0.004, 0.012, 0.5]), np.array([])], 0.0, 3)
+    array([[2, 0],
+           [1, 0],
+           [0, 0]], dtype=int32)
+    """
+    out = np.zeros((int(n_bins), len(spike_times)), dtype=np.int32)
+    for i, times in enumerate(spike_times):
+        t = np.asarray(times, dtype=np.float64).ravel()
+        if t.size == 0:
+            continue
+        if not np.isfinite(t).all():
+            raise DataValidationError(f"spike times of unit {i} contain NaN/inf")
+        k = np.floor((t - grid_start) / bin_size).astype(np.int64)
+        k = k[(k >= 0) & (k < n_bins)]
+        out[:, i] = np.bincount(k, minlength=int(n_bins))
+    return out
+
+
+def sample_at_bins(t: np.ndarray, values: np.ndarray, grid_start: float, n_bins: int,
+                   bin_size: float = 0.01) -> np.ndarray:
+    """Linearly interpolate ``values`` ``[n, D]`` sampled at increasing times ``t`` ``[n]`` at
+    the bin centres ``grid_start + (k + 0.5) * bin_size``. Returns ``[n_bins, D]`` float64.
+
+    >>> sample_at_bins(np.array([0.0, 1.0]), np.array([[0.0], [10.0]]), 0.0, 2, 0.5)
+    array([[2.5],
+           [7.5]])
+    """
+    t = np.asarray(t, dtype=np.float64).ravel()
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[:, None]
+    centres = grid_start + (np.arange(int(n_bins)) + 0.5) * bin_size
+    return np.stack([np.interp(centres, t, v[:, d]) for d in range(v.shape[1])], axis=1)
