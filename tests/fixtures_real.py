@@ -222,8 +222,13 @@ def struct_array(records: list[dict[str, Any]]) -> np.ndarray:
 
 def make_flint(raw_dir: Path, exp: int = 1, n_subjects: int = 2, n_trials: int = 4,
                n_neurons: int = 6, n_lfp: int = 4, seed: int = 0,
-               trial_s: tuple[float, float] = (2.0, 3.0)) -> dict[str, dict[str, Any]]:
-    """Write ``Flint_2012_e<exp>.mat`` (MAT 5) and return per-session ground truth."""
+               trial_s: tuple[float, float] = (2.0, 3.0), gap_s: float = 0.0,
+               mutate: Any = None) -> dict[str, dict[str, Any]]:
+    """Write ``Flint_2012_e<exp>.mat`` (MAT 5) and return per-session ground truth.
+
+    ``gap_s`` separates consecutive trials; ``mutate(trials)`` may edit subject 1's trial
+    records (dicts; ``"Neuron"`` is a list of dicts) before they are written.
+    """
     rng = np.random.default_rng(seed + 10 * exp)
     truth: dict[str, dict[str, Any]] = {}
     subj = []
@@ -234,7 +239,7 @@ def make_flint(raw_dir: Path, exp: int = 1, n_subjects: int = 2, n_trials: int =
         for j in range(n_trials):
             n_t = int(rng.uniform(*trial_s) * 100)
             time = clock + np.arange(n_t) / 100.0
-            clock = time[-1] + 0.01
+            clock = time[-1] + 0.01 + gap_s
             vel = rng.normal(0, 5, size=(n_t, 3))
             pos = np.cumsum(vel, axis=0) * 0.01
             target = np.full((n_t, 3), np.nan)
@@ -254,8 +259,12 @@ def make_flint(raw_dir: Path, exp: int = 1, n_subjects: int = 2, n_trials: int =
                 lfps.append(lfp)
             trials.append({"Time": time.reshape(-1, 1), "HandPos": pos, "HandVel": vel,
                            "TargetPos": target, "Condition": np.array([[j % 8 + 1]]),
-                           "Neuron": struct_array(neurons)})
+                           "Neuron": neurons})
             tr_truth.append({"time": time, "vel": vel, "spikes": spikes, "lfp": lfps})
+        if mutate is not None and i == 0:
+            mutate(trials)
+        for tr in trials:
+            tr["Neuron"] = struct_array(tr["Neuron"])
         subj.append({"Trial": struct_array(trials)})
         truth[f"e{exp}_{i + 1}"] = {"trials": tr_truth}
     scipy.io.savemat(Path(raw_dir) / f"Flint_2012_e{exp}.mat", {"Subject": struct_array(subj)})
