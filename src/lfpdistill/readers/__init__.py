@@ -12,9 +12,10 @@ Formats (DESIGN.md section 4):
 LFP-chain config, bin size, split settings and a fingerprint -- size and modification time -- of
 every raw file read) are recorded in the manifest under ``options`` with their hash in
 ``options['prepare_hash']``; calling it again with the same options and unchanged files returns
-at once, anything else re-reads everything. Nothing is written until all sessions have been read
-and validated, and the new store replaces the old one only once it is complete, so a failure at
-any point leaves the output folder as it was.
+at once, anything else re-reads everything. Sessions are read one at a time and written into a
+hidden temporary store next to the output; that store replaces the output folder only once every
+session is in, so a failure at any point leaves the output folder as it was (and no temporary
+folder behind).
 """
 
 from __future__ import annotations
@@ -188,23 +189,20 @@ def prepare_store(fmt: str, raw_dir: Path, out_dir: Path, sessions: list[str] | 
                 except LfpDistillError:
                     pass  # damaged: rebuild
 
-    read: list[Session] = []
-    for s in mod.read_sessions(raw_dir, names, bin_size=bin_size, options=reader_opts,
-                               chain=chain):
-        read.append(s)
-        if progress:
-            what = "spikes+LFP" if s.lfp is not None and s.spikes is not None else (
-                "spikes only" if s.lfp is None else "LFP only")
-            progress(f"read {s.name}: {s.n_bins} bins, {s.n_units} units, "
-                     f"{s.n_channels} LFP channels ({what})")
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.preparing-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        write_store(read, tmp, options={**recorded, "prepare_hash": digest},
-                    segment_s=segment_s, seed=seed)
+        # one session in memory at a time: each is written into the temporary store as soon as
+        # it is read; the store replaces out_dir only when every session is in
+        for i, s in enumerate(mod.read_sessions(raw_dir, names, bin_size=bin_size,
+                                                options=reader_opts, chain=chain)):
+            write_store([s], tmp, options={**recorded, "prepare_hash": digest},
+                        segment_s=segment_s, seed=seed, append=i > 0)
+            if progress:
+                progress(f"read {s.name}: {s.n_bins} bins, {s.n_units} units, "
+                         f"{s.n_channels} LFP channels ({_modalities(s)})")
         if out_dir.exists():
             old_dir = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
             os.replace(out_dir, old_dir)
@@ -216,6 +214,12 @@ def prepare_store(fmt: str, raw_dir: Path, out_dir: Path, sessions: list[str] | 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _modalities(s: Session) -> str:
+    if s.lfp is not None and s.spikes is not None:
+        return "spikes+LFP"
+    return "spikes only" if s.lfp is None else "LFP only"
 
 
 def export_nwb(store_dir: Path, out_dir: Path, sessions: list[str] | None = None) -> list[Path]:
