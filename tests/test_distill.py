@@ -1,0 +1,264 @@
+"""Distillation: alignment loss, frozen teacher, stage-level errors, a tiny run that learns."""
+
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import make_session
+from torch.utils.data import DataLoader
+
+from lfpdistill.data import WindowDataset, collate_windows, open_store, write_store
+from lfpdistill.distill import (
+    DistillConfig,
+    DistillModule,
+    alignment_loss,
+    check_teacher_sessions,
+    teacher_target_stats,
+)
+from lfpdistill.errors import CheckpointMismatchError, DataValidationError, LfpDistillError
+from lfpdistill.evaluation import session_latents
+from lfpdistill.models import ModelConfig, NeuralTransformer
+from lfpdistill.stages import distill_run, pretrain_run
+from lfpdistill.training import CKPT_KEY, TrainConfig, fit, load_checkpoint, load_model
+
+
+def mcfg(modality, **kw) -> ModelConfig:
+    c = dict(modality=modality, patch_size=4, d_model=16, n_layers=1, n_heads=2, dropout=0.0)
+    c.update(kw)
+    return ModelConfig(**c)
+
+
+def tcfg(**kw) -> TrainConfig:
+    c = dict(window_s=0.2, stride_s=0.2, batch_size=8, max_epochs=2, progress=False,
+             accelerator="cpu", lr=3e-3)
+    c.update(kw)
+    return TrainConfig(**c)
+
+
+# ---------------------------------------------------------------------------- alignment loss
+@pytest.mark.parametrize("kind", ["mse", "cosine", "mse+cosine"])
+def test_alignment_is_zero_at_equality(kind):
+    z = torch.randn(3, 7, 5)
+    assert alignment_loss(z, z.clone(), kind).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mse_alignment_is_the_elementwise_mean_squared_error():
+    a, b = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    torch.testing.assert_close(alignment_loss(a, b, "mse"), ((a - b) ** 2).mean())
+    torch.testing.assert_close(alignment_loss(2 * a, 2 * b, "mse"), 4 * ((a - b) ** 2).mean())
+    w = torch.zeros(2, 6)
+    w[0, :3] = 1
+    torch.testing.assert_close(alignment_loss(a, b, "mse", w), ((a[0, :3] - b[0, :3]) ** 2).mean())
+
+
+def test_cosine_alignment_ignores_positive_scale_only():
+    a, b = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    ref = alignment_loss(a, b, "cosine")
+    scale = torch.rand(2, 6, 1) * 10 + 0.1
+    torch.testing.assert_close(alignment_loss(a * scale, b, "cosine"), ref)
+    torch.testing.assert_close(alignment_loss(a, b * 3, "cosine"), ref)
+    assert alignment_loss(a, 5 * a, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+    assert alignment_loss(a, -a, "cosine").item() == pytest.approx(2.0, abs=1e-6)
+    both = alignment_loss(a, b, "mse+cosine")
+    torch.testing.assert_close(both, alignment_loss(a, b, "mse") + ref)
+
+
+def test_alignment_shape_mismatch_is_a_clear_error():
+    with pytest.raises(DataValidationError, match=r"student latents \[2, 5, 4\] and teacher "
+                                                  r"latents \[2, 5, 3\]"):
+        alignment_loss(torch.zeros(2, 5, 4), torch.zeros(2, 5, 3), "mse")
+    with pytest.raises(DataValidationError):
+        alignment_loss(torch.zeros(2, 5, 4), torch.zeros(2, 6, 4), "cosine")
+
+
+# ---------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill_store")
+    write_store([make_session("a", T=1500, N=7, C=5, seed=0),
+                 make_session("b", T=1500, N=9, C=6, seed=1)], root, segment_s=1.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher_run(store_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    pretrain_run(store_dir, None, "spikes", out, mcfg("spikes"), tcfg(max_epochs=1))
+    return out
+
+
+def _sessions(store_dir):
+    st = open_store(store_dir)
+    return [st.session(n) for n in st.names]
+
+
+def _module(store_dir, teacher_run, cache=True, teacher_dropout=None, **dkw):
+    sel = _sessions(store_dir)
+    teacher, meta = load_model(teacher_run, modality="spikes")
+    if teacher_dropout is not None:  # a teacher whose train mode would be visible
+        teacher = NeuralTransformer(mcfg("spikes", dropout=teacher_dropout), teacher.vocab())
+        teacher.load_state_dict(load_model(teacher_run)[0].state_dict())
+        teacher.train()
+    torch.manual_seed(0)
+    student = NeuralTransformer(mcfg("lfp"), {s.name: s.n_channels for s in sel})
+    dcfg = DistillConfig(cache_teacher=cache, **dkw)
+    tc = session_cache = stats = None
+    if cache:
+        session_cache = {s.name: session_latents(teacher, s, 0.2) for s in sel}
+        stats = teacher_target_stats(session_cache, {s.name: s.split_mask("train") for s in sel})
+    tc = tcfg()
+    module = DistillModule(student, teacher, tc, dcfg, 0.01, session_cache, stats)
+    mods = ("lfp",) if cache else ("spikes", "lfp")
+    train = WindowDataset(sel, "train", 0.2, 0.2, mods)
+    val = WindowDataset(sel, "val", 0.2, None, mods)
+    return module, teacher, train, val, tc
+
+
+def _val_align(module, val):
+    module.eval()
+    vals = []
+    with torch.no_grad():
+        for batch in DataLoader(val, batch_size=16, collate_fn=collate_windows):
+            vals.append(module.losses(batch)["align"].item())
+    return float(np.mean(vals))
+
+
+# ---------------------------------------------------------------------------- frozen teacher
+@pytest.mark.parametrize("cache", [True, False])
+def test_teacher_stays_frozen_and_outside_the_student(store_dir, teacher_run, tmp_path, cache):
+    module, teacher, train, val, tc = _module(store_dir, teacher_run, cache=cache,
+                                              teacher_dropout=0.5)
+    assert not teacher.training
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    student_before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    fit(module, train, val, tmp_path, tc, {"cache": cache})
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    opt_ids = {id(p) for g in module.trainer.optimizers[0].param_groups for p in g["params"]}
+    assert not teacher_ids & opt_ids
+    assert {id(p) for p in module.model.parameters()} <= opt_ids
+    assert any(not torch.equal(v, student_before[k]) for k, v in module.model.state_dict().items())
+    saved = load_checkpoint(tmp_path)["state_dict"]
+    assert not any(k.startswith("teacher") for k in saved)
+    assert any(k.startswith("model.") for k in saved) and "proj.weight" in saved
+    if not cache:  # the live teacher runs in eval mode: its latents are deterministic
+        batch = collate_windows([val[0], val[1]])
+        torch.testing.assert_close(module.teacher_latents(batch), module.teacher_latents(batch))
+
+
+def test_tiny_distillation_reduces_the_alignment_loss(store_dir, teacher_run, tmp_path):
+    module, _, train, val, tc = _module(store_dir, teacher_run, w_mae=0.0)
+    before = _val_align(module, val)
+    module.train()
+    tc = tcfg(max_epochs=8, patience=20)
+    fit(module, train, val, tmp_path, tc, {})
+    after = _val_align(module, val)
+    assert after < 0.75 * before, (before, after)
+
+
+def test_distill_run_end_to_end(store_dir, teacher_run, tmp_path):
+    out = tmp_path / "student"
+    summary = distill_run(teacher_run, store_dir, None, out, mcfg("lfp"),
+                          tcfg(max_epochs=4, patience=20), DistillConfig(w_mae=0.1))
+    assert summary["stage"] == "distill" and summary["steps"] > 0
+    rows = list(csv.DictReader((out / "logs" / "metrics.csv").read_text().splitlines()))
+    align = [float(r["val_align"]) for r in rows if r.get("val_align")]
+    assert len(align) == 4 and align[-1] < align[0]
+    student, meta = load_model(out, modality="lfp")
+    assert meta["stage"] == "distill" and meta["vocab"] == {"a": 5, "b": 6}
+    assert meta["teacher_vocab"] == {"a": 7, "b": 9}
+    ckpt = load_checkpoint(out)
+    assert ckpt[CKPT_KEY]["distill"]["w_mae"] == 0.1
+    z = session_latents(student, _sessions(store_dir)[0], 0.2)
+    assert z.shape == (1500, 16) and np.isfinite(z).all()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG distill.py DistillModule.validation_step: torch.manual_seed(1000 + batch_idx) reseeds the "
+    "global RNG, so every training epoch after a validation restarts from the same random state "
+    "(same MAE masks / dropout each epoch); fix: sample the validation masks from a local "
+    "torch.Generator (as PretrainModule does) or wrap the step in torch.random.fork_rng()"))
+def test_validation_does_not_reset_the_global_random_state(store_dir, teacher_run):
+    """Validation must be reproducible without clobbering the training RNG stream."""
+    module, _, _, val, _ = _module(store_dir, teacher_run)
+    module.eval()
+    batch = collate_windows([val[i] for i in range(4)])
+    draws = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        with torch.no_grad(), pytest.warns(UserWarning, match="self.log"):
+            module.validation_step(batch, 0)
+        draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1])
+
+
+# ---------------------------------------------------------------------------- module errors
+def test_distill_module_needs_lfp_student_and_spike_teacher(store_dir, teacher_run):
+    teacher, _ = load_model(teacher_run)
+    with pytest.raises(DataValidationError, match="LFP student and a spike teacher"):
+        DistillModule(teacher, teacher, tcfg(), DistillConfig(), 0.01)
+    student = NeuralTransformer(mcfg("lfp", d_model=32), {"a": 5})
+    with pytest.raises(DataValidationError, match="projection 'none' needs equal widths"):
+        DistillModule(student, teacher, tcfg(), DistillConfig(projection="none"), 0.01)
+
+
+def test_teacher_sessions_are_checked(teacher_run):
+    teacher, _ = load_model(teacher_run)
+    with pytest.raises(DataValidationError, match="has not seen session"):
+        check_teacher_sessions(teacher, ["a", "zz"], {"a": 7, "zz": 3})
+    with pytest.raises(CheckpointMismatchError, match="has 8 spikes channels"):
+        check_teacher_sessions(teacher, ["a"], {"a": 8})
+
+
+def test_target_stats_use_training_bins_only():
+    cache = {"a": np.array([[0.0], [2.0], [100.0]]), "b": np.array([[4.0], [-50.0]])}
+    masks = {"a": np.array([True, True, False]), "b": np.array([True, False])}
+    mean, std = teacher_target_stats(cache, masks)
+    assert mean.tolist() == [2.0] and std[0] == pytest.approx(np.std([0, 2, 4]))
+
+
+# ---------------------------------------------------------------------------- stage errors
+def _one_line(e):
+    assert isinstance(e.value, LfpDistillError) and "\n" not in str(e.value)
+
+
+def test_teacher_from_a_different_bin_size_is_refused(store_dir, teacher_run, tmp_path):
+    coarse = [dataclasses.replace(s, bin_size=0.02, segments=None) for s in _sessions(store_dir)]
+    write_store(coarse, tmp_path / "coarse", segment_s=2.0)
+    with pytest.raises(DataValidationError, match=r"trained on 0\.01s bins but the store uses "
+                                                  r"0\.02s bins") as e:
+        distill_run(teacher_run, tmp_path / "coarse", None, tmp_path / "out", mcfg("lfp"), tcfg())
+    _one_line(e)
+
+
+def test_an_lfp_model_is_not_a_teacher(store_dir, tmp_path):
+    pretrain_run(store_dir, None, "lfp", tmp_path / "lfp_run", mcfg("lfp"), tcfg(max_epochs=1))
+    with pytest.raises(CheckpointMismatchError, match="is a lfp model but a spikes model") as e:
+        distill_run(tmp_path / "lfp_run", store_dir, None, tmp_path / "out", mcfg("lfp"), tcfg())
+    _one_line(e)
+
+
+def test_sessions_without_spikes_cannot_be_distilled(teacher_run, tmp_path):
+    write_store([make_session("a", T=1500, N=7, C=5, spikes=False)], tmp_path / "nospk",
+                segment_s=1.0)
+    with pytest.raises(DataValidationError, match="have no spikes") as e:
+        distill_run(teacher_run, tmp_path / "nospk", None, tmp_path / "out", mcfg("lfp"), tcfg())
+    _one_line(e)
+    write_store([make_session("a", T=1500, N=7, C=5, lfp=False)], tmp_path / "nolfp",
+                segment_s=1.0)
+    with pytest.raises(DataValidationError, match="have no lfp") as e:
+        distill_run(teacher_run, tmp_path / "nolfp", None, tmp_path / "out", mcfg("lfp"), tcfg())
+    _one_line(e)
+
+
+def test_sessions_unknown_to_the_teacher_are_refused(teacher_run, tmp_path):
+    write_store([make_session("new", T=1500, N=7, C=5)], tmp_path / "st", segment_s=1.0)
+    with pytest.raises(DataValidationError, match="has not seen session") as e:
+        distill_run(teacher_run, tmp_path / "st", None, tmp_path / "out", mcfg("lfp"), tcfg())
+    _one_line(e)

@@ -1,0 +1,116 @@
+"""Pre-norm encoder: rotary time encoding and key-padding masks."""
+
+import pytest
+import torch
+
+from lfpdistill.models.encoder import Attention, Encoder, apply_rotary, rotary_cos_sin
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    cos, sin = rotary_cos_sin(positions, x.shape[-1], base)
+    return apply_rotary(x, cos[:, None], sin[:, None])
+
+
+def scores(q, k, positions):
+    return rotate(q, positions) @ rotate(k, positions).transpose(-1, -2)
+
+
+@pytest.mark.parametrize("shift", [1.0, 17.0, 123.5])
+def test_rotary_scores_depend_only_on_relative_time(shift):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 12, 8, generator=g, dtype=torch.float64).float()
+    k = torch.randn(2, 3, 12, 8, generator=g, dtype=torch.float64).float()
+    pos = torch.randint(0, 40, (2, 12), generator=g).float()
+    s0 = scores(q, k, pos)
+    s1 = scores(q, k, pos + shift)
+    torch.testing.assert_close(s1, s0, rtol=1e-4, atol=1e-4)
+    # ...and they do depend on the relative time: spreading positions changes them
+    s2 = scores(q, k, pos * 2)
+    assert not torch.allclose(s2, s0, atol=1e-2)
+
+
+def test_rotary_is_a_rotation_and_identity_at_zero():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 2, 5, 16, generator=g)
+    pos = torch.arange(5.0)[None] * 3.7
+    r = rotate(x, pos)
+    torch.testing.assert_close(r.norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(rotate(x, torch.zeros(1, 5)), x)
+
+
+def test_rotary_dot_product_matches_relative_rotation():
+    """q_m . k_n after rotation equals q . R(n - m) k: the score is a function of n - m."""
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(1, 1, 1, 8, generator=g)
+    k = torch.randn(1, 1, 1, 8, generator=g)
+    for m, n in [(0.0, 5.0), (10.0, 15.0), (-3.0, 2.0)]:
+        a = (rotate(q, torch.tensor([[m]])) * rotate(k, torch.tensor([[n]]))).sum()
+        b = (q * rotate(k, torch.tensor([[n - m]]))).sum()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def tiny_encoder(n_layers=2, d=16, heads=2) -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(d, n_layers, heads, 2 * d, dropout=0.0).eval()
+
+
+def test_encoder_is_invariant_to_a_global_time_shift():
+    enc = tiny_encoder()
+    x = torch.randn(2, 10, 16)
+    pos = torch.arange(10.0).repeat(2, 1)
+    with torch.no_grad():
+        a = enc(x, pos)
+        b = enc(x, pos + 50)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_key_padding_mask_ignores_padded_keys():
+    enc = tiny_encoder()
+    x = torch.randn(2, 9, 16)
+    pos = torch.arange(9.0).repeat(2, 1)
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    valid[0, 6:] = False
+    valid[1, ::3] = False
+    with torch.no_grad():
+        ref = enc(x, pos, valid)
+        x2 = x.clone()
+        x2[~valid] = 1e4 * torch.randn(int((~valid).sum()), 16)
+        out = enc(x2, pos, valid)
+        torch.testing.assert_close(out[valid], ref[valid], rtol=1e-5, atol=1e-5)
+        # same as running the encoder on the valid tokens alone
+        alone = enc(x[:1, :6], pos[:1, :6])
+        torch.testing.assert_close(ref[0, :6], alone[0], rtol=1e-5, atol=1e-5)
+        keep = valid[1]
+        alone = enc(x[1:, keep], pos[1:, keep])
+        torch.testing.assert_close(ref[1, keep], alone[0], rtol=1e-5, atol=1e-5)
+        # without a mask the garbage does leak
+        assert not torch.allclose(enc(x2, pos)[valid], ref[valid], atol=1e-3)
+    assert torch.isfinite(out).all()
+
+
+def test_all_valid_mask_equals_no_mask():
+    enc = tiny_encoder()
+    x = torch.randn(2, 7, 16)
+    pos = torch.arange(7.0).repeat(2, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x, pos, torch.ones(2, 7, dtype=torch.bool)), enc(x, pos))
+
+
+def test_attention_uses_sdpa_with_boolean_keep_mask():
+    """Attention equals a hand-written softmax attention with the same rotary positions."""
+    torch.manual_seed(0)
+    att = Attention(16, 2, dropout=0.0).eval()
+    x = torch.randn(1, 5, 16)
+    pos = torch.arange(5.0)[None]
+    cos, sin = rotary_cos_sin(pos, 8)
+    cos, sin = cos[:, None], sin[:, None]
+    keep = torch.tensor([[True, True, False, True, False]])
+    with torch.no_grad():
+        out = att(x, cos, sin, keep[:, None, None, :])
+        q, k, v = att.qkv(x).view(1, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        s = q @ k.transpose(-1, -2) / 8 ** 0.5
+        s = s.masked_fill(~keep[:, None, None, :], float("-inf"))
+        y = torch.softmax(s, -1) @ v
+        manual = att.out(y.transpose(1, 2).reshape(1, 5, 16))
+    torch.testing.assert_close(out, manual, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,189 @@
+"""Centre-crop stitching of session latents and the linear probe."""
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import make_session
+
+from lfpdistill.data.windows import split_runs
+from lfpdistill.errors import CheckpointMismatchError, DataValidationError
+from lfpdistill.evaluation import (
+    compute_latents,
+    linear_probe,
+    probe_sessions,
+    r2_xy,
+    session_latents,
+    stitch_plan,
+)
+from lfpdistill.models import ModelConfig, NeuralTransformer
+from lfpdistill.session import SPLITS, make_segments
+
+
+@pytest.mark.parametrize("a", [0, 7])
+def test_stitch_plan_covers_every_bin_exactly_once(a):
+    for n in range(1, 45):
+        for L in range(1, 13):
+            b = a + n
+            plan = stitch_plan(a, b, L)
+            covered = np.zeros(b, dtype=int)
+            prev_to = a
+            for s, e, kf, kt in plan:
+                assert a <= s < e <= b and e - s == min(L, n), (a, b, L, plan)
+                assert s <= kf < kt <= e, (a, b, L, plan)  # non-empty crop inside its window
+                assert kf == prev_to  # in order, no gaps
+                prev_to = kt
+                covered[kf:kt] += 1
+            assert prev_to == b
+            assert (covered[a:b] == 1).all() and (covered[:a] == 0).all()
+            # centre crop: each bin comes from (one of) the window(s) whose centre is nearest
+            centres = np.array([s + (e - s) / 2 for s, e, _, _ in plan])
+            for s, e, kf, kt in plan:
+                for t in range(kf, kt):
+                    d = abs(t + 0.5 - centres)
+                    assert abs(t + 0.5 - (s + (e - s) / 2)) <= d.min() + 1e-9
+
+
+def _segmented(T=1234, C=3, seg_s=0.5, seed=0):
+    seg = make_segments(T, 0.01, segment_s=seg_s, seed=seed)
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(T, C)).astype(np.float32), seg
+
+
+@pytest.mark.parametrize("window,batch_size", [(20, 64), (37, 3), (60, 1), (400, 8)])
+def test_compute_latents_identity_reproduces_the_input(window, batch_size):
+    x, seg = _segmented()
+    calls = []
+
+    def fn(xb):
+        calls.append(tuple(xb.shape))
+        return xb * 1.0
+
+    out = compute_latents(fn, x, seg, window, batch_size=batch_size)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_array_equal(out, x)
+    assert all(b <= batch_size and length <= window for b, length, _ in calls)
+
+
+@pytest.mark.parametrize("window", [10, 25, 64, 300])
+def test_no_window_crosses_splits_and_bins_get_central_context(window):
+    T = 2000
+    x, seg = _segmented(T=T, C=1, seg_s=0.6, seed=3)
+    code = np.zeros(T, dtype=np.float32)
+    for s, e, c in seg:
+        code[s:e] = c
+    inp = np.stack([np.arange(T, dtype=np.float32), code], 1)
+
+    def fn(xb):
+        # per bin: its own time, the min/max split code seen in its window, window start/len
+        B, L, _ = xb.shape
+        lo = xb[..., 1].min(1).values[:, None].expand(B, L)
+        hi = xb[..., 1].max(1).values[:, None].expand(B, L)
+        start = xb[:, :1, 0].expand(B, L)
+        return torch.stack([xb[..., 0], lo, hi, start, torch.full((B, L), float(L))], -1)
+
+    out = compute_latents(fn, inp, seg, window)
+    np.testing.assert_array_equal(out[:, 0], np.arange(T))
+    np.testing.assert_array_equal(out[:, 1], code)   # window never saw another split
+    np.testing.assert_array_equal(out[:, 2], code)
+    # bins far from their run's edges sit within a quarter window (+1) of their window's centre
+    for split in SPLITS:
+        for a, b in split_runs(seg, split):
+            if b - a <= window:
+                assert (out[a:b, 4] == b - a).all() and (out[a:b, 3] == a).all()
+                continue
+            for t in range(a + window // 2, b - window // 2):
+                centre = out[t, 3] + out[t, 4] / 2
+                assert abs(t + 0.5 - centre) <= window / 4 + 1
+
+
+def test_compute_latents_rejects_segments_that_miss_bins():
+    x, seg = _segmented(T=500)
+    with pytest.raises(DataValidationError, match="do not cover every bin"):
+        compute_latents(lambda xb: xb, x, seg[:-1], 20)
+
+
+def _model(modality="lfp", **kw):
+    torch.manual_seed(0)
+    c = dict(modality=modality, patch_size=2, d_model=16, n_layers=1, n_heads=2, dropout=0.0)
+    c.update(kw)
+    return NeuralTransformer(ModelConfig(**c), {"s": 5, "t": 5, "u": 7})
+
+
+def test_session_latents_match_direct_encoding_of_each_bins_window():
+    model = _model()
+    s = make_session("s", T=900, C=5, seed=1)
+    s.segments = make_segments(s.n_bins, s.bin_size, segment_s=1.0, seed=0, session="s")
+    z = session_latents(model, s, window_s=0.3, batch_size=5)
+    assert z.shape == (900, 16) and np.isfinite(z).all()
+    a, b = split_runs(s.segments, "train")[0]
+    plan = stitch_plan(a, b, 30)
+    for st, e, kf, kt in plan[:3]:
+        ref = model.encode(torch.from_numpy(s.lfp[None, st:e]), ["s"])[0].numpy()
+        np.testing.assert_allclose(z[kf:kt], ref[kf - st:kt - st], rtol=1e-5, atol=1e-5)
+    # as_session reads the same data with another session's embeddings
+    z_as = session_latents(model, s, 0.3, as_session="t")
+    assert z_as.shape == z.shape and not np.allclose(z_as, z)
+    with pytest.raises(CheckpointMismatchError, match="'zz' is not in the model's vocabulary"):
+        session_latents(model, s, 0.3, as_session="zz")
+    with pytest.raises(CheckpointMismatchError, match="built for 7"):
+        session_latents(model, s, 0.3, as_session="u")
+
+
+def test_session_latents_needs_the_models_modality():
+    model = _model("spikes")
+    s = make_session("s", T=600, C=5, spikes=False)
+    s.segments = make_segments(s.n_bins, s.bin_size, segment_s=1.0)
+    with pytest.raises(DataValidationError, match="has no spikes for a spikes model"):
+        session_latents(model, s, 0.3)
+
+
+def _masks(T, seed=0):
+    seg = make_segments(T, 0.01, segment_s=1.0, seed=seed)
+    mask = {}
+    for split, c in SPLITS.items():
+        m = np.zeros(T, dtype=bool)
+        for a, b, cc in seg:
+            if cc == c:
+                m[a:b] = True
+        mask[split] = m
+    return mask
+
+
+def test_linear_probe_recovers_a_linear_readout_and_rejects_noise():
+    rng = np.random.default_rng(0)
+    T = 3000
+    m = _masks(T)
+    z = rng.normal(size=(T, 8)).astype(np.float32)
+    w = rng.normal(size=(8, 2))
+    vel = (z @ w + np.array([0.5, -1.0])).astype(np.float32)
+    res = linear_probe(z, vel, m["train"], m["test"])
+    assert res["r2"] > 0.9999 and res["r2_x"] > 0.9999 and res["r2_y"] > 0.9999
+    assert res["pred"].shape == (T, 2) and res["pred"].dtype == np.float32
+    noise = rng.normal(size=(T, 8)).astype(np.float32)
+    res = linear_probe(noise, vel, m["train"], m["test"])
+    assert res["r2"] < 0.05
+    # the fit uses the train bins only: a readout that differs on test bins is not learnt
+    vel2 = vel.copy()
+    vel2[m["test"]] = rng.normal(size=(int(m["test"].sum()), 2))
+    assert linear_probe(z, vel2, m["train"], m["test"])["r2"] < 0.1
+
+
+def test_linear_probe_errors():
+    z = np.zeros((10, 3), dtype=np.float32)
+    m = np.ones(10, dtype=bool)
+    with pytest.raises(DataValidationError, match="latents have 10 bins but velocity has 9"):
+        linear_probe(z, np.zeros((9, 2)), m, m)
+    z[3, 1] = np.nan
+    with pytest.raises(DataValidationError, match="NaN"):
+        linear_probe(z, np.zeros((10, 2)), m, m)
+
+
+def test_probe_sessions_and_r2_xy():
+    s = make_session("p", T=1500, C=4, seed=2)
+    s.segments = make_segments(s.n_bins, s.bin_size, segment_s=1.0, seed=1, session="p")
+    rows = probe_sessions({"p": np.concatenate([s.velocity, s.lfp], 1)}, [s])
+    assert rows == [{"session": "p", "split": "test", "r2": pytest.approx(1.0), "r2_x": pytest.approx(1.0),
+                     "r2_y": pytest.approx(1.0)}]
+    y = np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 2.0]])
+    r = r2_xy(y, np.stack([y[:, 0], np.full(3, 2.0)], 1))
+    assert r == {"r2": 0.5, "r2_x": 1.0, "r2_y": 0.0}
