@@ -3,7 +3,9 @@
 The chain (DESIGN.md section 4, the paper's LFP chain):
 
 1. **anti-alias + decimate** to ``intermediate_fs`` (about 1 kHz) with a polyphase FIR
-   (rational factor ``up/down``; Kaiser-window design, 80 dB stop band from ``0.75 * fi``);
+   (rational factor ``up/down``; Kaiser-window design, cut-off ``fi / 2``, 80 dB stop band from
+   ``fi - f_keep`` so that ``[0, f_keep]``, ``f_keep = min(fi / 4, 2 * lowpass_hz)``, is free of
+   aliases -- what lands above ``f_keep`` is removed by the low-pass anyway);
 2. **60 Hz notch and harmonics** (``iirnotch``, quality ``notch_q``) and **low-pass**
    ``lowpass_hz`` (Butterworth), zero-phase (``sosfiltfilt``) at the intermediate rate;
 3. **common average reference** (per time sample, mean over channels subtracted);
@@ -143,12 +145,19 @@ def plan_chain(fs: float, bin_size: float = 0.01, cfg: LfpChainConfig | None = N
         if up == 0:
             raise ConfigError(f"intermediate_fs {cfg.intermediate_fs} Hz is far below {fs} Hz")
         fi = fs * up / down
-        width = fi / 2.0  # transition band fi/4 .. 3fi/4: [0, fi/4] stays alias-free
+        # only [0, band_top] must stay alias-free: everything above is removed by the low-pass,
+        # so the transition band band_top .. fi - band_top can be wide (few taps)
+        band_top = min(fi / 4.0, 2.0 * cfg.lowpass_hz)
+        if cfg.lowpass_hz >= band_top:
+            raise ConfigError(
+                f"lowpass_hz {cfg.lowpass_hz} Hz must be below {fi / 4:g} Hz (a quarter of the "
+                f"{fi:g} Hz intermediate rate); raise intermediate_fs"
+            )
+        width = fi - 2.0 * band_top
         ntaps, beta = signal.kaiserord(_AA_STOP_DB, width / (0.5 * fs * up))
         ntaps |= 1
         fir = signal.firwin(ntaps, fi / 2.0, window=("kaiser", beta), fs=fs * up) * up
         fir_delay = (ntaps - 1) // 2
-        band_top = fi / 4.0
     else:
         up = down = 1
         fi = fs
