@@ -195,10 +195,6 @@ def test_interrupted_fit_resumes_from_its_checkpoints(store_dir, tmp_path):
     assert starts == [0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG training.py fit(): on resume CSVLogger(run_dir, name='', version='logs') rewrites "
-    "logs/metrics.csv, so the metrics of the epochs before the interruption are lost; fix: keep "
-    "the old file (e.g. resume into a new version folder or merge the old rows back)"))
 def test_resumed_run_keeps_the_metrics_logged_before_the_interruption(store_dir, tmp_path):
     sel, train, val = _datasets(store_dir)
     vocab = {s.name: s.n_units for s in sel}
@@ -282,10 +278,6 @@ def test_sigkilled_pretrain_command_resumes_when_rerun(store_dir, tmp_path):
     assert meta["vocab"] == {"a": 7, "b": 9}
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "BUG training.py fit(): EarlyStopping checks 'val_loss' at train-epoch end, but no validation "
-    "ran when max_steps stops inside the first epoch -> RuntimeError 'Early stopping conditioned "
-    "on metric val_loss which is not available'; fix: EarlyStopping(..., check_on_train_epoch_end=False)"))
 def test_fit_stopped_by_max_steps_inside_the_first_epoch_still_writes_a_model(store_dir, tmp_path):
     """max_steps smaller than one epoch: no validation ran yet; the run must still finish."""
     sel, train, val = _datasets(store_dir)
@@ -343,11 +335,6 @@ def test_adapting_new_sessions_trains_only_their_embeddings(store_dir, spike_run
                      tiny_train_cfg(), init_from=spike_run, train_only_new=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG stages.py pretrain_run/distill_run/finetune_run: the model (and distill projection / "
-    "finetune head) is built before fit() calls L.seed_everything(train_cfg.seed), so its initial "
-    "weights come from whatever the global RNG holds: the same command with the same seed gives "
-    "different models; fix: seed (L.seed_everything(train_cfg.seed)) before building the model"))
 def test_same_seed_gives_the_same_model(store_dir, tmp_path):
     states = []
     for i, noise in enumerate((1, 2)):
@@ -375,13 +362,6 @@ def test_cpu_precision_is_fp32():
 
 # ---------------------------------------------------------------------------- DDP
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG training.py fit(): (1) strategy='ddp' crashes with 'parameters that were not used in "
-    "producing the loss' because embeddings of sessions absent from a batch get no gradient -> "
-    "use DDPStrategy(find_unused_parameters=True) for 'ddp'; (2) Lightning re-instantiates our "
-    "SessionBatchSampler with a DistributedSampler as its 'dataset' (use_distributed_sampler "
-    "defaults to True), so both ranks draw from indices 0..len/world only: half the windows are "
-    "never trained on -> Trainer(use_distributed_sampler=False) (the sampler shards itself)"))
 def test_two_process_cpu_ddp_pretrain_trains_on_every_window(store_dir, tmp_path):
     out = tmp_path / "ddp"
     probe = tmp_path / "probe.jsonl"

@@ -90,6 +90,25 @@ def inspect(
 
 
 # ---------------------------------------------------------------------------- models
+def _train_only(overrides: list[str] | None, command: str) -> list[str]:
+    """Reject model options where the checkpoint fixes the architecture."""
+    from .models import ModelConfig
+
+    for o in overrides or []:
+        key = o.split("=", 1)[0].strip().replace("-", "_")
+        if key in ModelConfig.model_fields:
+            raise ConfigError(f"'{key}' is a model option; {command} keeps the checkpoint's "
+                              "architecture, so only training options can be set")
+    return list(overrides or [])
+
+
+def _done(message: str) -> None:
+    from .training import is_rank_zero
+
+    if is_rank_zero():
+        console.print(message)
+
+
 def _configs(modality: str, overrides: list[str] | None):
     from .models import ModelConfig
     from .stages import apply_overrides
@@ -120,7 +139,7 @@ def pretrain(
     mcfg, tcfg = _configs(modality, overrides)
     summary = pretrain_run(store, sessions, modality, out, mcfg, tcfg, init_from=init_from,
                            resume=not no_resume)
-    console.print(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
+    _done(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
                   f"{_fmt(summary.get('best_val_loss'))}; model in {out / 'model.ckpt'}")
 
 
@@ -139,10 +158,10 @@ def adapt(
     from .training import load_model
 
     model, _ = load_model(run)
-    mcfg, tcfg = _configs(model.modality, overrides)
+    mcfg, tcfg = _configs(model.modality, _train_only(overrides, "adapt"))
     summary = pretrain_run(store, sessions, model.modality, out, mcfg, tcfg, init_from=run,
                            train_only_new=embeddings_only)
-    console.print(f"[bold]adapt done[/]: {summary.get('epochs')} epochs; model in {out / 'model.ckpt'}")
+    _done(f"[bold]adapt done[/]: {summary.get('epochs')} epochs; model in {out / 'model.ckpt'}")
 
 
 @app.command()
@@ -195,7 +214,7 @@ def distill(
     mcfg, tcfg, dcfg = _distill_configs(overrides)
     summary = distill_run(teacher, store, sessions, out, mcfg, tcfg, dcfg, student_init=student_init,
                           resume=not no_resume)
-    console.print(f"[bold]distill done[/]: {summary.get('epochs')} epochs, best val loss "
+    _done(f"[bold]distill done[/]: {summary.get('epochs')} epochs, best val loss "
                   f"{_fmt(summary.get('best_val_loss'))}; student in {out / 'model.ckpt'}")
 
 
@@ -232,7 +251,7 @@ def finetune(
     """Supervised evaluation: model + velocity head trained end-to-end, R² on test segments."""
     from .stages import finetune_run
 
-    _, tcfg = _configs("lfp", overrides)
+    _, tcfg = _configs("lfp", _train_only(overrides, "finetune"))
     res = finetune_run(run, store, session, out, tcfg)
     print_table([{k: v for k, v in res.items() if k != "as_session"}], title="fine-tuned decoder R²")
 

@@ -154,8 +154,9 @@ class DistillModule(BaseModule):
         return res["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        torch.manual_seed(1000 + batch_idx)
-        res = self.losses(batch)
+        with torch.random.fork_rng(devices=[]):  # same masks every epoch, training RNG untouched
+            torch.manual_seed(1000 + batch_idx)
+            res = self.losses(batch)
         bs = len(batch["session"])
         self.log("val_loss", res["loss"], prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val_align", res["align"], prog_bar=True, batch_size=bs, sync_dist=True)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 
 from .data import Store, WindowDataset, open_store, write_json_atomic
@@ -92,6 +93,7 @@ def pretrain_run(store_dir: Path, sessions: str | Sequence[str] | None, modality
     With ``init_from`` (a run dir), the pretrained model is extended with any new sessions and
     trained further — only the new sessions' embeddings if ``train_only_new``.
     """
+    L.seed_everything(train_cfg.seed, verbose=False)
     store = open_store(store_dir)
     sel = load_selected(store, sessions, modality)
     vocab = {s.name: getattr(s, modality).shape[1] for s in sel}
@@ -170,6 +172,7 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                 resume: bool = True) -> dict[str, Any]:
     """Distil the frozen spike teacher into an LFP student on paired sessions."""
     dcfg = dcfg or DistillConfig()
+    L.seed_everything(train_cfg.seed, verbose=False)
     teacher, tmeta = load_model(Path(teacher_run), modality="spikes")
     store = open_store(store_dir)
     sel = load_selected(store, sessions, "spikes")
@@ -225,6 +228,7 @@ def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_
 
     Writes ``out/result.json`` (R² per split) and ``out/predictions.npz``.
     """
+    L.seed_everything(train_cfg.seed, verbose=False)
     model, meta = load_model(Path(run_dir))
     store = open_store(store_dir)
     sel = load_selected(store, [session], model.modality)

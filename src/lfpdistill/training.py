@@ -264,6 +264,40 @@ class _EpochSeed(Callback):
             sampler.set_epoch(trainer.current_epoch)
 
 
+def _merge_metric_parts(metrics_csv: Path) -> None:
+    """Put the rows logged before an interruption back in front of the resumed run's rows."""
+    parts = sorted(metrics_csv.parent.glob("metrics.part*.csv"))
+    if not parts:
+        return
+    import csv
+
+    rows: list[dict[str, str]] = []
+    header: list[str] = []
+    for path in [*parts, metrics_csv]:
+        if not path.exists():
+            continue
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header += [c for c in reader.fieldnames or [] if c not in header]
+            rows.extend(reader)
+    with atomic_path(metrics_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    for path in parts:
+        path.unlink()
+
+
+def resolve_strategy(name: str) -> Any:
+    """'ddp' with unused-parameter detection: a batch need not contain every session, so some
+    session embeddings get no gradient in a step."""
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return name
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's informational chatter (device lists, tips) out of the user's terminal."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -293,6 +327,11 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
         else:
             shutil.rmtree(ckpt_dir)
     write_json_atomic(cfg_path, run_config or {})
+    metrics_csv = run_dir / "logs" / "metrics.csv"
+    if resume_from and metrics_csv.exists():
+        # Lightning's CSV logger starts a new file; keep the rows logged before the interruption
+        k = len(list(metrics_csv.parent.glob("metrics.part*.csv")))
+        metrics_csv.rename(metrics_csv.parent / f"metrics.part{k}.csv")
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
@@ -301,7 +340,8 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
                                every_n_train_steps=cfg.checkpoint_every_steps, save_top_k=1,
                                enable_version_counter=False)
     callbacks: list[Callback] = [best, periodic, _EpochSeed(),
-                                 EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min")]
+                                 EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min",
+                                               check_on_train_epoch_end=False)]
     if cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_ds) // cfg.batch_size // 10)))
     with warnings.catch_warnings():
@@ -310,18 +350,23 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
         warnings.filterwarnings("ignore", message=".*is deprecated.*")
         trainer = L.Trainer(
             accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-            strategy=cfg.strategy, precision=resolve_precision(cfg), max_epochs=cfg.max_epochs,
+            strategy=resolve_strategy(cfg.strategy), precision=resolve_precision(cfg),
+            max_epochs=cfg.max_epochs,
             max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip or None,
             callbacks=callbacks, logger=CSVLogger(run_dir, name="", version="logs"),
             enable_progress_bar=cfg.progress, enable_model_summary=False,
-            log_every_n_steps=max(1, min(10, len(train_ds) // cfg.batch_size)), num_sanity_val_steps=0, deterministic=False,
+            log_every_n_steps=max(1, min(10, len(train_ds) // cfg.batch_size)),
+            num_sanity_val_steps=0, deterministic=False,
             limit_val_batches=cfg.limit_val_batches, default_root_dir=run_dir,
+            # our batch sampler shards itself across ranks (SessionBatchSampler._shard)
+            use_distributed_sampler=False,
         )
         trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
                     ckpt_path=resume_from)
     summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
                                "steps": trainer.global_step}
     if trainer.global_rank == 0:
+        _merge_metric_parts(metrics_csv)
         best_path = best.best_model_path or str(ckpt_dir / "last.ckpt")
         with atomic_path(run_dir / "model.ckpt") as tmp:
             shutil.copyfile(best_path, tmp)
