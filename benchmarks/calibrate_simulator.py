@@ -1,0 +1,119 @@
+"""Calibrate the built-in simulator against the targets of DESIGN.md section 3.
+
+Simulates sessions, then per session decodes hand velocity with a Wiener filter (ridge on 10
+causal lags x 20 ms, features standardised on train, penalty by 5-fold contiguous CV on train
+only) on a *contiguous* split -- first 80 % of the bins train, last 20 % test -- from
+
+- spikes (binned counts, summed in 20 ms steps between lags),
+- raw LFP (the 100 Hz processed LFP itself),
+- LMP + log band power (4-8, 8-13, 13-30, 30-50 Hz; causal features, see decoders.py),
+- the ground-truth latents (the ceiling),
+
+and prints the test R^2 (mean over x, y) per session and the mean over sessions.
+
+Targets: spikes 0.60-0.80, raw LFP 0.25-0.40, LMP + band power 0.45-0.60.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/calibrate_simulator.py --sessions 8 --seconds 300 \\
+        --seed 0 --path fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from lfpdistill.decoders import WienerDecoder, band_power_features, r2_mean
+from lfpdistill.simulate import SimConfig, simulate_sessions
+
+TARGETS = {"spikes": (0.60, 0.80), "raw_lfp": (0.25, 0.40), "lmp_bp": (0.45, 0.60)}
+
+
+def decode_session(sess, extra: bool = False) -> dict[str, float]:
+    """Test R^2 of the calibration decoders on one session (contiguous 80/20 split)."""
+    T = sess.n_bins
+    train = np.zeros(T, dtype=bool)
+    train[: int(0.8 * T)] = True
+    test = ~train
+    Y = sess.velocity
+    inputs = {
+        "spikes": (sess.spikes, True),
+        "raw_lfp": (sess.lfp, False),
+        "lmp_bp": (band_power_features(sess.lfp, fs=1.0 / sess.bin_size), False),
+        "latents": (sess.latents, False),
+    }
+    if extra:
+        bp = inputs["lmp_bp"][0]
+        C = sess.n_channels
+        inputs["lmp_only"] = (bp[:, :C], False)
+        inputs["power_only"] = (bp[:, C:], False)
+    out = {}
+    for key, (X, integrate) in inputs.items():
+        dec = WienerDecoder(n_lags=10, lag_step=2, integrate=integrate).fit(X, Y, train)
+        out[key] = r2_mean(Y[test], dec.predict(X, test))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--path", choices=["fast", "raw"], default="fast")
+    ap.add_argument("--task", choices=["random_target", "center_out"], default="random_target")
+    ap.add_argument("--degradation", type=float, default=0.0)
+    ap.add_argument("--extra", action="store_true", help="also LMP-only and power-only columns")
+    ap.add_argument("--json", default=None, help="write the results to this JSON file")
+    args = ap.parse_args(argv)
+
+    cfg = SimConfig(n_sessions=args.sessions, seconds=args.seconds, seed=args.seed,
+                    path=args.path, task=args.task, degradation=args.degradation)
+    t0 = time.perf_counter()
+    sessions = simulate_sessions(cfg)
+    t_sim = time.perf_counter() - t0
+    print(f"simulated {len(sessions)} x {args.seconds:g} s ({args.path} path) in {t_sim:.1f} s")
+
+    rows = []
+    t0 = time.perf_counter()
+    for s in sessions:
+        r = decode_session(s, extra=args.extra)
+        r["session"] = s.name
+        r["units"] = s.n_units
+        rows.append(r)
+        cols = [k for k in r if k not in ("session", "units")]
+        print(f"{s.name}  units={s.n_units:3d}  " + "  ".join(f"{k}={r[k]:.3f}" for k in cols),
+              flush=True)
+    t_dec = time.perf_counter() - t0
+    keys = [k for k in rows[0] if k not in ("session", "units")]
+    print()
+    header = f"| session | units | {' | '.join(keys)} |"
+    print(header)
+    print("|" + "---|" * (2 + len(keys)))
+    for r in rows:
+        print(f"| {r['session']} | {r['units']} | " + " | ".join(f"{r[k]:.3f}" for k in keys)
+              + " |")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    sd = {k: float(np.std([r[k] for r in rows])) for k in keys}
+    print("| **mean** | " + f"{np.mean([r['units'] for r in rows]):.0f} | "
+          + " | ".join(f"**{mean[k]:.3f}** ± {sd[k]:.3f}" for k in keys) + " |")
+    print()
+    for k, (lo, hi) in TARGETS.items():
+        inside = sum(lo <= r[k] <= hi for r in rows)
+        ok = "OK " if lo <= mean[k] <= hi else "OFF"
+        print(f"{ok} {k:8s} mean {mean[k]:.3f}  target {lo:.2f}-{hi:.2f}  "
+              f"({inside}/{len(rows)} sessions inside)")
+    print(f"decoding took {t_dec:.1f} s")
+    result = {"config": cfg.model_dump(mode="json"), "simulate_s": t_sim, "rows": rows,
+              "mean": mean, "std": sd}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
