@@ -234,12 +234,12 @@ def _check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gram(A: np.ndarray) -> np.ndarray:
-    """``A.T @ A`` in float64 (symmetric rank-k update: half the work of a product)."""
+    """``A.T @ A`` in ``A``'s precision (symmetric rank-k update: half the work of a
+    product)."""
     if A.shape[0] == 0:
-        return np.zeros((A.shape[1], A.shape[1]))
+        return np.zeros((A.shape[1], A.shape[1]), dtype=A.dtype)
     syrk = linalg.blas.ssyrk if A.dtype == np.float32 else linalg.blas.dsyrk
-    U = syrk(1.0, np.asfortranarray(A), trans=1, lower=0)
-    G = np.triu(U).astype(np.float64)
+    G = np.triu(syrk(1.0, np.asfortranarray(A), trans=1, lower=0))
     G += np.triu(G, 1).T
     return G
 
@@ -296,9 +296,10 @@ def _select_alpha(Xs: np.ndarray, Yc: np.ndarray, folds: list[slice],
             for k, f in enumerate(folds):
                 A = G - grams[k]
                 A[np.diag_indices_from(A)] += alphas[i] * (n - (f.stop - f.start))
-                w = linalg.cho_solve(linalg.cho_factor(A, check_finite=False), b - cross[k],
-                                     check_finite=False)
-                tot += _r2_cols(Yc[f], Xs[f].astype(np.float64) @ w)
+                w = linalg.cho_solve(linalg.cho_factor(A, overwrite_a=True, check_finite=False),
+                                     b - cross[k], check_finite=False)
+                del A
+                tot += _r2_cols(Yc[f], (Xs[f] @ w.astype(Xs.dtype)).astype(np.float64))
             scores[i] = tot / len(folds)
         return float(scores[i])
 

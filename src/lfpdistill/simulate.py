@@ -35,11 +35,11 @@ Generative model (one shared "brain", many sessions)
   correlated over 1-2 mm plus a local part); common mode; line noise (raw path only: the notch
   and low-pass remove it) and white noise.
 - **Paths.** ``path="fast"`` samples every component at the bin centres and applies the
-  processing chain's pass-band response (low-pass 50 Hz + resampling kernel), CAR, 0.05 Hz
-  high-pass and z-score directly. ``path="raw"`` synthesises a ``raw_fs`` broadband signal and
-  runs the real chain (:func:`lfpdistill.preprocess.broadband_to_lfp`). Both paths share the
-  behaviour, latents, spikes and every slow LFP component (same random streams); only the noise
-  realisations differ.
+  processing chain's pass-band response (low-pass 50 Hz + resampling kernel, 0.05 Hz
+  high-pass), CAR and z-score directly. ``path="raw"`` synthesises a ``raw_fs`` broadband
+  signal and runs the real chain (:func:`lfpdistill.preprocess.broadband_to_lfp_chunked`).
+  Both paths share the behaviour, latents, spikes and every slow LFP component (same random
+  streams); only the noise realisations differ.
 
 Everything is deterministic from ``SimConfig.seed``: the same config gives bit-identical arrays.
 """
@@ -86,6 +86,9 @@ class SimLfpConfig(pydantic.BaseModel, extra="forbid"):
     lmp: float = Field(0.08, ge=0, description="Local motor potential (kinematic, < lmp_hz).")
     lmp_hz: float = Field(4.0, gt=0, le=10, description="Low-pass of the LMP (Hz).")
     lmp_length_mm: float = Field(1.5, gt=0, description="Spatial scale of the LMP loadings.")
+    lmp_speed_weight: float = Field(
+        1.0, ge=0, description="Weight of speed (movement-related, non-directional potential) "
+                               "relative to velocity and acceleration in the LMP.")
     spiking: float = Field(0.15, ge=0, description="Aggregate local spiking (per relative rate).")
     kernel_sigma_mm: float = Field(0.3, gt=0, description="Distance kernel of local spiking.")
     synaptic_tau_s: float = Field(0.015, gt=0, le=0.1, description="Synaptic filter (s).")
@@ -211,7 +214,12 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
 # ---------------------------------------------------------------------------------- geometry
 def electrode_grid(n_channels: int = 96, pitch_mm: float = _PITCH_MM) -> np.ndarray:
     """Utah-like electrode positions ``[C, 2]`` in mm, row-major on a square grid whose four
-    corners are left out (96 channels: the 10x10, 400 um pitch array)."""
+    corners are left out (96 channels: the 10x10, 400 um pitch array).
+
+    >>> pos = electrode_grid(96)
+    >>> pos.shape, pos[0].tolist(), pos[-1].tolist()
+    ((96, 2), [0.4, 0.0], [3.2, 3.6])
+    """
     side = 2
     while side * side - 4 < n_channels:
         side += 1
@@ -294,7 +302,7 @@ def _behaviour(cfg: SimConfig, rng: np.random.Generator, n: int
     reach intervals (s)."""
     dt = cfg.bin_size
     total = n * dt + 1.0
-    t_knots, p_knots, reaches = [0.0], [np.zeros(2)], []
+    p_knots, reaches = [np.zeros(2)], []
     t, p = 0.0, np.zeros(2)
     half = cfg.workspace_cm / 2
     angles = np.arange(8) * np.pi / 4
@@ -316,7 +324,6 @@ def _behaviour(cfg: SimConfig, rng: np.random.Generator, n: int
             out_phase = not out_phase
         dur = 0.35 + 0.35 * float(np.linalg.norm(q - p)) / 10.0
         reaches.append((t, t + dur))
-        t_knots += [t, t + dur]
         p_knots += [p.copy(), q.copy()]
         t += dur
         p = q
@@ -457,6 +464,7 @@ def _lfp_slow_parts(cfg: SimConfig, s: int, Z: np.ndarray, speed: np.ndarray,
     sos = signal.butter(2, lc.lmp_hz, "low", fs=1 / dt, output="sos")
     kin = signal.sosfilt(sos, Z[:, : len(LATENT_NAMES_KINEMATIC)], axis=0)
     load = pop.lmp_load + 0.1 * rng.standard_normal(pop.lmp_load.shape)
+    load[:, 2] *= lc.lmp_speed_weight
     lmp = kin @ load.T
     lmp *= lc.lmp / max(float((lmp - lmp.mean(axis=1, keepdims=True)).std()), 1e-12)
     # aggregate population rate (Hz) and Poisson variance (Hz^2 s) per electrode
