@@ -329,7 +329,7 @@ def test_adapting_new_sessions_trains_only_their_embeddings(store_dir, spike_run
     old_state, new_state = old.state_dict(), new.state_dict()
     for k, v in old_state.items():
         assert torch.equal(new_state[k], v), k
-    assert set(new_state) - set(old_state) == {"tokenizer.session_emb.2"}
+    assert set(new_state) - set(old_state) == {"tokenizer.session_emb.2", "tokenizer.session_bias.2"}
     with pytest.raises(ConfigError, match="already in the model"):
         pretrain_run(store_dir, None, "spikes", tmp_path / "again", tiny_model_cfg(),
                      tiny_train_cfg(), init_from=spike_run, train_only_new=True)

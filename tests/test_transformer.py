@@ -209,9 +209,12 @@ def test_loss_counts_are_exact_under_bf16_autocast(modality):
                                                ("filterbank", "lfp"), ("count", "spikes"),
                                                ("linear", "spikes"), ("filterbank", "spikes")])
 def test_hidden_inputs_do_not_leak_into_the_output(embedder, modality):
-    """MAE must not see what it reconstructs: hidden values cannot change any output."""
+    """MAE must not see what it reconstructs: hidden values cannot change any output.
+
+    (With ``keep_ratio`` > 0 some scored tokens are deliberately left visible, BERT-style, so the
+    property is checked with keep_ratio=0.)"""
     torch.manual_seed(0)
-    model = NeuralTransformer(cfg(embedder=embedder, modality=modality, filter_bins=5),
+    model = NeuralTransformer(cfg(embedder=embedder, modality=modality, filter_bins=5, keep_ratio=0.0),
                               {"a": 7, "b": 13}).eval()
     x = torch.poisson(2 * torch.rand(2, 8, 13))
     widths = torch.tensor([7, 13])
@@ -289,3 +292,16 @@ def test_tiny_spike_mae_overfits_a_tiny_batch():
         loss.backward()
         opt.step()
     assert loss.item() - floor < 0.1 * (first - floor), (first, loss.item(), floor)
+
+
+def test_keep_ratio_leaves_some_scored_tokens_visible():
+    torch.manual_seed(0)
+    model = NeuralTransformer(cfg(keep_ratio=0.5, mask_mode="random"), {"a": 8}).eval()
+    x = torch.randn(4, 20, 8)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        out = model(x, ["a"] * 4, mask=True, generator=g)
+        # a scored token whose input changes changes the output only if it was kept visible
+        x2 = x + 100 * out.mask[..., None].expand(4, 20, 2, 4).reshape(4, 20, 8)
+        out2 = model(x2, ["a"] * 4, mask=True, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(out2.latents, out.latents)

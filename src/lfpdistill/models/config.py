@@ -13,18 +13,23 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     modality: Literal["spikes", "lfp"] = Field("spikes", description="input modality")
-    patch_size: int = Field(16, ge=1, description="channels per spatial patch (token)")
+    patch_size: int = Field(32, ge=1, description="channels per spatial patch (token)")
     embedder: Literal["linear", "count", "mlp", "filterbank"] = Field(
-        "linear", description="shared patch embedder: linear (spikes: on log1p counts), "
+        "filterbank", description="shared patch embedder: linear (spikes: on log1p counts), "
         "count (spikes only: embedding of counts clamped to max_count), mlp (two layers), "
         "filterbank (per channel: value, learned temporal filters and their log local energy)")
     n_filters: int = Field(8, ge=1, description="filterbank embedder: temporal filters per channel")
     filter_bins: int = Field(15, ge=3, description="filterbank embedder: filter length (bins)")
     energy_bins: int = Field(9, ge=1, description="filterbank embedder: energy smoothing (bins)")
     max_count: int = Field(8, ge=1, description="counts are clamped to this for the count embedder")
-    d_model: int = Field(64, ge=8, description="token / latent width")
+    d_model: int = Field(128, ge=8, description="token / latent width")
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(4, ge=1)
+    recon_from: Literal["latent", "tokens"] = Field(
+        "tokens", description="reconstruct each patch from the pooled per-timestep latent plus the "
+        "patch's session embedding (a population-state bottleneck), or from its own output token")
+    decoder_layers: int = Field(0, ge=0, description="transformer blocks of the reconstruction "
+                                "decoder on top of the encoder (0: linear head on encoder outputs)")
     mlp_ratio: float = Field(2.0, gt=0, description="SwiGLU hidden width = mlp_ratio * d_model")
     dropout: float = Field(0.1, ge=0, lt=1, description="residual/MLP dropout")
     attn_dropout: float = Field(0.0, ge=0, lt=1, description="attention-probability dropout "
@@ -35,6 +40,8 @@ class ModelConfig(BaseModel):
         "mixed", description="random tokens, contiguous time spans, whole patches, or a random "
         "choice of the three per batch")
     span_bins: int = Field(10, ge=1, description="length of masked time spans (bins)")
+    keep_ratio: float = Field(0.2, ge=0, lt=1, description="fraction of the scored (masked) tokens "
+                              "left visible, BERT-style, so visible outputs are trained too")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -51,6 +51,9 @@ class PatchTokenizer(nn.Module):
         self.names: list[str] = []
         self.n_channels: dict[str, int] = {}
         self.session_emb = nn.ParameterList()
+        # per-session, per-channel offset of the reconstruction (e.g. each unit's log mean rate),
+        # so the shared decoder need not carry every channel's baseline through the encoder
+        self.session_bias = nn.ParameterList()
         self.extend(sessions)
 
     # ------------------------------------------------------------------ vocabulary
@@ -86,14 +89,34 @@ class PatchTokenizer(nn.Module):
                 src = self.session_emb[self.names.index(init_from)]
                 if src.shape[0] == npatch:
                     emb = src.detach().clone()
+            bias = torch.zeros(npatch * self.cfg.patch_size)
+            if init_from is not None and init_from in self.n_channels:
+                src_bias = self.session_bias[self.names.index(init_from)]
+                if src_bias.shape == bias.shape:
+                    bias = src_bias.detach().clone()
             self.session_emb.append(nn.Parameter(emb))
+            self.session_bias.append(nn.Parameter(bias))
             self.names.append(name)
             self.n_channels[name] = c
             added.append(name)
         return added
 
     def session_parameters(self, names: Sequence[str]) -> list[nn.Parameter]:
-        return [self.session_emb[self.names.index(n)] for n in names]
+        """The parameters that belong to sessions ``names`` (embeddings and output offsets)."""
+        out = []
+        for n in names:
+            i = self.names.index(n)
+            out += [self.session_emb[i], self.session_bias[i]]
+        return out
+
+    def output_bias(self, sessions: Sequence[str], npatch: int, device: torch.device) -> torch.Tensor:
+        """``[B, Np, P]`` per-session, per-channel reconstruction offsets (zero on padding)."""
+        P = self.cfg.patch_size
+        out = torch.zeros(len(sessions), npatch * P, device=device)
+        for i, name in enumerate(sessions):
+            b = self.session_bias[self.names.index(name)]
+            out[i, : b.shape[0]] = b
+        return out.view(len(sessions), npatch, P)
 
     def check_sessions(self, sessions: Sequence[str], widths: Sequence[int]) -> None:
         for name, c in zip(sessions, widths, strict=True):

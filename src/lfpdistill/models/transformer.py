@@ -24,7 +24,7 @@ from .tokenizer import PatchTokenizer
 class ModelOutput:
     latents: torch.Tensor      # [B, T, d]
     tokens: torch.Tensor       # [B, T, Np, d] output tokens
-    pred: torch.Tensor         # [B, T, Np, P] reconstruction (log-rate for spikes)
+    pred: torch.Tensor | None  # [B, T, Np, P] reconstruction (log-rate for spikes)
     patches: torch.Tensor      # [B, T, Np, P] inputs cut into patches
     chan_valid: torch.Tensor   # [B, Np, P]
     patch_valid: torch.Tensor  # [B, Np]
@@ -82,7 +82,22 @@ class NeuralTransformer(nn.Module):
         self.encoder = Encoder(cfg.d_model, cfg.n_layers, cfg.n_heads,
                                int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base,
                                cfg.attn_dropout)
-        self.head = nn.Linear(cfg.d_model, cfg.patch_size)
+        # reconstruction decoder: the encoder's outputs (the latents) must carry what the decoder
+        # needs to fill in the hidden tokens, so visible tokens' outputs are trained too
+        self.decoder = (Encoder(cfg.d_model, cfg.decoder_layers, cfg.n_heads,
+                                int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base)
+                        if cfg.decoder_layers > 0 else None)
+        if cfg.recon_from == "latent":
+            # reconstruction from the pooled per-timestep latent (+ the patch's session
+            # embedding): the latent must hold the population state of its time bin
+            self.head: nn.Module = nn.Sequential(
+                nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.patch_size))
+        else:
+            self.head = nn.Linear(cfg.d_model, cfg.patch_size)
+        if cfg.modality == "spikes":
+            # start near a typical rate (~10 Hz at 10 ms bins) instead of e^0 = 1 spike per bin
+            last = self.head[-1] if isinstance(self.head, nn.Sequential) else self.head
+            nn.init.constant_(last.bias, -2.3)
 
     @property
     def modality(self) -> str:
@@ -93,42 +108,61 @@ class NeuralTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None,
                 mask: torch.Tensor | bool | None = None,
-                generator: torch.Generator | None = None) -> ModelOutput:
+                generator: torch.Generator | None = None, reconstruct: bool = True) -> ModelOutput:
         """Encode ``x [B, T, C]``.
 
         ``mask``: None (no masking: inference), True (sample a mask from the config), or a
-        ``[B, T, Np]`` boolean tensor.
+        ``[B, T, Np]`` boolean tensor. ``reconstruct=False`` skips the decoder (``pred`` None).
         """
         tokens, patches, chan_valid, patch_valid = self.tokenizer(x, sessions, widths)
         B, T, npatch, d = tokens.shape
+        hide = None
         if mask is True:
             mask = make_mask(self.cfg.mask_mode, self.cfg.mask_ratio, B, T, npatch, patch_valid,
                              self.cfg.span_bins, generator)
+            hide = mask
+            if self.cfg.keep_ratio > 0:
+                # BERT-style: some scored tokens stay visible, so the outputs at visible tokens
+                # must also be good estimates (denoised), not copies of their inputs
+                u = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
+                hide = mask & (u >= self.cfg.keep_ratio)
         elif mask is False:
             mask = None
-        if mask is not None:
+        elif mask is not None:
+            hide = mask
+        if hide is not None:
             if self.cfg.embedder == "filterbank":
                 # temporal filters would carry the hidden values into visible neighbouring
                 # tokens: embed again from the input with the hidden channels zeroed
                 P = self.cfg.patch_size
-                keep = ~mask[..., None].expand(B, T, npatch, P).reshape(B, T, npatch * P)
+                keep = ~hide[..., None].expand(B, T, npatch, P).reshape(B, T, npatch * P)
                 tokens = self.tokenizer(x * keep[..., : x.shape[2]].to(x.dtype), sessions, widths)[0]
             sess = self.tokenizer.session_embedding(sessions, npatch, x.device)[:, None]
-            tokens = torch.where(mask[..., None], self.mask_token + sess, tokens)
+            tokens = torch.where(hide[..., None], self.mask_token + sess, tokens)
         positions = torch.arange(T, device=x.device, dtype=torch.float32)
         positions = positions[None, :, None].expand(B, T, npatch).reshape(B, T * npatch)
         key_valid = patch_valid[:, None, :].expand(B, T, npatch).reshape(B, T * npatch)
-        out = self.encoder(tokens.reshape(B, T * npatch, d), positions, key_valid)
-        out = out.view(B, T, npatch, d)
+        flat = self.encoder(tokens.reshape(B, T * npatch, d), positions, key_valid)
+        out = flat.view(B, T, npatch, d)
         w = patch_valid[:, None, :, None].to(out.dtype)
         latents = (out * w).sum(2) / w.sum(2).clamp_min(1)
-        return ModelOutput(latents, out, self.head(out), patches, chan_valid, patch_valid, mask)
+        pred = None
+        if reconstruct:
+            if self.cfg.recon_from == "latent":
+                sess = self.tokenizer.session_embedding(sessions, npatch, x.device)
+                dec = latents[:, :, None, :] + sess[:, None]
+            else:
+                dec = flat if self.decoder is None else self.decoder(flat, positions, key_valid)
+                dec = dec.view(B, T, npatch, d)
+            pred = self.head(dec)
+            pred = pred + self.tokenizer.output_bias(sessions, npatch, x.device)[:, None]
+        return ModelOutput(latents, out, pred, patches, chan_valid, patch_valid, mask)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, sessions: Sequence[str],
                widths: torch.Tensor | None = None) -> torch.Tensor:
         """Per-timestep latents ``[B, T, d]`` without masking."""
-        return self.forward(x, sessions, widths, mask=None).latents
+        return self.forward(x, sessions, widths, mask=None, reconstruct=False).latents
 
 
 def masked_loss(out: ModelOutput, modality: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -138,7 +172,7 @@ def masked_loss(out: ModelOutput, modality: str) -> tuple[torch.Tensor, dict[str
     LFP: mean squared error. Returns ``(loss, stats)`` where stats hold sums used to compute
     bits/spike or R² over many batches.
     """
-    assert out.mask is not None, "masked_loss needs a masked forward pass"
+    assert out.mask is not None and out.pred is not None, "masked_loss needs a masked forward pass"
     # [B,T,Np,P] in fp32: under bf16 autocast pred is bf16, whose sums of ones are inexact (> 256)
     sel = (out.mask[..., None] & out.chan_valid[:, None]).float()
     n = sel.sum().clamp_min(1)
