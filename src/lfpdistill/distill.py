@@ -134,7 +134,7 @@ class DistillModule(BaseModule):
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x, widths = batch_input(batch, "lfp")
         target = self.normalise(self.teacher_latents(batch))
-        out = self.model(x, batch["session"], widths, mask=None)
+        out = self.model(x, batch["session"], widths, mask=None, reconstruct=False)
         align = alignment_loss(self.proj(out.latents).float(), target, self.dcfg.align_loss)
         total = self.dcfg.w_align * align
         res = {"align": align}

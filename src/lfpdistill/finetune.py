@@ -40,7 +40,7 @@ class FinetuneModule(BaseModule):
         """Velocity ``[B, T, 2]`` (original units) for input windows."""
         if self.as_session:
             sessions = [self.as_session] * len(sessions)
-        z = self.model(x, sessions, widths, mask=None).latents
+        z = self.model(x, sessions, widths, mask=None, reconstruct=False).latents
         return self.head(z) * self.v_std + self.v_mean
 
     def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
