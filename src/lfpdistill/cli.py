@@ -22,6 +22,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 console = Console()
 
 
+_SHORT = {"subject": "subj", "n_units": "units", "n_channels": "channels", "duration_s": "dur (s)",
+          "mean_rate_hz": "rate (Hz)", "train_s": "train (s)", "val_s": "val (s)", "test_s": "test (s)"}
+
+
 def print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
     if not rows:
         console.print("(no rows)")
@@ -29,7 +33,8 @@ def print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
     table = Table(title=title)
     cols = list(rows[0])
     for c in cols:
-        table.add_column(c, justify="left" if c in ("name", "session", "model", "subject") else "right")
+        table.add_column(_SHORT.get(c, c),
+                         justify="left" if c in ("name", "session", "model", "subject") else "right")
     for r in rows:
         table.add_row(*[_fmt(r.get(c)) for c in cols])
     console.print(table)
@@ -39,7 +44,7 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3f}"
+        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
     return str(v)
 
 
