@@ -31,8 +31,10 @@ class DistillConfig(BaseModel):
     align_loss: Literal["mse", "cosine", "mse+cosine"] = Field(
         "mse", description="alignment between (projected) student and normalised teacher latents")
     target_norm: Literal["standardize", "layernorm", "none"] = Field(
-        "standardize", description="teacher latent normalisation: per-dimension z-score with "
-        "training-set statistics, per-timestep layer norm, or none")
+        "none", description="teacher latent normalisation: per-dimension z-score with "
+        "training-set statistics, per-timestep layer norm, or none (keeps the teacher's own "
+        "variance weighting: low-variance, mostly-noise dimensions do not dominate; see "
+        "docs/experiments.md)")
     projection: Literal["none", "linear", "mlp"] = Field(
         "linear", description="head from student latent to teacher latent space")
     w_align: float = Field(1.0, ge=0)
