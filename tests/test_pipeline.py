@@ -125,3 +125,21 @@ def test_bad_roles_rejected(tmp_path):
         runner.resolve_roles()
     with pytest.raises(ConfigError, match="unknown stage"):
         Runner(cfg, from_stage="nope")
+
+
+def test_generalization_mode_a_needs_same_channel_count(tmp_path):
+    from tests.conftest import make_session
+
+    from lfpdistill.data import write_store
+    from lfpdistill.errors import DataValidationError
+    from lfpdistill.models import ModelConfig, NeuralTransformer
+    from lfpdistill.stages import check_as_session
+
+    a, b = make_session("a", T=1500, C=8), make_session("b", T=1500, C=6)
+    write_store([a, b], tmp_path)
+    model = NeuralTransformer(ModelConfig(modality="lfp", patch_size=4, d_model=16, n_heads=2), {"a": 8})
+    check_as_session(model, a, "a")
+    with pytest.raises(DataValidationError, match=r"mode \(a\).*same channel count.*mode \(b\)"):
+        check_as_session(model, b, "a")
+    with pytest.raises(DataValidationError, match="not in the model's vocabulary"):
+        check_as_session(model, b, "zz")

@@ -138,6 +138,9 @@ def embed_run(run_dir: Path, store_dir: Path, sessions: str | Sequence[str] | No
     store = open_store(store_dir)
     sel = load_selected(store, sessions, model.modality)
     w = window_s or meta.get("window_s", 1.0)
+    if as_session is not None:
+        for s in sel:
+            check_as_session(model, s, as_session)
     lat = {s.name: session_latents(model, s, w, as_session=as_session) for s in sel}
     out = Path(out) if out else Path(run_dir) / "latents.npz"
     with atomic_path(out, suffix=".npz") as tmp:
