@@ -136,7 +136,7 @@ def test_embed_unknown_session_and_bad_as_session(dirs, spike_run, capsys):
     _error(capsys, ["embed", spike_run, "--store", dirs["new"]],
            "'zz' is not in the model's vocabulary")
     _error(capsys, ["embed", spike_run, "--store", dirs["store"], "--as-session", "b",
-                    "--sessions", "a"], "built for 9")
+                    "--sessions", "a"], "same channel count ('a' has 7, 'b' has 9)")
 
 
 def test_embed_without_a_checkpoint(dirs, capsys, tmp_path):
