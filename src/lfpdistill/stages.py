@@ -131,10 +131,10 @@ def pretrain_run(store_dir: Path, sessions: str | Sequence[str] | None, modality
 
 
 def embed_run(run_dir: Path, store_dir: Path, sessions: str | Sequence[str] | None = None,
-              out: Path | None = None, as_session: str | None = None, prefix: str = "model.",
+              out: Path | None = None, as_session: str | None = None,
               window_s: float | None = None) -> Path:
     """Write per-timestep latents of every selected session (all splits) to ``latents.npz``."""
-    model, meta = load_model(Path(run_dir), prefix=prefix)
+    model, meta = load_model(Path(run_dir))
     store = open_store(store_dir)
     sel = load_selected(store, sessions, model.modality)
     w = window_s or meta.get("window_s", 1.0)

@@ -222,14 +222,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(path: Path, modality: str | None = None, prefix: str = "model."
+def load_model(path: Path, modality: str | None = None
                ) -> tuple[NeuralTransformer, dict[str, Any]]:
-    """Load the transformer stored in a checkpoint (``prefix`` selects which sub-module)."""
+    """Load the transformer of any stage's checkpoint (every stage names it ``model``)."""
     ckpt = load_checkpoint(path)
     meta = ckpt[CKPT_KEY]
-    if prefix == "student." and "student" in meta:
-        meta = {**meta, **meta["student"]}
     model = build_model(meta)
+    prefix = "model."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
