@@ -188,3 +188,16 @@ def test_console_script_exit_code_and_single_line(dirs, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: unknown option 'nope'"), res.stderr
+
+
+def test_finetune_command_writes_result_and_rejects_model_options(dirs, lfp_run, capsys):
+    out = dirs["root"] / "ft"
+    train = ["--set", "max_epochs=1", "--set", "progress=false", "--set", "window_s=0.5"]
+    assert main(["finetune", str(lfp_run), "--store", str(dirs["store"]), "--session", "a",
+                 "--out", str(out), *train]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["session"] == "a" and {"test_r2", "val_r2"} <= set(res)
+    assert (out / "predictions.npz").exists() and (out / "model.ckpt").exists()
+    _error(capsys, ["finetune", str(lfp_run), "--store", str(dirs["store"]), "--session", "a",
+                    "--out", str(dirs["root"] / "ft2"), "--set", "d_model=64"],
+           "'d_model' is a model option")
