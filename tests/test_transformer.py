@@ -236,10 +236,34 @@ def test_latents_are_mean_of_valid_patch_tokens_and_encode_is_unmasked():
     assert out.mask is None
     torch.testing.assert_close(out.latents[0], out.tokens[0, :, :2].mean(1))
     torch.testing.assert_close(out.latents[1], out.tokens[1].mean(1))
-    z = model.encode(x, ["a", "b"], widths)
+    z = model.encode(x, ["a", "b"], widths, readout="visible")
     assert not z.requires_grad
     torch.testing.assert_close(z, out.latents)
     assert out.pred.shape == (2, 5, 4, 4)
+
+
+@pytest.mark.parametrize("embedder,stride", [("linear", 2), ("filterbank", 3)])
+def test_held_out_readout_describes_each_bin_by_its_context(embedder, stride):
+    """held_out: a bin's latent cannot depend on that bin's own input, only on its context;
+    the one-pass (visible) read-out does depend on it."""
+    torch.manual_seed(0)
+    model = NeuralTransformer(cfg(embedder=embedder, filter_bins=5, readout_stride=stride),
+                              {"a": 7, "b": 13}).eval()
+    assert model.cfg.readout == "held_out"  # the default for masked autoencoders
+    x = torch.randn(2, 9, 13)
+    widths = torch.tensor([7, 13])
+    z = model.encode(x, ["a", "b"], widths)
+    assert z.shape == (2, 9, 16) and torch.isfinite(z).all()
+    for t in (0, 4, 8):
+        x2 = x.clone()
+        x2[:, t] = 100 * torch.randn(2, 13)
+        z2 = model.encode(x2, ["a", "b"], widths)
+        torch.testing.assert_close(z2[:, t], z[:, t], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(z2, z)  # its neighbours do see it
+        zv, zv2 = (model.encode(v, ["a", "b"], widths, readout="visible") for v in (x, x2))
+        assert not torch.allclose(zv2[:, t], zv[:, t])
+    # batch composition does not change a sample's latents
+    torch.testing.assert_close(model.encode(x[1:], ["b"], widths[1:]), z[1:], rtol=1e-5, atol=1e-5)
 
 
 def test_forward_mask_argument_forms():

@@ -124,7 +124,7 @@ class DistillModule(BaseModule):
             return torch.from_numpy(np.stack(z)).to(self.device)
         x, widths = batch_input(batch, "spikes")
         with torch.no_grad():
-            return self.teacher(x, batch["session"], widths, mask=None).latents.float()
+            return self.teacher.encode(x, batch["session"], widths).float()
 
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         if self.dcfg.target_norm == "standardize":

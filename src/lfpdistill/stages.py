@@ -194,9 +194,12 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                                       f"but the store uses {bin_size}s bins")
         model.tokenizer.extend(lfp_vocab)
         model.train()
+        # the student is aligned on its one-pass (nothing hidden) latents, so that is its read-out
+        model.cfg = model.tokenizer.cfg = model.cfg.model_copy(update={"readout": "visible"})
         student_cfg = model.cfg
     else:
-        student_cfg = ModelConfig(**{**student_cfg.model_dump(), "modality": "lfp"})
+        student_cfg = ModelConfig(**{**student_cfg.model_dump(), "modality": "lfp",
+                                     "readout": "visible"})
         model = NeuralTransformer(student_cfg, lfp_vocab)
     cache = None
     stats = None

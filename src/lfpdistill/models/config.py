@@ -42,6 +42,14 @@ class ModelConfig(BaseModel):
     span_bins: int = Field(10, ge=1, description="length of masked time spans (bins)")
     keep_ratio: float = Field(0.2, ge=0, lt=1, description="fraction of the scored (masked) tokens "
                               "left visible, BERT-style, so visible outputs are trained too")
+    readout: Literal["visible", "held_out"] = Field(
+        "held_out", description="how per-timestep latents are read out of the frozen model: "
+        "'visible' (one pass, nothing hidden) or 'held_out' (each bin's latent comes from a pass in "
+        "which that bin, all patches, is hidden, i.e. the model's estimate of the population state "
+        "from its context; readout_stride passes). Masked-autoencoder outputs at visible tokens "
+        "largely copy their own noisy input; see docs/experiments.md")
+    readout_stride: int = Field(2, ge=2, le=16, description="held_out read-out: every k-th bin "
+                                "is hidden in each of k passes")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .encoder import Encoder
-from .tokenizer import PatchTokenizer
+from .tokenizer import PatchTokenizer, n_patches
 
 
 @dataclass
@@ -160,9 +160,32 @@ class NeuralTransformer(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, sessions: Sequence[str],
-               widths: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-timestep latents ``[B, T, d]`` without masking."""
-        return self.forward(x, sessions, widths, mask=None, reconstruct=False).latents
+               widths: torch.Tensor | None = None, readout: str | None = None) -> torch.Tensor:
+        """Per-timestep latents ``[B, T, d]`` of the frozen model (``cfg.readout`` unless given).
+
+        ``visible``: one pass with nothing hidden. ``held_out``: ``k = cfg.readout_stride`` passes;
+        pass ``j`` hides every bin ``t`` with ``t % k == j`` (all patches) and those bins take their
+        latents from it, so each bin is described by what its context implies about it.
+        """
+        readout = readout or self.cfg.readout
+        k = self.cfg.readout_stride
+        T = x.shape[1]
+        if readout == "visible" or T < 2:
+            return self.forward(x, sessions, widths, mask=None, reconstruct=False).latents
+        if readout != "held_out":
+            raise ValueError(f"unknown readout '{readout}'")
+        npatch = n_patches(x.shape[2], self.cfg.patch_size)
+        t = torch.arange(T, device=x.device)
+        z: torch.Tensor | None = None
+        for phase in range(min(k, T)):
+            sel = t % k == phase
+            hide = sel[None, :, None].expand(x.shape[0], T, npatch)
+            lat = self.forward(x, sessions, widths, mask=hide, reconstruct=False).latents
+            if z is None:
+                z = torch.empty_like(lat)
+            z[:, sel] = lat[:, sel]
+        assert z is not None
+        return z
 
 
 def masked_loss(out: ModelOutput, modality: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
