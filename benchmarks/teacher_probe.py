@@ -2,7 +2,9 @@
 
 Trains one masked neural transformer on the train segments of simulated sessions with a plain
 loop (no Lightning, for speed), then reports the linear-probe R² (test segments) of:
-  - the pooled per-timestep latents (the paper's protocol),
+  - the pooled per-timestep latents read out in one pass with nothing hidden (``visible``),
+  - the same latents read out ``held_out`` (each bin from a pass in which it is hidden; the
+    model default, ``--set readout_stride=k`` for k passes),
   - the predicted rates / reconstructions,
   - the concatenated (unpooled) patch tokens,
 next to reference read-outs of the same session: Gaussian-smoothed spike counts and a supervised
@@ -44,8 +46,6 @@ def main() -> None:
     ap.add_argument("--supervised", action="store_true", help="train with a velocity head instead")
     ap.add_argument("--set", action="append", default=[], help="model option key=value")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--heldout-stride", type=int, default=2,
-                    help="held-out read-out: hide every k-th bin per pass (k passes)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -92,23 +92,11 @@ def main() -> None:
         def tokens(xb: torch.Tensor, name: str = s.name) -> torch.Tensor:
             return model(xb, [name] * xb.shape[0], reconstruct=False).tokens.flatten(2)
 
-        def held_out(xb: torch.Tensor, name: str = s.name, k: int = args.heldout_stride
-                     ) -> torch.Tensor:
-            # every bin's latent from a pass in which that bin (all patches) was hidden
-            B, T = xb.shape[:2]
-            npatch = -(-xb.shape[2] // cfg.patch_size)
-            z = torch.zeros(B, T, cfg.d_model)
-            for phase in range(k):
-                hide = (torch.arange(T) % k == phase)[None, :, None].expand(B, T, npatch)
-                out = model(xb, [name] * B, mask=hide, reconstruct=False)
-                z[:, hide[0, :, 0]] = out.latents[:, hide[0, :, 0]]
-            return z
-
         with torch.no_grad():
-            z = session_latents(model, s, args.window_s)
+            z = session_latents(model, s, args.window_s, readout="visible")
             rec = compute_latents(recon, x, s.segments, window)
             tok = compute_latents(tokens, x, s.segments, window)
-            hid = compute_latents(held_out, x, s.segments, window)
+            hid = session_latents(model, s, args.window_s, readout="held_out")
         row = {"session": s.name,
                "pooled_latents": linear_probe(z, s.velocity, tr, te)["r2"],
                "reconstruction": linear_probe(rec, s.velocity, tr, te)["r2"],

@@ -80,6 +80,14 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
                  "--out", str(sub)]) == 0
     assert np.load(sub).files == ["b"]
     np.testing.assert_array_equal(np.load(sub)["b"], lat["b"])
+    # the one-pass read-out is a different view of the same model; a bad name is refused
+    vis = dirs["root"] / "visible.npz"
+    assert main(["embed", str(spike_run), "--store", str(dirs["store"]), "--sessions", "b",
+                 "--out", str(vis), "--readout", "visible"]) == 0
+    assert np.load(vis)["b"].shape == lat["b"].shape
+    assert not np.allclose(np.load(vis)["b"], lat["b"])
+    _error(capsys, ["embed", spike_run, "--store", dirs["store"], "--readout", "hidden"],
+           "unknown readout 'hidden'")
 
 
 def test_distill_then_embed_the_student(dirs, spike_run, capsys):
@@ -91,6 +99,8 @@ def test_distill_then_embed_the_student(dirs, spike_run, capsys):
     assert meta["vocab"] == {"a": 5, "b": 6}
     assert main(["embed", str(out), "--store", str(dirs["store"]), "--sessions", "a"]) == 0
     assert np.load(out / "latents.npz")["a"].shape == (1500, 16)
+    # the student is aligned on its one-pass latents, so that is its read-out
+    assert model.cfg.readout == "visible" and meta["model_config"]["readout"] == "visible"
 
 
 def test_unknown_session_pattern(dirs, capsys, tmp_path):

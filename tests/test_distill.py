@@ -15,6 +15,7 @@ from lfpdistill.distill import (
     DistillModule,
     alignment_loss,
     check_teacher_sessions,
+    teacher_pca,
     teacher_target_stats,
 )
 from lfpdistill.errors import CheckpointMismatchError, DataValidationError, LfpDistillError
@@ -216,6 +217,40 @@ def test_target_stats_use_training_bins_only():
     masks = {"a": np.array([True, True, False]), "b": np.array([True, False])}
     mean, std = teacher_target_stats(cache, masks)
     assert mean.tolist() == [2.0] and std[0] == pytest.approx(np.std([0, 2, 4]))
+
+
+def test_teacher_pca_finds_the_dominant_subspace_from_training_bins_only():
+    rng = np.random.default_rng(0)
+    axes = np.linalg.qr(rng.normal(size=(6, 2)))[0].T  # two orthonormal directions in 6-d
+    lat = rng.normal(size=(400, 2)) * [5.0, 3.0]
+    z = 1.0 + lat @ axes + 0.01 * rng.normal(size=(400, 6))
+    z[300:] = 1000.0  # excluded bins must not move the fit
+    masks = {"a": np.arange(400) < 300}
+    centre, comps = teacher_pca({"a": z}, masks, 2)
+    assert comps.shape == (2, 6) and centre.shape == (6,)
+    np.testing.assert_allclose(centre, z[:300].mean(0), atol=1e-5)
+    # same subspace: projector equality
+    np.testing.assert_allclose(comps.T @ comps, axes.T @ axes, atol=1e-3)
+    mean, std = teacher_target_stats({"a": z}, masks, (centre, comps))
+    np.testing.assert_allclose(mean, 0, atol=1e-4)
+    np.testing.assert_allclose(std, [5.0, 3.0], rtol=0.15)
+    with pytest.raises(DataValidationError, match="target_pcs=7"):
+        teacher_pca({"a": z}, masks, 7)
+
+
+def test_module_aligns_projected_targets(teacher_run):
+    teacher, _ = load_model(teacher_run)
+    student = NeuralTransformer(mcfg("lfp"), {"a": 7})
+    d = teacher.cfg.d_model
+    centre, comps = np.arange(d, dtype=np.float32), np.eye(d, dtype=np.float32)[[3, 1]]
+    module = DistillModule(student, teacher, tcfg(), DistillConfig(target_pcs=2), 0.01,
+                           target_basis=(centre, comps))
+    assert module.proj.out_features == 2
+    z = torch.randn(2, 5, d)
+    torch.testing.assert_close(module.normalise(z), (z - torch.as_tensor(centre))[..., [3, 1]])
+    with pytest.raises(DataValidationError, match="does not fit teacher latents"):
+        DistillModule(student, teacher, tcfg(), DistillConfig(), 0.01,
+                      target_basis=(centre[:3], comps[:, :3]))
 
 
 # ---------------------------------------------------------------------------- stage errors

@@ -382,3 +382,29 @@ def test_two_process_cpu_ddp_pretrain_trains_on_every_window(store_dir, tmp_path
     everything = {(train.session_of(i), train.index[i][1]) for i in range(len(train))}
     assert seen[0] | seen[1] == everything  # every window trained on, by one of the ranks
     assert len(seen[0] & seen[1]) <= train.__len__() // 8  # ranks split the work (pad only)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_finetune_is_evaluated_by_rank_zero_only(spike_run, store_dir, tmp_path):
+    out = tmp_path / "ft"
+    args = ["finetune", str(spike_run), "--store", str(store_dir), "--session", "a", "--out", str(out),
+            "--set", "window_s=0.2", "--set", "stride_s=0.2", "--set", "batch_size=8",
+            "--set", "progress=false", "--set", "accelerator=cpu", "--set", "max_epochs=1",
+            "--set", "devices=2", "--set", "strategy=ddp"]
+    proc = subprocess.run([sys.executable, "-m", "lfpdistill", *args], env=_env(), timeout=300,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["session"] == "a" and np.isfinite(result["test_r2"])
+    assert proc.stdout.count("fine-tuned decoder R²") == 1  # one report, from rank 0
+
+
+def test_progress_in_a_log_is_one_line_per_epoch(store_dir, tmp_path, capfd):
+    """stdout that is not a terminal (CI, a redirected demo) gets epoch lines, no redrawn bar."""
+    summary = pretrain_run(store_dir, ["a"], "spikes", tmp_path / "run", tiny_model_cfg(),
+                           tiny_train_cfg(progress=True, max_epochs=2))
+    assert summary["global_rank"] == 0
+    out = capfd.readouterr().out
+    lines = [ln for ln in out.splitlines() if "PretrainModule epoch" in ln]
+    assert [ln.split("epoch ")[1].split(" ")[0] for ln in lines] == ["1/2", "2/2"]
+    assert "val_loss=" in lines[-1] and "\r" not in out and "it/s" not in out

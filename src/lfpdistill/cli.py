@@ -177,11 +177,14 @@ def embed(
     out: Annotated[Path | None, typer.Option(help="output .npz (default RUN/latents.npz)")] = None,
     as_session: Annotated[str | None, typer.Option(
         help="read the data with this known session's embeddings")] = None,
+    readout: Annotated[str | None, typer.Option(
+        help="visible (one pass) or held_out (each bin from a pass where it is hidden); "
+             "default: the model's own")] = None,
 ) -> None:
     """Write per-timestep latents of every split (centre-crop stitched windows)."""
     from .stages import embed_run
 
-    path = embed_run(run, store, sessions, out, as_session=as_session)
+    path = embed_run(run, store, sessions, out, as_session=as_session, readout=readout)
     console.print(f"latents written to {path}")
 
 
@@ -258,6 +261,8 @@ def finetune(
 
     _, tcfg = _configs("lfp", _train_only(overrides, "finetune"))
     res = finetune_run(run, store, session, out, tcfg)
+    if res.get("global_rank", 0) != 0:
+        return  # a non-zero DDP rank: rank 0 evaluates and reports
     print_table([{k: v for k, v in res.items() if k != "as_session"}], title="fine-tuned decoder R²")
 
 

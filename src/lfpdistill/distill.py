@@ -37,6 +37,10 @@ class DistillConfig(BaseModel):
         "docs/experiments.md)")
     projection: Literal["none", "linear", "mlp"] = Field(
         "linear", description="head from student latent to teacher latent space")
+    target_pcs: int = Field(0, ge=0, description="align only the top-k principal components of the "
+                            "teacher latents (fit on the training bins of the distillation sessions): "
+                            "the population state shared by many units, without the teacher's "
+                            "low-variance dimensions that LFP cannot predict; 0 keeps every dimension")
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
     cache_teacher: bool = Field(True, description="compute teacher latents once per session")
@@ -73,6 +77,7 @@ class DistillModule(BaseModule):
                  dcfg: DistillConfig, bin_size: float,
                  teacher_cache: dict[str, np.ndarray] | None = None,
                  target_stats: tuple[np.ndarray, np.ndarray] | None = None,
+                 target_basis: tuple[np.ndarray, np.ndarray] | None = None,
                  extra_meta: dict[str, Any] | None = None):
         super().__init__(train_cfg)
         if model.modality != "lfp" or teacher.modality != "spikes":
@@ -88,6 +93,17 @@ class DistillModule(BaseModule):
         self.__dict__["teacher"] = teacher
         self.teacher_cache = teacher_cache
         d_s, d_t = model.cfg.d_model, teacher.cfg.d_model
+        if target_basis is not None:
+            # teacher latents -> (z - centre) @ components.T: the top principal components
+            centre, comps = target_basis
+            if comps.ndim != 2 or comps.shape[1] != d_t or centre.shape != (d_t,):
+                raise DataValidationError(
+                    f"target basis {list(comps.shape)} does not fit teacher latents of width {d_t}")
+            self.register_buffer("t_centre", torch.as_tensor(centre, dtype=torch.float32))
+            self.register_buffer("t_basis", torch.as_tensor(comps, dtype=torch.float32))
+            d_t = comps.shape[0]
+        else:
+            self.t_basis = None
         if dcfg.projection == "linear":
             self.proj: nn.Module = nn.Linear(d_s, d_t)
         elif dcfg.projection == "mlp":
@@ -127,6 +143,8 @@ class DistillModule(BaseModule):
             return self.teacher.encode(x, batch["session"], widths).float()
 
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        if self.t_basis is not None:
+            z = (z - self.t_centre) @ self.t_basis.T
         if self.dcfg.target_norm == "standardize":
             return (z - self.t_mean) / self.t_std
         if self.dcfg.target_norm == "layernorm":
@@ -164,11 +182,29 @@ class DistillModule(BaseModule):
         self.log("val_align", res["align"], prog_bar=True, batch_size=bs, sync_dist=True)
 
 
-def teacher_target_stats(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+def teacher_target_stats(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray],
+                         basis: tuple[np.ndarray, np.ndarray] | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean/std of teacher latents over the training bins of every session."""
+    """Per-dimension mean/std of teacher latents over the training bins of every session
+    (after projection on ``basis`` when given)."""
     z = np.concatenate([cache[n][m] for n, m in masks.items()])
+    if basis is not None:
+        z = (z - basis[0]) @ basis[1].T
     return z.mean(0), z.std(0)
+
+
+def teacher_pca(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray], k: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Centre ``[d]`` and top-``k`` principal axes ``[k, d]`` of teacher latents over the
+    training bins of every session."""
+    z = np.concatenate([cache[n][m] for n, m in masks.items()]).astype(np.float64)
+    if k > min(z.shape):
+        raise DataValidationError(
+            f"target_pcs={k} but the teacher latents have {z.shape[1]} dimensions over {z.shape[0]} "
+            f"training bins; use target_pcs <= {min(z.shape)}")
+    centre = z.mean(0)
+    _, _, vt = np.linalg.svd(z - centre, full_matrices=False)
+    return centre.astype(np.float32), vt[:k].astype(np.float32)
 
 
 def check_teacher_sessions(teacher: NeuralTransformer, names: Sequence[str],

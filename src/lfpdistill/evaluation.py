@@ -87,10 +87,11 @@ def compute_latents(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray,
 
 
 def session_latents(model: Any, session: Session, window_s: float, as_session: str | None = None,
-                    batch_size: int = 64) -> np.ndarray:
+                    batch_size: int = 64, readout: str | None = None) -> np.ndarray:
     """Per-timestep latents ``[T, d]`` of a NeuralTransformer for every bin of ``session``.
 
-    ``as_session`` reads the data with another session's embeddings (generalisation mode a).
+    ``as_session`` reads the data with another session's embeddings (generalisation mode a);
+    ``readout`` overrides the model's read-out (``visible`` or ``held_out``).
     """
     modality = model.modality
     x = getattr(session, modality)
@@ -103,7 +104,7 @@ def session_latents(model: Any, session: Session, window_s: float, as_session: s
 
     def fn(xb: torch.Tensor) -> torch.Tensor:
         widths = torch.full((xb.shape[0],), xb.shape[2], dtype=torch.long)
-        return model.encode(xb, [name] * xb.shape[0], widths)
+        return model.encode(xb, [name] * xb.shape[0], widths, readout=readout)
 
     assert session.segments is not None
     return compute_latents(fn, x, session.segments, window, batch_size, dev)

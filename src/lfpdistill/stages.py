@@ -17,7 +17,13 @@ import numpy as np
 
 from .data import Store, WindowDataset, open_store, write_json_atomic
 from .data.store import atomic_path
-from .distill import DistillConfig, DistillModule, check_teacher_sessions, teacher_target_stats
+from .distill import (
+    DistillConfig,
+    DistillModule,
+    check_teacher_sessions,
+    teacher_pca,
+    teacher_target_stats,
+)
 from .errors import ConfigError, DataValidationError
 from .evaluation import compute_latents, probe_sessions, r2_xy, session_latents
 from .finetune import FinetuneModule
@@ -132,8 +138,13 @@ def pretrain_run(store_dir: Path, sessions: str | Sequence[str] | None, modality
 
 def embed_run(run_dir: Path, store_dir: Path, sessions: str | Sequence[str] | None = None,
               out: Path | None = None, as_session: str | None = None,
-              window_s: float | None = None) -> Path:
-    """Write per-timestep latents of every selected session (all splits) to ``latents.npz``."""
+              window_s: float | None = None, readout: str | None = None) -> Path:
+    """Write per-timestep latents of every selected session (all splits) to ``latents.npz``.
+
+    ``readout`` (``visible`` or ``held_out``) overrides the model's own read-out.
+    """
+    if readout not in (None, "visible", "held_out"):
+        raise ConfigError(f"unknown readout '{readout}'; use visible or held_out")
     model, meta = load_model(Path(run_dir))
     store = open_store(store_dir)
     sel = load_selected(store, sessions, model.modality)
@@ -141,7 +152,7 @@ def embed_run(run_dir: Path, store_dir: Path, sessions: str | Sequence[str] | No
     if as_session is not None:
         for s in sel:
             check_as_session(model, s, as_session)
-    lat = {s.name: session_latents(model, s, w, as_session=as_session) for s in sel}
+    lat = {s.name: session_latents(model, s, w, as_session=as_session, readout=readout) for s in sel}
     out = Path(out) if out else Path(run_dir) / "latents.npz"
     with atomic_path(out, suffix=".npz") as tmp:
         np.savez(tmp, **lat)
@@ -202,8 +213,10 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                                      "readout": "visible"})
         model = NeuralTransformer(student_cfg, lfp_vocab)
     cache = None
-    stats = None
-    if dcfg.cache_teacher:
+    stats = basis = None
+    if dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize":
+        # stitched teacher latents of every bin: the training targets when cached, and the
+        # training-bin statistics of the target transform in any case
         tw = tmeta.get("window_s", train_cfg.window_s)
         cache = {s.name: session_latents(teacher, s, tw) for s in sel}
         for s in sel:
@@ -211,7 +224,12 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                 raise DataValidationError(
                     f"teacher latents of '{s.name}' have {cache[s.name].shape[0]} bins but its LFP "
                     f"has {s.n_bins}; spikes and LFP must share one bin grid")
-        stats = teacher_target_stats(cache, {s.name: s.split_mask("train") for s in sel})
+        train_bins = {s.name: s.split_mask("train") for s in sel}
+        if dcfg.target_pcs:
+            basis = teacher_pca(cache, train_bins, dcfg.target_pcs)
+        stats = teacher_target_stats(cache, train_bins, basis)
+        if not dcfg.cache_teacher:
+            cache = None
     mods = ("lfp",) if cache is not None else ("spikes", "lfp")
     train_ds = WindowDataset(sel, "train", train_cfg.window_s, train_cfg.stride_s, mods,
                              require=("spikes", "lfp"))
@@ -221,7 +239,7 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                   "student": student_cfg.model_dump(), "train": train_cfg.model_dump(),
                   "distill": dcfg.model_dump(),
                   "student_init": str(student_init) if student_init else None}
-    module = DistillModule(model, teacher, train_cfg, dcfg, bin_size, cache, stats,
+    module = DistillModule(model, teacher, train_cfg, dcfg, bin_size, cache, stats, basis,
                            extra_meta={"sessions_trained": [s.name for s in sel],
                                        "window_s": train_cfg.window_s})
     return fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
@@ -255,7 +273,10 @@ def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_
     run_config = {"stage": "finetune", "store": str(store.root), "store_hash": store.options_hash,
                   "base_run": str(run_dir), "session": s.name, "as_session": as_session,
                   "train": train_cfg.model_dump()}
-    fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
+    summary = fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
+    if summary.get("global_rank", 0) != 0:
+        # under DDP only rank 0 writes model.ckpt and evaluates it; the other ranks stop here
+        return {"session": s.name, "as_session": as_session, "global_rank": summary["global_rank"]}
     # evaluate the best checkpoint
     import torch
 

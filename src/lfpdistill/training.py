@@ -263,6 +263,26 @@ class _EpochSeed(Callback):
             sampler.set_epoch(trainer.current_epoch)
 
 
+class EpochLines(Callback):
+    """Progress for logs that are not a terminal (CI, ``make demo > log``): one line per epoch
+    with the logged metrics, instead of a progress bar redrawn with carriage returns."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if np.ndim(v) == 0}
+        text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k != "epoch")
+        print(f"  {pl_module.__class__.__name__} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+              f" (step {trainer.global_step}): {text}", flush=True)
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return os.isatty(1)
+    except OSError:  # pragma: no cover - closed stdout
+        return False
+
+
 def _merge_metric_parts(metrics_csv: Path) -> None:
     """Put the rows logged before an interruption back in front of the resumed run's rows."""
     parts = sorted(metrics_csv.parent.glob("metrics.part*.csv"))
@@ -341,8 +361,11 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
     callbacks: list[Callback] = [best, periodic, _EpochSeed(),
                                  EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min",
                                                check_on_train_epoch_end=False)]
-    if cfg.progress:
+    bar = cfg.progress and _stdout_is_terminal()
+    if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_ds) // cfg.batch_size // 10)))
+    elif cfg.progress:
+        callbacks.append(EpochLines())
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -353,7 +376,7 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
             max_epochs=cfg.max_epochs,
             max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip or None,
             callbacks=callbacks, logger=CSVLogger(run_dir, name="", version="logs"),
-            enable_progress_bar=cfg.progress, enable_model_summary=False,
+            enable_progress_bar=bar, enable_model_summary=False,
             log_every_n_steps=max(1, min(10, len(train_ds) // cfg.batch_size)),
             num_sanity_val_steps=0, deterministic=False,
             limit_val_batches=cfg.limit_val_batches, default_root_dir=run_dir,
@@ -363,7 +386,7 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
         trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
                     ckpt_path=resume_from)
     summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
-                               "steps": trainer.global_step}
+                               "steps": trainer.global_step, "global_rank": trainer.global_rank}
     if trainer.global_rank == 0:
         _merge_metric_parts(metrics_csv)
         best_path = best.best_model_path or str(ckpt_dir / "last.ckpt")
