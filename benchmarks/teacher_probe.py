@@ -3,8 +3,8 @@
 Trains one masked neural transformer on the train segments of simulated sessions with a plain
 loop (no Lightning, for speed), then reports the linear-probe R² (test segments) of:
   - the pooled per-timestep latents read out in one pass with nothing hidden (``visible``),
-  - the same latents read out ``held_out`` (each bin from a pass in which it is hidden; the
-    model default, ``--set readout_stride=k`` for k passes),
+  - the same latents read out ``held_out`` (each bin averaged over passes in which it is
+    hidden; the model default, ``--set readout_block=B --set readout_shifts=S``),
   - the predicted rates / reconstructions,
   - the concatenated (unpooled) patch tokens,
 next to reference read-outs of the same session: Gaussian-smoothed spike counts and a supervised

@@ -7,6 +7,7 @@ from lfpdistill.models import (
     ModelConfig,
     ModelOutput,
     NeuralTransformer,
+    held_out_patterns,
     make_mask,
     masked_loss,
     spike_null_nll,
@@ -242,13 +243,14 @@ def test_latents_are_mean_of_valid_patch_tokens_and_encode_is_unmasked():
     assert out.pred.shape == (2, 5, 4, 4)
 
 
-@pytest.mark.parametrize("embedder,stride", [("linear", 2), ("filterbank", 3)])
-def test_held_out_readout_describes_each_bin_by_its_context(embedder, stride):
+@pytest.mark.parametrize("embedder,block,shifts", [("linear", 1, 1), ("filterbank", 3, 2),
+                                                   ("linear", 4, 3), ("linear", 50, 2)])
+def test_held_out_readout_describes_each_bin_by_its_context(embedder, block, shifts):
     """held_out: a bin's latent cannot depend on that bin's own input, only on its context;
     the one-pass (visible) read-out does depend on it."""
     torch.manual_seed(0)
-    model = NeuralTransformer(cfg(embedder=embedder, filter_bins=5, readout_stride=stride),
-                              {"a": 7, "b": 13}).eval()
+    model = NeuralTransformer(cfg(embedder=embedder, filter_bins=5, readout_block=block,
+                                  readout_shifts=shifts), {"a": 7, "b": 13}).eval()
     assert model.cfg.readout == "held_out"  # the default for masked autoencoders
     x = torch.randn(2, 9, 13)
     widths = torch.tensor([7, 13])
@@ -264,6 +266,19 @@ def test_held_out_readout_describes_each_bin_by_its_context(embedder, stride):
         assert not torch.allclose(zv2[:, t], zv[:, t])
     # batch composition does not change a sample's latents
     torch.testing.assert_close(model.encode(x[1:], ["b"], widths[1:]), z[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_held_out_latent_is_the_mean_over_the_passes_that_hide_the_bin():
+    torch.manual_seed(0)
+    model = NeuralTransformer(cfg(readout_block=2, readout_shifts=2), {"s": 8}).eval()
+    x = torch.randn(1, 6, 8)
+    pats = held_out_patterns(6, 2, 2)
+    assert len(pats) == 4 and torch.equal(torch.stack(pats).sum(0), torch.full((6,), 2))
+    with torch.no_grad():
+        outs = [model(x, ["s"], mask=p[None, :, None].expand(1, 6, 2), reconstruct=False).latents
+                for p in pats]
+    want = sum(o * p[None, :, None] for o, p in zip(outs, pats, strict=True)) / 2
+    torch.testing.assert_close(model.encode(x, ["s"]), want, rtol=1e-5, atol=1e-6)
 
 
 def test_forward_mask_argument_forms():

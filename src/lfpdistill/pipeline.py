@@ -42,6 +42,7 @@ class Runner:
         self.log: list[dict[str, Any]] = []
         self.store: Store | None = None
         self.keys: dict[str, str] = {}
+        self._teacher_latents: dict[tuple[str, str], np.ndarray] = {}
 
     # ------------------------------------------------------------------ caching
     def unit(self, stage: str, name: str, key_obj: Any, fn: Callable[[Path], Any]) -> Path:
@@ -198,7 +199,8 @@ class Runner:
             runs["distilled"][seed] = self.unit(
                 "distill", f"seed{seed}", k, lambda d, tc=tc, t_run=t_run, init=init: distill_run(
                     t_run, store.root, roles["distill"], d, cfg.lfp_model, tc, cfg.distill.objective,
-                    student_init=init, resume=False))
+                    student_init=init, resume=False,
+                    teacher_latents={n: self.teacher_latents(t_run, n) for n in roles["distill"]}))
 
         if roles["heldout"]:
             self.console.print("[bold]generalize[/] (held-out sessions: session embeddings only)")
@@ -259,6 +261,19 @@ class Runner:
             p["seed"] = seed
         return plan
 
+    def teacher_latents(self, run: Path, session: str) -> np.ndarray:
+        """Stitched latents of a teacher run on one session, computed once per study."""
+        from .evaluation import session_latents
+        from .training import load_model
+
+        assert self.store is not None
+        key = (str(run), session)
+        if key not in self._teacher_latents:
+            model, meta = load_model(run, modality="spikes")
+            self._teacher_latents[key] = session_latents(model, self.store.session(session),
+                                                         meta.get("window_s", 1.0))
+        return self._teacher_latents[key]
+
     def stage_probe(self, roles: dict[str, list[str]], runs: dict[str, Any],
                     traces: dict[str, Any]) -> list[dict[str, Any]]:
         from .evaluation import linear_probe, session_latents
@@ -275,10 +290,13 @@ class Runner:
             def do(d: Path, plan: list[dict[str, Any]] = plan) -> None:
                 out_rows, preds = [], {}
                 for p in plan:
-                    model, meta = load_model(p["run"])
                     s = self.store.session(p["session"])
-                    z = session_latents(model, s, meta.get("window_s", 1.0),
-                                        as_session=p.get("as_session"))
+                    if p["model"] == "teacher":  # one teacher for every seed: computed once
+                        z = self.teacher_latents(p["run"], p["session"])
+                    else:
+                        model, meta = load_model(p["run"])
+                        z = session_latents(model, s, meta.get("window_s", 1.0),
+                                            as_session=p.get("as_session"))
                     res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("test"))
                     preds[f"{p['model']}|{p['session']}"] = res.pop("pred")
                     out_rows.append({"model": p["model"], "session": p["session"],

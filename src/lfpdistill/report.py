@@ -201,7 +201,7 @@ def fig_summary(summary: list[dict[str, Any]], path: Path) -> None:
               if any(s["group"] == g and s["eval"] == e for s in summary)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
     for ax, (g, e) in zip(axes[0], panels, strict=True):
-        evals = (e, "classic") if e == "probe" else (e,)
+        evals = (e, "classic")  # the classic decoders are the reference in every panel
         sel = [s for s in summary if s["group"] == g and s["eval"] in evals]
         sel.sort(key=lambda s: ORDER.index(s["model"]) if s["model"] in ORDER else 99)
         ax.bar(range(len(sel)), [s["mean"] for s in sel], yerr=[s["sd"] for s in sel], capsize=3,
@@ -209,9 +209,9 @@ def fig_summary(summary: list[dict[str, Any]], path: Path) -> None:
                hatch=None, edgecolor="white")
         ax.set_xticks(range(len(sel)), [LABELS.get(s["model"], s["model"]) for s in sel], rotation=40,
                       ha="right", fontsize=7)
-        ax.set_title(f"{g} sessions — {e}" + (" + classic" if e == "probe" else ""), fontsize=9)
+        ax.set_title(f"{g} sessions — {e} + classic", fontsize=9)
         ax.axhline(0, color="k", lw=0.5)
-    axes[0][0].set_ylabel("velocity R² (mean ± sd over sessions, seeds)")
+    axes[0][0].set_ylabel("velocity R², mean ± sd")
     fig.tight_layout()
     _save(fig, path)
 

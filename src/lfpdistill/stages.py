@@ -183,8 +183,13 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
 def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str] | None,
                 out: Path, student_cfg: ModelConfig, train_cfg: TrainConfig,
                 dcfg: DistillConfig | None = None, student_init: Path | None = None,
-                resume: bool = True) -> dict[str, Any]:
-    """Distil the frozen spike teacher into an LFP student on paired sessions."""
+                resume: bool = True, teacher_latents: dict[str, np.ndarray] | None = None
+                ) -> dict[str, Any]:
+    """Distil the frozen spike teacher into an LFP student on paired sessions.
+
+    ``teacher_latents`` (session -> stitched latents of this teacher, e.g. shared by several
+    students of one study) skips recomputing them; they are checked against every session.
+    """
     dcfg = dcfg or DistillConfig()
     L.seed_everything(train_cfg.seed, verbose=False)
     teacher, tmeta = load_model(Path(teacher_run), modality="spikes")
@@ -218,7 +223,9 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
         # stitched teacher latents of every bin: the training targets when cached, and the
         # training-bin statistics of the target transform in any case
         tw = tmeta.get("window_s", train_cfg.window_s)
-        cache = {s.name: session_latents(teacher, s, tw) for s in sel}
+        given = teacher_latents or {}
+        cache = {s.name: given[s.name] if s.name in given else session_latents(teacher, s, tw)
+                 for s in sel}
         for s in sel:
             if cache[s.name].shape[0] != s.n_bins:
                 raise DataValidationError(

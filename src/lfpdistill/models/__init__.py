@@ -2,9 +2,17 @@
 
 from .config import ModelConfig
 from .tokenizer import PatchTokenizer, n_patches
-from .transformer import ModelOutput, NeuralTransformer, make_mask, masked_loss, spike_null_nll
+from .transformer import (
+    ModelOutput,
+    NeuralTransformer,
+    held_out_patterns,
+    make_mask,
+    masked_loss,
+    spike_null_nll,
+)
 
 __all__ = [
-    "ModelConfig", "ModelOutput", "NeuralTransformer", "PatchTokenizer", "make_mask",
+    "ModelConfig", "ModelOutput", "NeuralTransformer", "PatchTokenizer", "held_out_patterns",
+    "make_mask",
     "masked_loss", "n_patches", "spike_null_nll",
 ]

@@ -44,12 +44,14 @@ class ModelConfig(BaseModel):
                               "left visible, BERT-style, so visible outputs are trained too")
     readout: Literal["visible", "held_out"] = Field(
         "held_out", description="how per-timestep latents are read out of the frozen model: "
-        "'visible' (one pass, nothing hidden) or 'held_out' (each bin's latent comes from a pass in "
-        "which that bin, all patches, is hidden, i.e. the model's estimate of the population state "
-        "from its context; readout_stride passes). Masked-autoencoder outputs at visible tokens "
-        "largely copy their own noisy input; see docs/experiments.md")
-    readout_stride: int = Field(2, ge=2, le=16, description="held_out read-out: every k-th bin "
-                                "is hidden in each of k passes")
+        "'visible' (one pass, nothing hidden) or 'held_out' (each bin's latent is the mean over "
+        "passes in which that bin, all patches, is hidden: the model's estimate of the population "
+        "state from its context). Masked-autoencoder outputs at visible tokens largely copy their "
+        "own noisy input; see docs/experiments.md")
+    readout_block: int = Field(10, ge=1, le=1000, description="held_out read-out: bins per hidden "
+                               "block (alternate blocks are hidden, like the training spans)")
+    readout_shifts: int = Field(2, ge=1, le=16, description="held_out read-out: block phase "
+                                "shifts; 2 x shifts passes, every bin hidden in `shifts` of them")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

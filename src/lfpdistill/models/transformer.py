@@ -163,29 +163,55 @@ class NeuralTransformer(nn.Module):
                widths: torch.Tensor | None = None, readout: str | None = None) -> torch.Tensor:
         """Per-timestep latents ``[B, T, d]`` of the frozen model (``cfg.readout`` unless given).
 
-        ``visible``: one pass with nothing hidden. ``held_out``: ``k = cfg.readout_stride`` passes;
-        pass ``j`` hides every bin ``t`` with ``t % k == j`` (all patches) and those bins take their
-        latents from it, so each bin is described by what its context implies about it.
+        ``visible``: one pass with nothing hidden. ``held_out``: alternate blocks of
+        ``readout_block`` bins are hidden (all patches), at ``readout_shifts`` phase shifts and both
+        parities; a bin's latent is the mean of its outputs over the passes that hid it, so it
+        never depends on the bin's own input, only on its context.
         """
         readout = readout or self.cfg.readout
-        k = self.cfg.readout_stride
         T = x.shape[1]
         if readout == "visible" or T < 2:
             return self.forward(x, sessions, widths, mask=None, reconstruct=False).latents
         if readout != "held_out":
             raise ValueError(f"unknown readout '{readout}'")
         npatch = n_patches(x.shape[2], self.cfg.patch_size)
-        t = torch.arange(T, device=x.device)
-        z: torch.Tensor | None = None
-        for phase in range(min(k, T)):
-            sel = t % k == phase
+        acc: torch.Tensor | None = None
+        count = torch.zeros(T, device=x.device)
+        for sel in held_out_patterns(T, self.cfg.readout_block, self.cfg.readout_shifts, x.device):
             hide = sel[None, :, None].expand(x.shape[0], T, npatch)
             lat = self.forward(x, sessions, widths, mask=hide, reconstruct=False).latents
-            if z is None:
-                z = torch.empty_like(lat)
-            z[:, sel] = lat[:, sel]
-        assert z is not None
-        return z
+            acc = torch.zeros_like(lat) if acc is None else acc
+            acc[:, sel] += lat[:, sel]
+            count += sel
+        assert acc is not None
+        return acc / count.clamp_min(1)[None, :, None].to(acc.dtype)
+
+
+def held_out_patterns(T: int, block: int, shifts: int, device: torch.device | None = None
+                      ) -> list[torch.Tensor]:
+    """Boolean ``[T]`` hide-patterns of the held-out read-out: alternate blocks of ``block``
+    bins, both parities, at ``shifts`` evenly spaced phase offsets. Every bin is hidden in
+    exactly ``shifts`` patterns (and visible in the rest); patterns that hide nothing or
+    everything are dropped (short windows).
+
+    >>> [p.int().tolist() for p in held_out_patterns(6, 2, 1)]
+    [[1, 1, 0, 0, 1, 1], [0, 0, 1, 1, 0, 0]]
+    >>> torch.stack(held_out_patterns(50, 10, 2)).sum(0).unique().tolist()
+    [2]
+    """
+    t = torch.arange(T, device=device)
+    block = max(1, min(block, T))
+    out = []
+    for j in range(shifts):
+        offset = round(j * block / shifts)
+        phase = ((t + offset) // block) % 2
+        for parity in (0, 1):
+            sel = phase == parity
+            if 0 < int(sel.sum()) < T:
+                out.append(sel)
+    if not out:  # T == 1 cannot be hidden and read: fall back to alternate bins
+        out = [t % 2 == 0, t % 2 == 1]
+    return out
 
 
 def masked_loss(out: ModelOutput, modality: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
