@@ -408,3 +408,18 @@ def test_progress_in_a_log_is_one_line_per_epoch(store_dir, tmp_path, capfd):
     lines = [ln for ln in out.splitlines() if "PretrainModule epoch" in ln]
     assert [ln.split("epoch ")[1].split(" ")[0] for ln in lines] == ["1/2", "2/2"]
     assert "val_loss=" in lines[-1] and "\r" not in out and "it/s" not in out
+
+
+def test_keep_last_saves_the_final_weights_not_the_best(store_dir, tmp_path):
+    train, val = _datasets(store_dir)[1:]
+    vocab = {"a": 7, "b": 9}
+    tc = tiny_train_cfg(max_epochs=3, keep="last", patience=100)
+    module = PretrainModule(NeuralTransformer(tiny_model_cfg(), vocab), tc, 0.01)
+    fit(module, train, val, tmp_path, tc, {})
+    ck = load_checkpoint(tmp_path / "model.ckpt")
+    assert ck["global_step"] == module.trainer.global_step and ck["epoch"] == 3  # all 3 done
+    final = {k: v for k, v in module.state_dict().items()}
+    for k, v in ck["state_dict"].items():
+        torch.testing.assert_close(v, final[k])
+    with pytest.raises(ValueError, match="keep"):
+        TrainConfig(keep="median")

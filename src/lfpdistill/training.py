@@ -51,6 +51,10 @@ class TrainConfig(BaseModel):
     warmup_frac: float = Field(0.05, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
     patience: int = Field(6, ge=1, description="early-stopping patience (validation epochs)")
+    keep: Literal["best", "last"] = Field(
+        "best", description="which weights become model.ckpt: the best validation loss, or the "
+        "last (e.g. distillation, whose validation alignment is dominated by teacher dimensions "
+        "the LFP cannot predict and so picks epochs by noise)")
     seed: int = 0
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | str = Field(1, description="number of devices (or 'auto')")
@@ -387,11 +391,14 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
                     ckpt_path=resume_from)
     summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
                                "steps": trainer.global_step, "global_rank": trainer.global_rank}
+    final = ckpt_dir / "final.ckpt"
+    if cfg.keep == "last":
+        trainer.save_checkpoint(final)  # every rank calls it; rank 0 writes
     if trainer.global_rank == 0:
         _merge_metric_parts(metrics_csv)
         best_path = best.best_model_path or str(ckpt_dir / "last.ckpt")
         with atomic_path(run_dir / "model.ckpt") as tmp:
-            shutil.copyfile(best_path, tmp)
+            shutil.copyfile(final if cfg.keep == "last" else best_path, tmp)
         score = best.best_model_score
         summary["best_val_loss"] = None if score is None else float(score)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
