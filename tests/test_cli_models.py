@@ -73,7 +73,13 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
     assert [r["session"] for r in rows] == ["a", "b"]
     for r in rows:
         assert r["split"] == "test" and {"r2", "r2_x", "r2_y"} <= set(r)
-        assert np.isfinite(r["r2"]) and r["r2"] <= 1
+        assert np.isfinite(r["r2"]) and r["r2"] <= 1 and r["lag_s"] == 0
+    lagged_json = dirs["root"] / "probe_lag.json"
+    assert main(["probe", str(spike_run / "latents.npz"), "--store", str(dirs["store"]),
+                 "--out", str(lagged_json), "--lag-ms", "100"]) == 0
+    assert [r["lag_s"] for r in json.loads(lagged_json.read_text())] == [pytest.approx(0.1)] * 2
+    _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--lag-ms", "-20"],
+           "probe lag must be >= 0")
     # a chosen subset and output path
     sub = dirs["root"] / "sub.npz"
     assert main(["embed", str(spike_run), "--store", str(dirs["store"]), "--sessions", "b",

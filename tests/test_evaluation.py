@@ -6,7 +6,7 @@ import torch
 from tests.conftest import make_session
 
 from lfpdistill.data.windows import split_runs
-from lfpdistill.errors import CheckpointMismatchError, DataValidationError
+from lfpdistill.errors import CheckpointMismatchError, ConfigError, DataValidationError
 from lfpdistill.evaluation import (
     compute_latents,
     linear_probe,
@@ -182,8 +182,30 @@ def test_probe_sessions_and_r2_xy():
     s = make_session("p", T=1500, C=4, seed=2)
     s.segments = make_segments(s.n_bins, s.bin_size, segment_s=1.0, seed=1, session="p")
     rows = probe_sessions({"p": np.concatenate([s.velocity, s.lfp], 1)}, [s])
-    assert rows == [{"session": "p", "split": "test", "r2": pytest.approx(1.0), "r2_x": pytest.approx(1.0),
-                     "r2_y": pytest.approx(1.0)}]
+    assert rows == [{"session": "p", "split": "test", "lag_s": 0.0, "r2": pytest.approx(1.0),
+                     "r2_x": pytest.approx(1.0), "r2_y": pytest.approx(1.0)}]
+    lagged = probe_sessions({"p": np.concatenate([s.velocity, s.lfp], 1)}, [s], lag_s=0.1)
+    assert lagged[0]["lag_s"] == pytest.approx(0.1) and lagged[0]["r2"] < rows[0]["r2"]
     y = np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 2.0]])
     r = r2_xy(y, np.stack([y[:, 0], np.full(3, 2.0)], 1))
     assert r == {"r2": 0.5, "r2_x": 1.0, "r2_y": 0.0}
+
+
+def test_lagged_probe_reads_velocity_from_earlier_latents():
+    """Velocity that follows the latents by 7 bins is recovered exactly with lag 7 only."""
+    rng = np.random.default_rng(0)
+    T = 3000
+    z = rng.normal(size=(T, 4)).cumsum(0) * 0.1 + rng.normal(size=(T, 4))
+    W = rng.normal(size=(4, 2))
+    vel = np.zeros((T, 2))
+    vel[7:] = z[:-7] @ W
+    train = np.zeros(T, bool)
+    train[100:2000] = True
+    test = np.zeros(T, bool)
+    test[2200:] = True
+    assert linear_probe(z, vel, train, test, lag_bins=7)["r2"] == pytest.approx(1.0, abs=1e-6)
+    assert linear_probe(z, vel, train, test)["r2"] < 0.9
+    with pytest.raises(ConfigError, match="lag"):
+        linear_probe(z, vel, train, test, lag_bins=-1)
+    with pytest.raises(ConfigError, match="longer than the session"):
+        linear_probe(z, vel, train, test, lag_bins=T)

@@ -194,11 +194,14 @@ def probe(
     store: Annotated[Path, typer.Option(help="store directory")],
     sessions: Annotated[str | None, typer.Option(help="session names/patterns")] = None,
     out: Annotated[Path | None, typer.Option(help="write the rows as JSON here")] = None,
+    lag_ms: Annotated[float, typer.Option(
+        help="read velocity at t from the latents at t - lag (0: the paper's protocol; motor "
+             "cortex leads movement by ~100 ms)")] = 0.0,
 ) -> None:
     """Linear regression latents -> velocity on train segments, R² on test segments."""
     from .stages import probe_run
 
-    rows = probe_run(latents, store, sessions, out)
+    rows = probe_run(latents, store, sessions, out, lag_s=lag_ms / 1000.0)
     print_table(rows, title="linear probe (test R², mean over x, y)")
     if rows:
         mean = sum(r["r2"] for r in rows) / len(rows)

@@ -18,7 +18,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 
 from .data.windows import split_runs
-from .errors import DataValidationError
+from .errors import ConfigError, DataValidationError
 from .session import SPLITS, Session
 
 
@@ -122,25 +122,49 @@ def r2_xy(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     return {"r2": (rx + ry) / 2, "r2_x": rx, "r2_y": ry}
 
 
+def lag_latents(latents: np.ndarray, lag_bins: int) -> np.ndarray:
+    """Latents delayed by ``lag_bins``: row ``t`` holds ``latents[t - lag_bins]`` (the first rows
+    repeat row 0), so a probe reads velocity at ``t`` from the neural state ``lag`` earlier.
+
+    >>> lag_latents(np.arange(5.0)[:, None], 2).ravel().tolist()
+    [0.0, 0.0, 0.0, 1.0, 2.0]
+    """
+    if lag_bins < 0:
+        raise ConfigError(f"probe lag must be >= 0 bins (got {lag_bins})")
+    if lag_bins == 0:
+        return latents
+    if lag_bins >= latents.shape[0]:
+        raise ConfigError(f"probe lag of {lag_bins} bins is longer than the session "
+                          f"({latents.shape[0]} bins)")
+    return np.concatenate([np.repeat(latents[:1], lag_bins, axis=0), latents[:-lag_bins]])
+
+
 def linear_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarray,
-                 test_mask: np.ndarray) -> dict[str, Any]:
-    """Fit linear regression latents -> velocity on train bins, score R² on test bins."""
+                 test_mask: np.ndarray, lag_bins: int = 0) -> dict[str, Any]:
+    """Fit linear regression latents -> velocity on train bins, score R² on test bins.
+
+    ``lag_bins`` > 0 reads velocity at ``t`` from the latent at ``t - lag_bins`` (motor cortex
+    leads movement by ~100 ms); 0 is the paper's protocol (same bin).
+    """
     if latents.shape[0] != velocity.shape[0]:
         raise DataValidationError(
             f"latents have {latents.shape[0]} bins but velocity has {velocity.shape[0]}")
     if not np.isfinite(latents).all():
         raise DataValidationError("latents contain NaN/inf; the model diverged — retrain it")
+    latents = lag_latents(latents, lag_bins)
     reg = LinearRegression().fit(latents[train_mask], velocity[train_mask])
     pred = reg.predict(latents)
     return {**r2_xy(velocity[test_mask], pred[test_mask]), "pred": pred.astype(np.float32)}
 
 
 def probe_sessions(latents: dict[str, np.ndarray], sessions: Sequence[Session],
-                   split: str = "test") -> list[dict[str, Any]]:
-    """Linear probe per session; rows with session, split, r2, r2_x, r2_y."""
+                   split: str = "test", lag_s: float = 0.0) -> list[dict[str, Any]]:
+    """Linear probe per session; rows with session, split, lag_s, r2, r2_x, r2_y."""
     rows = []
     for s in sessions:
-        res = linear_probe(latents[s.name], s.velocity, s.split_mask("train"), s.split_mask(split))
-        rows.append({"session": s.name, "split": split,
+        lag = int(round(lag_s / s.bin_size))
+        res = linear_probe(latents[s.name], s.velocity, s.split_mask("train"), s.split_mask(split),
+                           lag_bins=lag)
+        rows.append({"session": s.name, "split": split, "lag_s": lag * s.bin_size,
                      **{k: v for k, v in res.items() if k != "pred"}})
     return rows

@@ -160,8 +160,9 @@ def embed_run(run_dir: Path, store_dir: Path, sessions: str | Sequence[str] | No
 
 
 def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str] | None = None,
-              out: Path | None = None) -> list[dict[str, Any]]:
-    """Linear probe latents -> velocity per session (fit on train, R² on test)."""
+              out: Path | None = None, lag_s: float = 0.0) -> list[dict[str, Any]]:
+    """Linear probe latents -> velocity per session (fit on train, R² on test); ``lag_s`` reads
+    velocity from the latents that much earlier (0: the paper's same-bin protocol)."""
     store = open_store(store_dir)
     try:
         lat = dict(np.load(latents_path))
@@ -173,7 +174,7 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     if missing:
         raise DataValidationError(f"latents file '{latents_path}' has no latents for "
                                   f"{', '.join(missing)}; run lfpdistill embed on them")
-    rows = probe_sessions(lat, [store.session(n) for n in names])
+    rows = probe_sessions(lat, [store.session(n) for n in names], lag_s=lag_s)
     if out is not None:
         write_json_atomic(Path(out), rows)
     return rows
