@@ -180,6 +180,30 @@ def test_distill_run_end_to_end(store_dir, teacher_run, tmp_path):
     assert z.shape == (1500, 16) and np.isfinite(z).all()
 
 
+def test_lagged_targets_are_the_teacher_latents_shifted_in_time(store_dir, teacher_run, tmp_path,
+                                                                  monkeypatch):
+    import lfpdistill.stages as stages
+
+    seen = {}
+
+    class Recording(DistillModule):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.update(self.teacher_cache)
+
+    monkeypatch.setattr(stages, "DistillModule", Recording)
+    distill_run(teacher_run, store_dir, ["a"], tmp_path / "s", mcfg("lfp"), tcfg(max_epochs=1),
+                DistillConfig(target_lag_s=0.05))
+    teacher, meta = load_model(teacher_run)
+    z = session_latents(teacher, _sessions(store_dir)[0], meta["window_s"])
+    np.testing.assert_allclose(seen["a"][5:], z[:-5], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(seen["a"][:5], np.repeat(z[:1], 5, 0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(LfpDistillError, match="target_lag_s needs cache_teacher") as e:
+        distill_run(teacher_run, store_dir, ["a"], tmp_path / "s2", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(target_lag_s=0.05, cache_teacher=False))
+    _one_line(e)
+
+
 def test_validation_does_not_reset_the_global_random_state(store_dir, teacher_run):
     """Validation must be reproducible without clobbering the training RNG stream."""
     module, _, _, val, _ = _module(store_dir, teacher_run)

@@ -41,6 +41,10 @@ class DistillConfig(BaseModel):
                             "teacher latents (fit on the training bins of the distillation sessions): "
                             "the population state shared by many units, without the teacher's "
                             "low-variance dimensions that LFP cannot predict; 0 keeps every dimension")
+    target_lag_s: float = Field(0.0, ge=0, le=1.0, description="align the student at bin t to the "
+                                "teacher latent at t - lag: the population state that drives the "
+                                "movement at t (motor cortex leads the hand by ~100 ms); needs "
+                                "cache_teacher")
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
     cache_teacher: bool = Field(True, description="compute teacher latents once per session")

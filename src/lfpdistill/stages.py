@@ -25,7 +25,7 @@ from .distill import (
     teacher_target_stats,
 )
 from .errors import ConfigError, DataValidationError
-from .evaluation import compute_latents, probe_sessions, r2_xy, session_latents
+from .evaluation import compute_latents, lag_latents, probe_sessions, r2_xy, session_latents
 from .finetune import FinetuneModule
 from .models import ModelConfig, NeuralTransformer
 from .session import Session
@@ -220,6 +220,9 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
         model = NeuralTransformer(student_cfg, lfp_vocab)
     cache = None
     stats = basis = None
+    if dcfg.target_lag_s and not dcfg.cache_teacher:
+        raise ConfigError("target_lag_s needs cache_teacher: true (lagged targets come from the "
+                          "stitched teacher latents of the whole session)")
     if dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize":
         # stitched teacher latents of every bin: the training targets when cached, and the
         # training-bin statistics of the target transform in any case
@@ -232,6 +235,9 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                 raise DataValidationError(
                     f"teacher latents of '{s.name}' have {cache[s.name].shape[0]} bins but its LFP "
                     f"has {s.n_bins}; spikes and LFP must share one bin grid")
+        lag = int(round(dcfg.target_lag_s / bin_size))
+        if lag:
+            cache = {n: lag_latents(z, lag) for n, z in cache.items()}
         train_bins = {s.name: s.split_mask("train") for s in sel}
         if dcfg.target_pcs:
             basis = teacher_pca(cache, train_bins, dcfg.target_pcs)
