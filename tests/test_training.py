@@ -415,7 +415,8 @@ def test_keep_last_saves_the_final_weights_not_the_best(store_dir, tmp_path):
     vocab = {"a": 7, "b": 9}
     tc = tiny_train_cfg(max_epochs=3, keep="last", patience=100)
     module = PretrainModule(NeuralTransformer(tiny_model_cfg(), vocab), tc, 0.01)
-    fit(module, train, val, tmp_path, tc, {})
+    summary = fit(module, train, val, tmp_path, tc, {})
+    assert summary["kept"] == "last"
     ck = load_checkpoint(tmp_path / "model.ckpt")
     assert ck["global_step"] == module.trainer.global_step and ck["epoch"] == 3  # all 3 done
     final = {k: v for k, v in module.state_dict().items()}
@@ -423,3 +424,18 @@ def test_keep_last_saves_the_final_weights_not_the_best(store_dir, tmp_path):
         torch.testing.assert_close(v, final[k])
     with pytest.raises(ValueError, match="keep"):
         TrainConfig(keep="median")
+
+
+def test_checkpoint_from_before_the_held_out_readout_keeps_one_pass_latents(spike_run, tmp_path):
+    """A checkpoint whose config has no ``readout`` was trained and evaluated on one-pass
+    latents; loading it must not silently switch to the held-out read-out."""
+    ck = torch.load(spike_run / "model.ckpt", map_location="cpu", weights_only=False)
+    assert ck[CKPT_KEY]["model_config"]["readout"] == "held_out"  # new runs record it
+    for key in ("readout", "readout_block", "readout_shifts"):
+        ck[CKPT_KEY]["model_config"].pop(key)
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save(ck, old / "model.ckpt")
+    model, _ = load_model(old)
+    assert model.cfg.readout == "visible"
+    assert load_model(spike_run)[0].cfg.readout == "held_out"

@@ -40,6 +40,10 @@ def print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
     console.print(table)
 
 
+def _kept(summary: dict[str, Any]) -> str:
+    return "last weights" if summary.get("kept") == "last" else "best weights"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -145,7 +149,8 @@ def pretrain(
     summary = pretrain_run(store, sessions, modality, out, mcfg, tcfg, init_from=init_from,
                            resume=not no_resume)
     _done(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
-                  f"{_fmt(summary.get('best_val_loss'))}; model in {out / 'model.ckpt'}")
+                  f"{_fmt(summary.get('best_val_loss'))}; model ({_kept(summary)}) in "
+                  f"{out / 'model.ckpt'}")
 
 
 @app.command()
@@ -226,7 +231,8 @@ def distill(
     summary = distill_run(teacher, store, sessions, out, mcfg, tcfg, dcfg, student_init=student_init,
                           resume=not no_resume)
     _done(f"[bold]distill done[/]: {summary.get('epochs')} epochs, best val loss "
-                  f"{_fmt(summary.get('best_val_loss'))}; student in {out / 'model.ckpt'}")
+                  f"{_fmt(summary.get('best_val_loss'))}; student ({_kept(summary)}) in "
+                  f"{out / 'model.ckpt'}")
 
 
 def _distill_configs(overrides: list[str] | None):

@@ -203,7 +203,11 @@ def model_meta(model: NeuralTransformer, bin_size: float, stage: str, **extra: A
 
 
 def build_model(meta: dict[str, Any]) -> NeuralTransformer:
-    return NeuralTransformer(ModelConfig(**meta["model_config"]), dict(meta["vocab"]))
+    cfg = dict(meta["model_config"])
+    # checkpoints written before the held-out read-out existed were trained, aligned and
+    # evaluated on one-pass latents: keep that read-out rather than the new default
+    cfg.setdefault("readout", "visible")
+    return NeuralTransformer(ModelConfig(**cfg), dict(meta["vocab"]))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -390,7 +394,8 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
         trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
                     ckpt_path=resume_from)
     summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
-                               "steps": trainer.global_step, "global_rank": trainer.global_rank}
+                               "steps": trainer.global_step, "global_rank": trainer.global_rank,
+                               "kept": cfg.keep}
     final = ckpt_dir / "final.ckpt"
     if cfg.keep == "last":
         trainer.save_checkpoint(final)  # every rank calls it; rank 0 writes
