@@ -80,6 +80,14 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
     assert [r["lag_s"] for r in json.loads(lagged_json.read_text())] == [pytest.approx(0.1)] * 2
     _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--lag-ms", "-20"],
            "probe lag must be >= 0")
+    # the classic Wiener filter on the latents (decoder-matched comparison)
+    wiener_json = dirs["root"] / "probe_wiener.json"
+    assert main(["probe", str(spike_run / "latents.npz"), "--store", str(dirs["store"]),
+                 "--out", str(wiener_json), "--decoder", "wiener", "--n-lags", "5"]) == 0
+    wrows = json.loads(wiener_json.read_text())
+    assert [r["decoder"] for r in wrows] == ["wiener"] * 2 and all(np.isfinite(r["r2"]) for r in wrows)
+    _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--decoder", "knn"],
+           "unknown probe decoder 'knn'")
     # a chosen subset and output path
     sub = dirs["root"] / "sub.npz"
     assert main(["embed", str(spike_run), "--store", str(dirs["store"]), "--sessions", "b",

@@ -14,6 +14,7 @@ from lfpdistill.evaluation import (
     r2_xy,
     session_latents,
     stitch_plan,
+    wiener_probe,
 )
 from lfpdistill.models import ModelConfig, NeuralTransformer
 from lfpdistill.session import SPLITS, make_segments
@@ -182,7 +183,8 @@ def test_probe_sessions_and_r2_xy():
     s = make_session("p", T=1500, C=4, seed=2)
     s.segments = make_segments(s.n_bins, s.bin_size, segment_s=1.0, seed=1, session="p")
     rows = probe_sessions({"p": np.concatenate([s.velocity, s.lfp], 1)}, [s])
-    assert rows == [{"session": "p", "split": "test", "lag_s": 0.0, "r2": pytest.approx(1.0),
+    assert rows == [{"session": "p", "split": "test", "decoder": "linear", "lag_s": 0.0,
+                     "r2": pytest.approx(1.0),
                      "r2_x": pytest.approx(1.0), "r2_y": pytest.approx(1.0)}]
     lagged = probe_sessions({"p": np.concatenate([s.velocity, s.lfp], 1)}, [s], lag_s=0.1)
     assert lagged[0]["lag_s"] == pytest.approx(0.1) and lagged[0]["r2"] < rows[0]["r2"]
@@ -209,3 +211,43 @@ def test_lagged_probe_reads_velocity_from_earlier_latents():
         linear_probe(z, vel, train, test, lag_bins=-1)
     with pytest.raises(ConfigError, match="longer than the session"):
         linear_probe(z, vel, train, test, lag_bins=T)
+
+
+def test_wiener_probe_reads_history_the_same_bin_probe_cannot():
+    """Velocity driven by the latents 10 bins earlier (inside the 10 lags x 2 bins of the
+    classic Wiener filter): the decoder-matched probe recovers it, the same-bin probe does not."""
+    rng = np.random.default_rng(1)
+    T = 4000
+    z = rng.normal(size=(T, 6))
+    vel = np.zeros((T, 2))
+    vel[10:] = z[:-10] @ rng.normal(size=(6, 2))
+    m = _masks(T)
+    res = wiener_probe(z, vel, m["train"], m["test"])
+    # lags never reach across a split boundary: the first 10 bins of each 100-bin test segment
+    # have no history, so ~0.9 of the variance is explained
+    assert 0.85 < res["r2"] < 0.95
+    assert linear_probe(z, vel, m["train"], m["test"])["r2"] < 0.05
+    # predictions only where they were scored; the same numbers through probe_sessions
+    assert np.isnan(res["pred"][~m["test"]]).all() and np.isfinite(res["pred"][m["test"]]).all()
+    s = make_session("w", T=T, C=4, seed=2)
+    s.velocity = vel.astype(np.float32)
+    s.segments = make_segments(s.n_bins, s.bin_size, segment_s=5.0, seed=1, session="w")
+    row = probe_sessions({"w": z}, [s], decoder="wiener")[0]
+    assert row["decoder"] == "wiener" and row["r2"] > 0.9
+    # too few lags to reach 10 bins back: nothing to read
+    assert probe_sessions({"w": z}, [s], decoder="wiener", n_lags=3, lag_step=2)[0]["r2"] < 0.05
+
+
+def test_wiener_probe_errors():
+    z = np.zeros((40, 3), dtype=np.float32)
+    m = np.ones(40, dtype=bool)
+    with pytest.raises(DataValidationError, match="latents have 40 bins but velocity has 9"):
+        wiener_probe(z, np.zeros((9, 2)), m, m)
+    z[3, 1] = np.inf
+    with pytest.raises(DataValidationError, match="NaN"):
+        wiener_probe(z, np.zeros((40, 2)), m, m)
+    s = make_session("p", T=600, C=4, seed=2)
+    with pytest.raises(ConfigError, match="unknown probe decoder 'ridge'"):
+        probe_sessions({"p": s.lfp}, [s], decoder="ridge")
+    with pytest.raises(ConfigError, match="lag applies to the linear probe only"):
+        probe_sessions({"p": s.lfp}, [s], decoder="wiener", lag_s=0.1)

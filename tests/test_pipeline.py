@@ -54,7 +54,8 @@ def test_run_writes_parseable_report(tiny_run):
     rows = res["rows"]
     models = {(r["model"], r["eval"]) for r in rows}
     for m in [("teacher", "probe"), ("ss_lfp", "probe"), ("ms_lfp", "probe"), ("distilled", "probe"),
-              ("distilled_a", "probe"), ("distilled", "finetune"), ("wiener_bandpower", "classic"),
+              ("distilled_a", "probe"), ("teacher", "probe_wiener"), ("distilled", "probe_wiener"),
+              ("distilled_a", "probe_wiener"), ("distilled", "finetune"), ("wiener_bandpower", "classic"),
               ("kalman_bandpower", "classic"), ("wiener_spikes", "classic"), ("wiener_lfp", "classic")]:
         assert m in models, m
     for r in rows:
@@ -143,3 +144,30 @@ def test_generalization_mode_a_needs_same_channel_count(tmp_path):
         check_as_session(model, b, "a")
     with pytest.raises(DataValidationError, match="not in the model's vocabulary"):
         check_as_session(model, b, "zz")
+
+
+def test_checks_compare_the_same_decoder_on_latents_and_on_classic_features():
+    from lfpdistill.report import claims
+
+    def row(ev, grp, model, mean):
+        return {"eval": ev, "group": grp, "model": model, "mean": mean, "sd": 0.0, "n": 3}
+
+    summary = [row("probe", "distilled", m, v) for m, v in
+               (("teacher", 0.55), ("ss_lfp", 0.1), ("ms_lfp", 0.15), ("distilled", 0.37))]
+    summary += [row("probe_wiener", "distilled", "teacher", 0.75),
+                row("probe_wiener", "distilled", "distilled", 0.53),
+                row("probe_wiener", "unseen", "distilled", 0.45),
+                row("classic", "distilled", "wiener_spikes", 0.72),
+                row("classic", "distilled", "wiener_bandpower", 0.475),
+                row("classic", "unseen", "wiener_bandpower", 0.49)]
+    got = {c["claim"]: c["pass"] for c in claims(summary)}
+    assert got["Distilled sessions, probe: Teacher within 0.05 of (or above) the spike Wiener "
+               "filter"] is False
+    assert got["Distilled sessions, Wiener on latents: Teacher within 0.05 of (or above) the spike "
+               "Wiener filter"] is True
+    assert got["Distilled sessions, probe: Distilled LFP ≥ 1.1 × best classic LFP decoder "
+               "(LFP Wiener (LMP+band power))"] is False
+    assert got["Distilled sessions, Wiener on latents: Distilled LFP ≥ 1.1 × best classic LFP "
+               "decoder (LFP Wiener (LMP+band power))"] is True  # 0.53 >= 0.5225
+    assert got["Unseen sessions, Wiener on latents: Distilled (generalized, b) ≥ best classic LFP "
+               "decoder (LFP Wiener (LMP+band power))"] is False

@@ -200,14 +200,20 @@ def probe(
     sessions: Annotated[str | None, typer.Option(help="session names/patterns")] = None,
     out: Annotated[Path | None, typer.Option(help="write the rows as JSON here")] = None,
     lag_ms: Annotated[float, typer.Option(
-        help="read velocity at t from the latents at t - lag (0: the paper's protocol; motor "
-             "cortex leads movement by ~100 ms)")] = 0.0,
+        help="linear decoder: read velocity at t from the latents at t - lag (0: the paper's "
+             "protocol; motor cortex leads movement by ~100 ms)")] = 0.0,
+    decoder: Annotated[str, typer.Option(
+        help="linear (per-timestep linear regression, the paper's protocol) or wiener (ridge on "
+             "lagged latents, the same decoder as the classic Wiener filter)")] = "linear",
+    n_lags: Annotated[int, typer.Option(min=1, help="wiener decoder: lags")] = 10,
+    lag_step: Annotated[int, typer.Option(min=1, help="wiener decoder: bins between lags")] = 2,
 ) -> None:
-    """Linear regression latents -> velocity on train segments, R² on test segments."""
+    """Decode velocity from frozen latents: fit on train segments, R² on test segments."""
     from .stages import probe_run
 
-    rows = probe_run(latents, store, sessions, out, lag_s=lag_ms / 1000.0)
-    print_table(rows, title="linear probe (test R², mean over x, y)")
+    rows = probe_run(latents, store, sessions, out, lag_s=lag_ms / 1000.0, decoder=decoder,
+                     n_lags=n_lags, lag_step=lag_step)
+    print_table(rows, title=f"{decoder} probe (test R², mean over x, y)")
     if rows:
         mean = sum(r["r2"] for r in rows) / len(rows)
         console.print(f"mean R² over {len(rows)} sessions: {mean:.3f}")

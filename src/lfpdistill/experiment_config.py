@@ -70,8 +70,14 @@ class FinetuneSection(_Strict):
 
 class ClassicSection(_Strict):
     enabled: bool = True
-    n_lags: int = Field(10, ge=1)
-    lag_step: int = Field(2, ge=1)
+    n_lags: int = Field(10, ge=1, description="Wiener filters: causal lags (also the Wiener probe's)")
+    lag_step: int = Field(2, ge=1, description="Wiener filters: bins between lags")
+
+
+class ProbeSection(_Strict):
+    wiener: bool = Field(True, description="besides the paper's per-timestep linear probe, fit the "
+                         "classic Wiener filter (classic.n_lags x classic.lag_step) on the frozen "
+                         "latents: the decoder-matched comparison with the classic decoders")
 
 
 class GeneralizeSection(_Strict):
@@ -94,6 +100,7 @@ class ExperimentConfig(_Strict):
     ms_lfp: TrainConfig = Field(default_factory=TrainConfig)
     distill: DistillSection = Field(default_factory=DistillSection)
     generalize: GeneralizeSection = Field(default_factory=GeneralizeSection)
+    probe: ProbeSection = Field(default_factory=ProbeSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     classic: ClassicSection = Field(default_factory=ClassicSection)
 

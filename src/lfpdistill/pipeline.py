@@ -276,16 +276,20 @@ class Runner:
 
     def stage_probe(self, roles: dict[str, list[str]], runs: dict[str, Any],
                     traces: dict[str, Any]) -> list[dict[str, Any]]:
-        from .evaluation import linear_probe, session_latents
+        from .evaluation import linear_probe, session_latents, wiener_probe
         from .training import load_model
 
         assert self.store is not None
-        self.console.print("[bold]probe[/] (frozen latents → linear regression → velocity R²)")
+        cfg = self.cfg
+        wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
+        self.console.print("[bold]probe[/] (frozen latents → linear regression → velocity R²"
+                           + ("; and → Wiener filter)" if wiener else ")"))
         rows: list[dict[str, Any]] = []
-        for seed in self.cfg.seeds:
+        teacher_results: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for seed in cfg.seeds:
             plan = self._eval_plan(roles, runs, seed)
             key = {"runs": [(p["model"], p["session"], str(p["run"]), p.get("as_session"))
-                            for p in plan], "keys": self.keys}
+                            for p in plan], "keys": self.keys, "wiener": wiener}
 
             def do(d: Path, plan: list[dict[str, Any]] = plan) -> None:
                 out_rows, preds = [], {}
@@ -297,18 +301,31 @@ class Runner:
                         model, meta = load_model(p["run"])
                         z = session_latents(model, s, meta.get("window_s", 1.0),
                                             as_session=p.get("as_session"))
-                    res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("test"))
-                    preds[f"{p['model']}|{p['session']}"] = res.pop("pred")
-                    out_rows.append({"model": p["model"], "session": p["session"],
-                                     "group": p["group"], "eval": "probe", "split": "test",
-                                     "seed": p["seed"], "mode": p.get("mode"), **res})
+                    train, test = s.split_mask("train"), s.split_mask("test")
+                    for ev in ("probe", "probe_wiener") if wiener else ("probe",):
+                        tkey = (str(p["run"]), p["session"], ev)
+                        if p["model"] == "teacher" and tkey in teacher_results:
+                            res = dict(teacher_results[tkey])
+                        elif ev == "probe":
+                            res = linear_probe(z, s.velocity, train, test)
+                        else:
+                            assert wiener is not None
+                            res = wiener_probe(z, s.velocity, train, test, *wiener)
+                        if p["model"] == "teacher":
+                            teacher_results[tkey] = dict(res)
+                        pred = res.pop("pred")
+                        if ev == "probe":
+                            preds[f"{p['model']}|{p['session']}"] = pred
+                        out_rows.append({"model": p["model"], "session": p["session"],
+                                         "group": p["group"], "eval": ev, "split": "test",
+                                         "seed": p["seed"], "mode": p.get("mode"), **res})
                 d.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(d / "rows.json", out_rows)
                 np.savez(d / "preds.npz", **preds)
 
             d = self.unit("probe", f"seed{seed}", key, do)
             rows += json.loads((d / "rows.json").read_text())
-            if seed == self.cfg.seeds[0]:
+            if seed == cfg.seeds[0]:
                 traces["probe"] = dict(np.load(d / "preds.npz"))
         return rows
 

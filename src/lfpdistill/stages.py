@@ -160,9 +160,12 @@ def embed_run(run_dir: Path, store_dir: Path, sessions: str | Sequence[str] | No
 
 
 def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str] | None = None,
-              out: Path | None = None, lag_s: float = 0.0) -> list[dict[str, Any]]:
-    """Linear probe latents -> velocity per session (fit on train, R² on test); ``lag_s`` reads
-    velocity from the latents that much earlier (0: the paper's same-bin protocol)."""
+              out: Path | None = None, lag_s: float = 0.0, decoder: str = "linear",
+              n_lags: int = 10, lag_step: int = 2) -> list[dict[str, Any]]:
+    """Probe latents -> velocity per session (fit on train, R² on test). ``decoder="linear"``:
+    the paper's per-timestep linear regression; ``lag_s`` reads velocity from the latents that
+    much earlier (0: same bin). ``decoder="wiener"``: ridge on ``n_lags`` lags ``lag_step`` bins
+    apart, as the classic Wiener filter."""
     store = open_store(store_dir)
     try:
         lat = dict(np.load(latents_path))
@@ -174,7 +177,8 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     if missing:
         raise DataValidationError(f"latents file '{latents_path}' has no latents for "
                                   f"{', '.join(missing)}; run lfpdistill embed on them")
-    rows = probe_sessions(lat, [store.session(n) for n in names], lag_s=lag_s)
+    rows = probe_sessions(lat, [store.session(n) for n in names], lag_s=lag_s, decoder=decoder,
+                          n_lags=n_lags, lag_step=lag_step)
     if out is not None:
         write_json_atomic(Path(out), rows)
     return rows
