@@ -80,6 +80,15 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
     assert [r["lag_s"] for r in json.loads(lagged_json.read_text())] == [pytest.approx(0.1)] * 2
     _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--lag-ms", "-20"],
            "probe lag must be >= 0")
+    # the classic decoders on the same store, as a command
+    classic_json = dirs["root"] / "classic.json"
+    assert main(["classic", "--store", str(dirs["store"]), "--sessions", "a",
+                 "--out", str(classic_json)]) == 0
+    crows = json.loads(classic_json.read_text())
+    assert [r["model"] for r in crows] == ["wiener_spikes", "wiener_lfp", "wiener_bandpower",
+                                           "kalman_bandpower"]
+    assert all(r["session"] == "a" and np.isfinite(r["r2"]) for r in crows)
+    _error(capsys, ["classic", "--store", dirs["store"], "--sessions", "zz*"], "zz")
     # the classic Wiener filter on the latents (decoder-matched comparison)
     wiener_json = dirs["root"] / "probe_wiener.json"
     assert main(["probe", str(spike_run / "latents.npz"), "--store", str(dirs["store"]),

@@ -220,6 +220,21 @@ def probe(
 
 
 @app.command()
+def classic(
+    store: Annotated[Path, typer.Option(help="store directory")],
+    sessions: Annotated[str | None, typer.Option(help="session names/patterns")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the rows as JSON here")] = None,
+    n_lags: Annotated[int, typer.Option(min=1, help="Wiener filters: lags")] = 10,
+    lag_step: Annotated[int, typer.Option(min=1, help="Wiener filters: bins between lags")] = 2,
+) -> None:
+    """Classic decoders (spike Wiener; LFP raw / LMP+band-power Wiener; Kalman), test R²."""
+    from .stages import classic_run
+
+    rows = classic_run(store, sessions, out, n_lags=n_lags, lag_step=lag_step)
+    print_table(rows, title="classic decoders (test R², mean over x, y)")
+
+
+@app.command()
 def distill(
     teacher: Annotated[Path, typer.Option(help="spike teacher run directory")],
     store: Annotated[Path, typer.Option(help="store directory (paired spikes + LFP)")],

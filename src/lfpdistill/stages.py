@@ -184,6 +184,25 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     return rows
 
 
+def classic_run(store_dir: Path, sessions: str | Sequence[str] | None = None,
+                out: Path | None = None, n_lags: int = 10, lag_step: int = 2
+                ) -> list[dict[str, Any]]:
+    """The classic decoders a neuroscientist would fit (spike Wiener; raw-LFP, LMP+band-power
+    Wiener; band-power Kalman) on each selected session: fit on train, R² on test."""
+    from .pipeline import classic_decoders
+
+    if n_lags < 1 or lag_step < 1:
+        raise ConfigError(f"n_lags={n_lags} and lag_step={lag_step} must be >= 1")
+    store = open_store(store_dir)
+    rows = []
+    for s in load_selected(store, sessions):
+        for r, _ in classic_decoders(s, n_lags, lag_step):
+            rows.append({"session": s.name, "split": "test", **r})
+    if out is not None:
+        write_json_atomic(Path(out), rows)
+    return rows
+
+
 # ---------------------------------------------------------------------------- distillation
 def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str] | None,
                 out: Path, student_cfg: ModelConfig, train_cfg: TrainConfig,
