@@ -14,6 +14,7 @@ from lfpdistill.evaluation import (
     r2_xy,
     session_latents,
     stitch_plan,
+    wiener_fits,
     wiener_probe,
 )
 from lfpdistill.models import ModelConfig, NeuralTransformer
@@ -251,3 +252,21 @@ def test_wiener_probe_errors():
         probe_sessions({"p": s.lfp}, [s], decoder="ridge")
     with pytest.raises(ConfigError, match="lag applies to the linear probe only"):
         probe_sessions({"p": s.lfp}, [s], decoder="wiener", lag_s=0.1)
+
+
+def test_wiener_fits_in_parallel_match_one_at_a_time():
+    rng = np.random.default_rng(3)
+    jobs = []
+    for k in range(3):
+        s = make_session(f"s{k}", T=2000, C=4, seed=k)
+        s.segments = make_segments(s.n_bins, s.bin_size, segment_s=2.0, seed=k, session=s.name)
+        jobs.append((np.concatenate([s.velocity, rng.normal(size=(2000, 5))], 1), s))
+    serial = wiener_fits(jobs, n_lags=4, workers=1)
+    parallel = wiener_fits(jobs, n_lags=4, workers=2)
+    assert [set(r) for r in serial] == [{"r2", "r2_x", "r2_y"}] * 3
+    for a, b in zip(serial, parallel, strict=True):
+        assert a["r2"] == pytest.approx(b["r2"], abs=1e-9)
+    direct = wiener_probe(jobs[1][0], jobs[1][1].velocity, jobs[1][1].split_mask("train"),
+                          jobs[1][1].split_mask("test"), n_lags=4)
+    assert serial[1]["r2"] == pytest.approx(direct["r2"])
+    assert wiener_fits([], workers=2) == []

@@ -298,7 +298,8 @@ def _select_alpha(Xs: np.ndarray, Yc: np.ndarray, folds: list[slice],
             for k, f in enumerate(folds):
                 A = G - grams[k]
                 A[np.diag_indices_from(A)] += alphas[i] * (n - (f.stop - f.start))
-                w = linalg.cho_solve(linalg.cho_factor(A, overwrite_a=True, check_finite=False),
+                # A is symmetric: its transpose is a Fortran-ordered view LAPACK factors in place
+                w = linalg.cho_solve(linalg.cho_factor(A.T, overwrite_a=True, check_finite=False),
                                      b - cross[k], check_finite=False)
                 del A
                 tot += _r2_cols(Yc[f], (Xs[f] @ w.astype(Xs.dtype)).astype(np.float64))

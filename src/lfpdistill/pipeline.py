@@ -276,7 +276,7 @@ class Runner:
 
     def stage_probe(self, roles: dict[str, list[str]], runs: dict[str, Any],
                     traces: dict[str, Any]) -> list[dict[str, Any]]:
-        from .evaluation import linear_probe, session_latents, wiener_probe
+        from .evaluation import linear_probe, session_latents, wiener_fits
         from .training import load_model
 
         assert self.store is not None
@@ -285,7 +285,8 @@ class Runner:
         self.console.print("[bold]probe[/] (frozen latents → linear regression → velocity R²"
                            + ("; and → Wiener filter)" if wiener else ")"))
         rows: list[dict[str, Any]] = []
-        teacher_results: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # a teacher shared by every seed: its Wiener fits are done once
+        teacher_wiener: dict[tuple[str, str], dict[str, Any]] = {}
         for seed in cfg.seeds:
             plan = self._eval_plan(roles, runs, seed)
             key = {"runs": [(p["model"], p["session"], str(p["run"]), p.get("as_session"))
@@ -293,6 +294,7 @@ class Runner:
 
             def do(d: Path, plan: list[dict[str, Any]] = plan) -> None:
                 out_rows, preds = [], {}
+                jobs: list[tuple[int, tuple[str, str], np.ndarray, Session]] = []
                 for p in plan:
                     s = self.store.session(p["session"])
                     if p["model"] == "teacher":  # one teacher for every seed: computed once
@@ -301,24 +303,23 @@ class Runner:
                         model, meta = load_model(p["run"])
                         z = session_latents(model, s, meta.get("window_s", 1.0),
                                             as_session=p.get("as_session"))
-                    train, test = s.split_mask("train"), s.split_mask("test")
-                    for ev in ("probe", "probe_wiener") if wiener else ("probe",):
-                        tkey = (str(p["run"]), p["session"], ev)
-                        if p["model"] == "teacher" and tkey in teacher_results:
-                            res = dict(teacher_results[tkey])
-                        elif ev == "probe":
-                            res = linear_probe(z, s.velocity, train, test)
-                        else:
-                            assert wiener is not None
-                            res = wiener_probe(z, s.velocity, train, test, *wiener)
-                        if p["model"] == "teacher":
-                            teacher_results[tkey] = dict(res)
-                        pred = res.pop("pred")
-                        if ev == "probe":
-                            preds[f"{p['model']}|{p['session']}"] = pred
-                        out_rows.append({"model": p["model"], "session": p["session"],
-                                         "group": p["group"], "eval": ev, "split": "test",
-                                         "seed": p["seed"], "mode": p.get("mode"), **res})
+                    base = {"model": p["model"], "session": p["session"], "group": p["group"],
+                            "split": "test", "seed": p["seed"], "mode": p.get("mode")}
+                    res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("test"))
+                    preds[f"{p['model']}|{p['session']}"] = res.pop("pred")
+                    out_rows.append({**base, "eval": "probe", **res})
+                    if wiener:
+                        tkey = (str(p["run"]), p["session"])
+                        out_rows.append({**base, "eval": "probe_wiener",
+                                         **teacher_wiener.get(tkey, {})})
+                        if p["model"] != "teacher" or tkey not in teacher_wiener:
+                            jobs.append((len(out_rows) - 1, tkey, z, s))
+                if wiener and jobs:  # the Wiener fits, two or more at a time
+                    fits = wiener_fits([(z, s) for _, _, z, s in jobs], *wiener)
+                    for (i, tkey, _, _), res in zip(jobs, fits, strict=True):
+                        out_rows[i].update(res)
+                        if out_rows[i]["model"] == "teacher":
+                            teacher_wiener[tkey] = res
                 d.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(d / "rows.json", out_rows)
                 np.savez(d / "preds.npz", **preds)

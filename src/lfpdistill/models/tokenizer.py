@@ -195,10 +195,19 @@ class PatchTokenizer(nn.Module):
     def forward(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``tokens [B,T,Np,d]``, ``patches``, ``chan_valid``, ``patch_valid``."""
+        patches, chan_valid, patch_valid = self.prepare(x, sessions, widths)
+        return self.tokens(patches, chan_valid, sessions), patches, chan_valid, patch_valid
+
+    def prepare(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check the sessions and cut ``x`` into ``patches``, ``chan_valid``, ``patch_valid``."""
         if widths is None:
             widths = torch.full((x.shape[0],), x.shape[2], dtype=torch.long)
         self.check_sessions(sessions, widths.tolist())
-        patches, chan_valid, patch_valid = self.patchify(x, widths)
+        return self.patchify(x, widths)
+
+    def tokens(self, patches: torch.Tensor, chan_valid: torch.Tensor, sessions: Sequence[str]
+               ) -> torch.Tensor:
+        """Embedded patches plus their session's patch embeddings, ``[B,T,Np,d]``."""
         tokens = self.embed(patches, chan_valid)
-        tokens = tokens + self.session_embedding(sessions, patches.shape[2], x.device)[:, None]
-        return tokens, patches, chan_valid, patch_valid
+        return tokens + self.session_embedding(sessions, patches.shape[2], patches.device)[:, None]

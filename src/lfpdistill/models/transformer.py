@@ -114,8 +114,9 @@ class NeuralTransformer(nn.Module):
         ``mask``: None (no masking: inference), True (sample a mask from the config), or a
         ``[B, T, Np]`` boolean tensor. ``reconstruct=False`` skips the decoder (``pred`` None).
         """
-        tokens, patches, chan_valid, patch_valid = self.tokenizer(x, sessions, widths)
-        B, T, npatch, d = tokens.shape
+        patches, chan_valid, patch_valid = self.tokenizer.prepare(x, sessions, widths)
+        B, T, npatch = patches.shape[:3]
+        d = self.cfg.d_model
         hide = None
         if mask is True:
             mask = make_mask(self.cfg.mask_mode, self.cfg.mask_ratio, B, T, npatch, patch_valid,
@@ -130,13 +131,13 @@ class NeuralTransformer(nn.Module):
             mask = None
         elif mask is not None:
             hide = mask
+        if hide is not None and self.cfg.embedder == "filterbank":
+            # temporal filters would carry the hidden values into visible neighbouring tokens:
+            # embed with the hidden channels zeroed
+            tokens = self.tokenizer.tokens(patches * ~hide[..., None], chan_valid, sessions)
+        else:
+            tokens = self.tokenizer.tokens(patches, chan_valid, sessions)
         if hide is not None:
-            if self.cfg.embedder == "filterbank":
-                # temporal filters would carry the hidden values into visible neighbouring
-                # tokens: embed again from the input with the hidden channels zeroed
-                P = self.cfg.patch_size
-                keep = ~hide[..., None].expand(B, T, npatch, P).reshape(B, T, npatch * P)
-                tokens = self.tokenizer(x * keep[..., : x.shape[2]].to(x.dtype), sessions, widths)[0]
             sess = self.tokenizer.session_embedding(sessions, npatch, x.device)[:, None]
             tokens = torch.where(hide[..., None], self.mask_token + sess, tokens)
         positions = torch.arange(T, device=x.device, dtype=torch.float32)
