@@ -236,7 +236,9 @@ def fig_summary(summary: list[dict[str, Any]], path: Path) -> None:
                hatch=None, edgecolor="white")
         ax.set_xticks(range(len(sel)), [LABELS.get(s["model"], s["model"]) for s in sel], rotation=40,
                       ha="right", fontsize=7)
-        ax.set_title(f"{g} sessions — {e} + classic", fontsize=9)
+        name = {"probe": "linear probe", "probe_wiener": "Wiener filter on latents",
+                "finetune": "fine-tuned"}.get(e, e)
+        ax.set_title(f"{g} sessions — {name} + classic", fontsize=9)
         ax.axhline(0, color="k", lw=0.5)
     axes[0][0].set_ylabel("velocity R², mean ± sd")
     fig.tight_layout()
