@@ -18,6 +18,7 @@ Writes ``teacher_check.json`` and ``teacher_check.md`` to ``--out`` and prints t
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -44,6 +45,14 @@ def main() -> None:
     cfg = load_config(args.config)
     out: Path = args.out
     t0 = time.time()
+    # stores and checkpoints in --out are reused on a rerun: only with the same options
+    options = {"config": cfg.model_dump(mode="json"), "sessions": args.sessions,
+               "seconds": args.seconds, "seed": args.seed}
+    opt_file = out / "options.json"
+    if opt_file.exists() and json.loads(opt_file.read_text()) != options:
+        raise SystemExit(f"error: {out} holds a check made with other options; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(opt_file, options)
 
     store_dir = out / "store"
     if not (store_dir / "manifest.json").exists():
@@ -105,7 +114,8 @@ def main() -> None:
         f"{'within 0.05' if t_lin >= ws - 0.05 else 'NOT within 0.05'}",
         f"- teacher, Wiener filter on latents (same decoder as the spike Wiener): {t_w:.3f} vs "
         f"{ws:.3f} -> {'within 0.05 or above' if t_w >= ws - 0.05 else 'NOT within 0.05'}",
-        f"- teacher above every LFP model (best LFP model mean {lfp_best:.3f}): "
+        f"- teacher above every LFP model under both read-outs (best LFP model mean, either "
+        f"read-out: {lfp_best:.3f}): "
         f"{min(t_lin, t_w) > lfp_best}",
         f"- wall time {time.time() - t0:.0f} s",
     ]
@@ -113,7 +123,6 @@ def main() -> None:
           f"{len(names)} simulated sessions x {args.seconds:.0f} s, options of {args.config}; test R² "
           "(mean over x, y) per session; every model trained on all sessions (SS-LFP: one per "
           "session).\n\n" + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n")
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "teacher_check.json", {"rows": rows, "means": means})
     (out / "teacher_check.md").write_text(md)
     print(md)

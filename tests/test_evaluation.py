@@ -244,6 +244,8 @@ def test_wiener_probe_errors():
     m = np.ones(40, dtype=bool)
     with pytest.raises(DataValidationError, match="latents have 40 bins but velocity has 9"):
         wiener_probe(z, np.zeros((9, 2)), m, m)
+    with pytest.raises(DataValidationError, match="train and test bins overlap"):
+        wiener_probe(z, np.zeros((40, 2)), m, m)
     z[3, 1] = np.inf
     with pytest.raises(DataValidationError, match="NaN"):
         wiener_probe(z, np.zeros((40, 2)), m, m)

@@ -175,10 +175,13 @@ def wiener_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarr
             f"latents have {latents.shape[0]} bins but velocity has {velocity.shape[0]}")
     if not np.isfinite(latents).all():
         raise DataValidationError("latents contain NaN/inf; the model diverged — retrain it")
+    if (np.asarray(train_mask) & np.asarray(test_mask)).any():
+        raise DataValidationError("train and test bins overlap; the Wiener probe needs disjoint splits")
     dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(latents, velocity, train_mask)
+    test_pred = dec.predict(latents, test_mask)  # scored in float64, as the classic decoders
     pred = np.full(velocity.shape, np.nan, dtype=np.float32)
-    pred[test_mask] = dec.predict(latents, test_mask)
-    return {**r2_xy(velocity[test_mask], pred[test_mask]), "pred": pred}
+    pred[test_mask] = test_pred
+    return {**r2_xy(velocity[test_mask], test_pred), "pred": pred}
 
 
 def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, lag_step: int = 2,
@@ -199,7 +202,10 @@ def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, la
                            lag_step)
         return {k: v for k, v in res.items() if k != "pred"}
 
-    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
+    if workers is None:  # the cores this process may use, at most 4 (each fit holds ~100 MB)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = min(4, cores or 1)
+    workers = max(1, min(len(jobs), workers))
     if workers == 1:
         return [one(j) for j in jobs]
     with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:

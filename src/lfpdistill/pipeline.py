@@ -310,9 +310,9 @@ class Runner:
                     out_rows.append({**base, "eval": "probe", **res})
                     if wiener:
                         tkey = (str(p["run"]), p["session"])
-                        out_rows.append({**base, "eval": "probe_wiener",
-                                         **teacher_wiener.get(tkey, {})})
-                        if p["model"] != "teacher" or tkey not in teacher_wiener:
+                        done = teacher_wiener.get(tkey) if p["model"] == "teacher" else None
+                        out_rows.append({**base, "eval": "probe_wiener", **(done or {})})
+                        if done is None:
                             jobs.append((len(out_rows) - 1, tkey, z, s))
                 if wiener and jobs:  # the Wiener fits, two or more at a time
                     fits = wiener_fits([(z, s) for _, _, z, s in jobs], *wiener)

@@ -166,6 +166,8 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     the paper's per-timestep linear regression; ``lag_s`` reads velocity from the latents that
     much earlier (0: same bin). ``decoder="wiener"``: ridge on ``n_lags`` lags ``lag_step`` bins
     apart, as the classic Wiener filter."""
+    if decoder not in ("linear", "wiener"):
+        raise ConfigError(f"unknown probe decoder '{decoder}'; expected 'linear' or 'wiener'")
     store = open_store(store_dir)
     try:
         lat = dict(np.load(latents_path))
