@@ -188,7 +188,8 @@ def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, la
                 workers: int | None = None, split: str = "test") -> list[dict[str, float]]:
     """:func:`wiener_probe` of many ``(latents, session)`` pairs; returns their R² dicts in order.
 
-    The fits run ``workers`` at a time (default: one per CPU core) with single-threaded BLAS:
+    The fits run ``workers`` at a time (default: one per usable core, at most 4) with
+    single-threaded BLAS:
     a ~1000-feature Cholesky factorisation gains little from a second BLAS thread, two of them
     side by side nearly twice as much (measured: 4 fits 6.4 s -> 3.7 s on 2 cores).
     """
@@ -225,15 +226,15 @@ def probe_sessions(latents: dict[str, np.ndarray], sessions: Sequence[Session],
     if decoder == "wiener" and lag_s:
         raise ConfigError("a lag applies to the linear probe only; the Wiener probe already "
                           "reads n_lags earlier bins")
+    if decoder == "wiener":
+        fits = wiener_fits([(latents[s.name], s) for s in sessions], n_lags, lag_step, split=split)
+        return [{"session": s.name, "split": split, "decoder": decoder, "lag_s": 0.0, **res}
+                for s, res in zip(sessions, fits, strict=True)]
     rows = []
     for s in sessions:
         lag = int(round(lag_s / s.bin_size))
-        if decoder == "linear":
-            res = linear_probe(latents[s.name], s.velocity, s.split_mask("train"),
-                               s.split_mask(split), lag_bins=lag)
-        else:
-            res = wiener_probe(latents[s.name], s.velocity, s.split_mask("train"),
-                               s.split_mask(split), n_lags, lag_step)
+        res = linear_probe(latents[s.name], s.velocity, s.split_mask("train"),
+                           s.split_mask(split), lag_bins=lag)
         rows.append({"session": s.name, "split": split, "decoder": decoder,
                      "lag_s": lag * s.bin_size, **{k: v for k, v in res.items() if k != "pred"}})
     return rows
