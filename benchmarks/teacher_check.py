@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from lfpdistill.data import open_store, write_json_atomic, write_store
+from lfpdistill.decoders import classic_decoders
 from lfpdistill.evaluation import linear_probe, session_latents, wiener_probe
 from lfpdistill.experiment_config import load_config
-from lfpdistill.pipeline import classic_decoders
 from lfpdistill.simulate import simulate_sessions
 from lfpdistill.stages import pretrain_run
 from lfpdistill.training import load_model

@@ -89,6 +89,12 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
                                            "kalman_bandpower"]
     assert all(r["session"] == "a" and np.isfinite(r["r2"]) for r in crows)
     _error(capsys, ["classic", "--store", dirs["store"], "--sessions", "zz*"], "zz")
+    # LFP without spikes (what most LFP users have): the LFP decoders only
+    assert main(["classic", "--store", str(dirs["lfp_only"]), "--out", str(classic_json)]) == 0
+    assert [r["model"] for r in json.loads(classic_json.read_text())] == [
+        "wiener_lfp", "wiener_bandpower", "kalman_bandpower"]
+    _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--decoder",
+                    "wiener", "--lag-ms", "100"], "lag applies to the linear probe only")
     # the classic Wiener filter on the latents (decoder-matched comparison)
     wiener_json = dirs["root"] / "probe_wiener.json"
     assert main(["probe", str(spike_run / "latents.npz"), "--store", str(dirs["store"]),

@@ -23,7 +23,7 @@ computed by the caller on the whole recording; they only ever look backwards in 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import linalg, signal
@@ -31,7 +31,11 @@ from sklearn.metrics import r2_score
 
 from .errors import ConfigError, DataValidationError
 
+if TYPE_CHECKING:
+    from .session import Session
+
 __all__ = [
+    "classic_decoders",
     "DEFAULT_ALPHAS",
     "DEFAULT_BANDS",
     "KalmanDecoder",
@@ -586,3 +590,29 @@ def fit_predict(kind: Literal["wiener", "kalman"], X: np.ndarray, Y: np.ndarray,
     model.fit(X, Y, train_mask)
     pred = model.predict(X, test_mask)
     return pred, r2_mean(Y[test_mask], pred)
+
+
+def classic_decoders(s: Session, n_lags: int = 10, lag_step: int = 2
+                     ) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """Spike Wiener, raw-LFP Wiener, LMP+band-power Wiener and Kalman on one session's splits.
+
+    Returns ``(row, full-length prediction with NaN outside test)`` pairs.
+    """
+    from .evaluation import r2_xy  # evaluation imports torch: only when called
+
+    train, test = s.split_mask("train"), s.split_mask("test")
+    out = []
+    feats: list[tuple[str, str, np.ndarray]] = []
+    if s.spikes is not None:
+        feats.append(("wiener_spikes", "wiener", np.sqrt(s.spikes.astype(np.float32))))
+    if s.lfp is not None:
+        bp = band_power_features(s.lfp, fs=1.0 / s.bin_size)
+        feats += [("wiener_lfp", "wiener", s.lfp), ("wiener_bandpower", "wiener", bp),
+                  ("kalman_bandpower", "kalman", bp)]
+    for model, kind, X in feats:
+        kwargs = {"n_lags": n_lags, "lag_step": lag_step} if kind == "wiener" else {}
+        pred_test, _ = fit_predict(kind, X, s.velocity, train, test, **kwargs)
+        full = np.full(s.velocity.shape, np.nan, dtype=np.float32)
+        full[test] = pred_test
+        out.append(({"model": model, **r2_xy(s.velocity[test], pred_test)}, full))
+    return out

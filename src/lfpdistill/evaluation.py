@@ -203,7 +203,7 @@ def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, la
                            lag_step)
         return {k: v for k, v in res.items() if k != "pred"}
 
-    if workers is None:  # the cores this process may use, at most 4 (each fit holds ~100 MB)
+    if workers is None:  # usable cores, at most 4 (a 16 000-bin x 1280-feature design is 80 MB)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         workers = min(4, cores or 1)
     workers = max(1, min(len(jobs), workers))
@@ -211,6 +211,15 @@ def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, la
         return [one(j) for j in jobs]
     with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:
         return list(ex.map(one, jobs))
+
+
+def check_probe_options(decoder: str, lag_s: float = 0.0) -> None:
+    """Refuse an unknown probe decoder, or a lag given to the Wiener probe."""
+    if decoder not in ("linear", "wiener"):
+        raise ConfigError(f"unknown probe decoder '{decoder}'; expected 'linear' or 'wiener'")
+    if decoder == "wiener" and lag_s:
+        raise ConfigError("a lag applies to the linear probe only; the Wiener probe already "
+                          "reads n_lags earlier bins")
 
 
 def probe_sessions(latents: dict[str, np.ndarray], sessions: Sequence[Session],
@@ -221,11 +230,7 @@ def probe_sessions(latents: dict[str, np.ndarray], sessions: Sequence[Session],
     ``decoder``: ``linear`` (the paper's per-timestep linear probe, optionally read ``lag_s``
     earlier) or ``wiener`` (:func:`wiener_probe` with ``n_lags`` x ``lag_step`` bins).
     """
-    if decoder not in ("linear", "wiener"):
-        raise ConfigError(f"unknown probe decoder '{decoder}'; expected 'linear' or 'wiener'")
-    if decoder == "wiener" and lag_s:
-        raise ConfigError("a lag applies to the linear probe only; the Wiener probe already "
-                          "reads n_lags earlier bins")
+    check_probe_options(decoder, lag_s)
     if decoder == "wiener":
         fits = wiener_fits([(latents[s.name], s) for s in sessions], n_lags, lag_step, split=split)
         return [{"session": s.name, "split": split, "decoder": decoder, "lag_s": 0.0, **res}

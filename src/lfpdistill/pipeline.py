@@ -355,6 +355,8 @@ class Runner:
         return rows
 
     def stage_classic(self, roles: dict[str, list[str]], traces: dict[str, Any]) -> list[dict[str, Any]]:
+        from .decoders import classic_decoders
+
         assert self.store is not None
         self.console.print("[bold]classic[/] (Wiener and Kalman decoders on the same splits)")
         ccfg = self.cfg.classic
@@ -376,33 +378,6 @@ class Runner:
         d = self.unit("classic", "decoders", key, do)
         traces["classic"] = dict(np.load(d / "preds.npz"))
         return json.loads((d / "rows.json").read_text())
-
-
-def classic_decoders(s: Session, n_lags: int = 10, lag_step: int = 2
-                     ) -> list[tuple[dict[str, Any], np.ndarray]]:
-    """Spike Wiener, raw-LFP Wiener, LMP+band-power Wiener and Kalman on one session's splits.
-
-    Returns ``(row, full-length prediction with NaN outside test)`` pairs.
-    """
-    from .decoders import band_power_features, fit_predict
-    from .evaluation import r2_xy
-
-    train, test = s.split_mask("train"), s.split_mask("test")
-    out = []
-    feats: list[tuple[str, str, np.ndarray]] = []
-    if s.spikes is not None:
-        feats.append(("wiener_spikes", "wiener", np.sqrt(s.spikes.astype(np.float32))))
-    if s.lfp is not None:
-        bp = band_power_features(s.lfp, fs=1.0 / s.bin_size)
-        feats += [("wiener_lfp", "wiener", s.lfp), ("wiener_bandpower", "wiener", bp),
-                  ("kalman_bandpower", "kalman", bp)]
-    for model, kind, X in feats:
-        kwargs = {"n_lags": n_lags, "lag_step": lag_step} if kind == "wiener" else {}
-        pred_test, _ = fit_predict(kind, X, s.velocity, train, test, **kwargs)
-        full = np.full(s.velocity.shape, np.nan, dtype=np.float32)
-        full[test] = pred_test
-        out.append(({"model": model, **r2_xy(s.velocity[test], pred_test)}, full))
-    return out
 
 
 def run_experiment(cfg: ExperimentConfig, from_stage: str | None = None,

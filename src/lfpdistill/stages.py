@@ -25,7 +25,14 @@ from .distill import (
     teacher_target_stats,
 )
 from .errors import ConfigError, DataValidationError
-from .evaluation import compute_latents, lag_latents, probe_sessions, r2_xy, session_latents
+from .evaluation import (
+    check_probe_options,
+    compute_latents,
+    lag_latents,
+    probe_sessions,
+    r2_xy,
+    session_latents,
+)
 from .finetune import FinetuneModule
 from .models import ModelConfig, NeuralTransformer
 from .session import Session
@@ -166,8 +173,7 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     the paper's per-timestep linear regression; ``lag_s`` reads velocity from the latents that
     much earlier (0: same bin). ``decoder="wiener"``: ridge on ``n_lags`` lags ``lag_step`` bins
     apart, as the classic Wiener filter."""
-    if decoder not in ("linear", "wiener"):
-        raise ConfigError(f"unknown probe decoder '{decoder}'; expected 'linear' or 'wiener'")
+    check_probe_options(decoder, lag_s)  # before reading anything
     store = open_store(store_dir)
     try:
         lat = dict(np.load(latents_path))
@@ -191,10 +197,8 @@ def classic_run(store_dir: Path, sessions: str | Sequence[str] | None = None,
                 ) -> list[dict[str, Any]]:
     """The classic decoders a neuroscientist would fit (spike Wiener; raw-LFP, LMP+band-power
     Wiener; band-power Kalman) on each selected session: fit on train, R² on test."""
-    from .pipeline import classic_decoders
+    from .decoders import classic_decoders
 
-    if n_lags < 1 or lag_step < 1:
-        raise ConfigError(f"n_lags={n_lags} and lag_step={lag_step} must be >= 1")
     store = open_store(store_dir)
     rows = []
     for s in load_selected(store, sessions):
