@@ -6,7 +6,7 @@ only) on a *contiguous* split -- first 80 % of the bins train, last 20 % test --
 
 - spikes (binned counts, summed in 20 ms steps between lags),
 - raw LFP (the 100 Hz processed LFP itself),
-- LMP + log band power (4-8, 8-13, 13-30, 30-50 Hz; causal features, see decoders.py),
+- LMP + log band power (4-8, 8-13, 13-30, 30-50 Hz; causal features, see lfpdistill/evaluation/features.py),
 - the ground-truth latents (the ceiling),
 
 and prints the test R^2 (mean over x, y) per session and the mean over sessions.
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from lfpdistill.decoders import WienerDecoder, band_power_features, r2_mean
+from lfpdistill.evaluation import WienerDecoder, band_power_features, r2_mean
 from lfpdistill.simulate import SimConfig, simulate_sessions
 
 TARGETS = {"spikes": (0.60, 0.80), "raw_lfp": (0.25, 0.40), "lmp_bp": (0.45, 0.60)}

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lfpdistill.commands import pretrain_run
+from lfpdistill.config import load_config
 from lfpdistill.data import open_store, write_json_atomic, write_store
-from lfpdistill.decoders import classic_decoders
-from lfpdistill.evaluation import linear_probe, session_latents, wiener_probe
-from lfpdistill.experiment_config import load_config
+from lfpdistill.evaluation import classic_decoders, linear_probe, session_latents, wiener_probe
+from lfpdistill.models import load_model
 from lfpdistill.simulate import simulate_sessions
-from lfpdistill.stages import pretrain_run
-from lfpdistill.training import load_model
 
 
 def main() -> None:

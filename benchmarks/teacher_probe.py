@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
+from lfpdistill.config import TrainConfig, apply_overrides
 from lfpdistill.data import WindowDataset, collate_windows, open_store
 from lfpdistill.evaluation import compute_latents, linear_probe, session_latents
 from lfpdistill.models import ModelConfig, NeuralTransformer, masked_loss
-from lfpdistill.stages import apply_overrides
-from lfpdistill.training import TrainConfig
 
 
 def main() -> None:
@@ -52,7 +51,7 @@ def main() -> None:
     store = open_store(args.store)
     sessions = [store.session(n) for n in store.select(args.sessions)]
     mod = args.modality
-    cfg, _ = apply_overrides(ModelConfig(modality=mod), TrainConfig(), args.set)
+    cfg, _, _ = apply_overrides(ModelConfig(modality=mod), TrainConfig(), args.set)
     model = NeuralTransformer(cfg, {s.name: getattr(s, mod).shape[1] for s in sessions})
     head = torch.nn.Linear(cfg.d_model, 2)
     ds = WindowDataset(sessions, "train", args.window_s, args.window_s / 2, modalities=(mod,))

@@ -10,7 +10,7 @@ from tests.conftest import make_session
 
 from lfpdistill.cli import main
 from lfpdistill.data import write_store
-from lfpdistill.training import load_model
+from lfpdistill.models import load_model
 
 TINY = ["--set", "patch_size=4", "--set", "d_model=16", "--set", "n_layers=1", "--set", "n_heads=2",
         "--set", "window_s=0.2", "--set", "stride_s=0.2", "--set", "batch_size=8",

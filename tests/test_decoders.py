@@ -1,23 +1,23 @@
-"""Tests of the classic decoders and LFP features (lfpdistill.decoders)."""
+"""Tests of the classic decoders and LFP features (lfpdistill.evaluation)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lfpdistill import decoders
-from lfpdistill.decoders import (
+from lfpdistill.errors import ConfigError, DataValidationError
+from lfpdistill.evaluation import (
     KalmanDecoder,
     WienerDecoder,
     band_power_feature_names,
     band_power_features,
+    decoders,
     fit_predict,
     lagged,
     lagged_runs,
     mask_runs,
     r2_mean,
 )
-from lfpdistill.errors import ConfigError, DataValidationError
 
 
 def _segment_masks(T: int, seg: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

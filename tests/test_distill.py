@@ -9,20 +9,20 @@ import torch
 from tests.conftest import make_session
 from torch.utils.data import DataLoader
 
+from lfpdistill.commands import distill_run, pretrain_run
+from lfpdistill.config import DistillConfig, TrainConfig
 from lfpdistill.data import WindowDataset, collate_windows, open_store, write_store
-from lfpdistill.distill import (
-    DistillConfig,
+from lfpdistill.errors import CheckpointMismatchError, DataValidationError, LfpDistillError
+from lfpdistill.evaluation import session_latents
+from lfpdistill.models import CKPT_KEY, ModelConfig, NeuralTransformer, load_checkpoint, load_model
+from lfpdistill.training import (
     DistillModule,
     alignment_loss,
     check_teacher_sessions,
+    fit,
     teacher_pca,
     teacher_target_stats,
 )
-from lfpdistill.errors import CheckpointMismatchError, DataValidationError, LfpDistillError
-from lfpdistill.evaluation import session_latents
-from lfpdistill.models import ModelConfig, NeuralTransformer
-from lfpdistill.stages import distill_run, pretrain_run
-from lfpdistill.training import CKPT_KEY, TrainConfig, fit, load_checkpoint, load_model
 
 
 def mcfg(modality, **kw) -> ModelConfig:
@@ -182,7 +182,7 @@ def test_distill_run_end_to_end(store_dir, teacher_run, tmp_path):
 
 def test_lagged_targets_are_the_teacher_latents_shifted_in_time(store_dir, teacher_run, tmp_path,
                                                                   monkeypatch):
-    import lfpdistill.stages as stages
+    import lfpdistill.commands.distill as stages
 
     seen = {}
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from lfpdistill.cli import main
+from lfpdistill.config import load_config
 from lfpdistill.errors import ConfigError
-from lfpdistill.experiment_config import load_config
 
 TINY = {
     "name": "tiny",
@@ -114,27 +114,28 @@ def test_unknown_and_mistyped_keys_rejected(tmp_path, capsys):
 
 
 def test_bad_roles_rejected(tmp_path):
-    from lfpdistill.pipeline import Runner
+    from lfpdistill.study import Cache, Study, prepare_data, resolve_roles
 
     cfg = load_config(write_cfg(tmp_path / "r.yaml", {
         **TINY, "out": str(tmp_path / "o"),
         "data": {**TINY["data"], "simulate": {**TINY["data"]["simulate"], "seconds": 20}},
         "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00"], "heldout": ["sim01"]}}))
-    runner = Runner(cfg)
-    runner.stage_data()
+    study = Study(cfg)
+    store = prepare_data(cfg, study.cache)
     with pytest.raises(ConfigError, match="held-out sessions must be unseen"):
-        runner.resolve_roles()
+        resolve_roles(cfg, store)
+    assert isinstance(study.cache, Cache)
     with pytest.raises(ConfigError, match="unknown stage"):
-        Runner(cfg, from_stage="nope")
+        Study(cfg, from_stage="nope")
 
 
 def test_generalization_mode_a_needs_same_channel_count(tmp_path):
     from tests.conftest import make_session
 
+    from lfpdistill.commands.common import check_as_session
     from lfpdistill.data import write_store
     from lfpdistill.errors import DataValidationError
     from lfpdistill.models import ModelConfig, NeuralTransformer
-    from lfpdistill.stages import check_as_session
 
     a, b = make_session("a", T=1500, C=8), make_session("b", T=1500, C=6)
     write_store([a, b], tmp_path)
@@ -147,7 +148,7 @@ def test_generalization_mode_a_needs_same_channel_count(tmp_path):
 
 
 def test_checks_compare_the_same_decoder_on_latents_and_on_classic_features():
-    from lfpdistill.report import claims
+    from lfpdistill.study.report import claims
 
     def row(ev, grp, model, mean):
         return {"eval": ev, "group": grp, "model": model, "mean": mean, "sd": 0.0, "n": 3}

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
+from lfpdistill.cli.data import register
+from lfpdistill.config import parse_overrides
 from lfpdistill.data import open_store
-from lfpdistill.readers.cli import _parse_sets, register
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures_real import make_odoherty  # noqa: E402
@@ -62,5 +63,5 @@ def test_main_cli_reports_user_errors_in_one_line(tmp_path: Path, capsys) -> Non
 
 
 def test_parse_sets() -> None:
-    assert _parse_sets(["bin_by=unit", "chain.notch_q=25", "lfp=false"]) == {
+    assert parse_overrides(nested=["chain"], items=["bin_by=unit", "chain.notch_q=25", "lfp=false"]) == {
         "bin_by": "unit", "chain": {"notch_q": 25}, "lfp": False}

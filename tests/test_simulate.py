@@ -7,7 +7,7 @@ import pydantic
 import pytest
 from scipy import signal
 
-from lfpdistill.decoders import WienerDecoder, band_power_features, r2_mean
+from lfpdistill.evaluation import WienerDecoder, band_power_features, r2_mean
 from lfpdistill.session import Session
 from lfpdistill.simulate import SimConfig, electrode_grid, simulate_sessions
 

@@ -166,7 +166,8 @@ def test_extend_keeps_existing_rows_bit_identical():
     with torch.no_grad():
         for p in tok.session_emb:
             p.add_(torch.randn_like(p))  # as if trained
-    before = {k: v.clone() for k, v in tok.state_dict().items()}
+    # the weights; the vocabulary (also in the state dict) grows by design
+    before = {k: v.clone() for k, v in tok.state_dict().items() if k != "_extra_state"}
     assert tok.extend({"a": 7, "c": 9, "d": 8}, init_from="b") == ["c", "d"]
     after = tok.state_dict()
     for k, v in before.items():

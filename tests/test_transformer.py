@@ -198,7 +198,7 @@ def test_loss_counts_are_exact_under_bf16_autocast(modality):
     mask[:, :, :3] = True
     mask[0, 0, 0] = False  # 8*60*3*4 - 4 = 5756 masked channels: not representable in bf16
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x, ["s"] * 8, mask=mask)
+        out = model(x, ["s"] * 8, hide=mask)
         loss, stats = masked_loss(out, modality)
     assert stats["n"].item() == 5756
     ref, _ = masked_loss(_with(out, pred=out.pred.float()), modality)
@@ -220,10 +220,10 @@ def test_hidden_inputs_do_not_leak_into_the_output(embedder, modality):
     x = torch.poisson(2 * torch.rand(2, 8, 13))
     widths = torch.tensor([7, 13])
     with torch.no_grad():
-        out = model(x, ["a", "b"], widths, mask=True, generator=torch.Generator().manual_seed(0))
+        out = model.forward_masked(x, ["a", "b"], widths, generator=torch.Generator().manual_seed(0))
         hidden = out.mask[..., None].expand(2, 8, 4, 4).reshape(2, 8, 16)[..., :13]
         x2 = torch.where(hidden, torch.poisson(50 * torch.rand_like(x)), x)
-        out2 = model(x2, ["a", "b"], widths, mask=out.mask)
+        out2 = model(x2, ["a", "b"], widths, hide=out.mask)
     torch.testing.assert_close(out2.pred, out.pred, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out2.latents, out.latents, rtol=1e-5, atol=1e-5)
 
@@ -275,7 +275,7 @@ def test_held_out_latent_is_the_mean_over_the_passes_that_hide_the_bin():
     pats = held_out_patterns(6, 2, 2)
     assert len(pats) == 4 and torch.equal(torch.stack(pats).sum(0), torch.full((6,), 2))
     with torch.no_grad():
-        outs = [model(x, ["s"], mask=p[None, :, None].expand(1, 6, 2), reconstruct=False).latents
+        outs = [model(x, ["s"], hide=p[None, :, None].expand(1, 6, 2), reconstruct=False).latents
                 for p in pats]
     want = sum(o * p[None, :, None] for o, p in zip(outs, pats, strict=True)) / 2
     torch.testing.assert_close(model.encode(x, ["s"]), want, rtol=1e-5, atol=1e-6)
@@ -285,12 +285,12 @@ def test_forward_mask_argument_forms():
     torch.manual_seed(0)
     model = NeuralTransformer(cfg(), {"s": 8}).eval()
     x = torch.randn(1, 4, 8)
-    assert model(x, ["s"], mask=False).mask is None
-    sampled = model(x, ["s"], mask=True).mask
+    assert model(x, ["s"]).mask is None
+    sampled = model.forward_masked(x, ["s"]).mask
     assert sampled.shape == (1, 4, 2) and sampled.any() and not sampled.all()
     given = torch.zeros(1, 4, 2, dtype=torch.bool)
     given[0, 1, 1] = True
-    assert torch.equal(model(x, ["s"], mask=given).mask, given)
+    assert torch.equal(model(x, ["s"], hide=given).mask, given)
 
 
 def test_tiny_lfp_mae_overfits_a_tiny_batch():
@@ -298,11 +298,11 @@ def test_tiny_lfp_mae_overfits_a_tiny_batch():
     model = NeuralTransformer(cfg(d_model=32, n_layers=2, mask_ratio=0.3, mask_mode="random"),
                               {"s": 8})
     x = torch.randn(4, 20, 8, generator=torch.Generator().manual_seed(0))
-    mask = model(x, ["s"] * 4, mask=True, generator=torch.Generator().manual_seed(0)).mask
+    mask = model.forward_masked(x, ["s"] * 4, generator=torch.Generator().manual_seed(0)).mask
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(150):
-        loss, _ = masked_loss(model(x, ["s"] * 4, mask=mask), "lfp")
+        loss, _ = masked_loss(model(x, ["s"] * 4, hide=mask), "lfp")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -318,13 +318,13 @@ def test_tiny_spike_mae_overfits_a_tiny_batch():
                                   mask_mode="random"), {"s": 8})
     g = torch.Generator().manual_seed(0)
     x = torch.poisson(3 * torch.rand(4, 20, 8, generator=g), generator=g)
-    mask = model(x, ["s"] * 4, mask=True, generator=torch.Generator().manual_seed(0)).mask
+    mask = model.forward_masked(x, ["s"] * 4, generator=torch.Generator().manual_seed(0)).mask
     sel = mask[..., None].expand(4, 20, 2, 4).reshape(4, 20, 8)
     y = x[sel]
     floor = (y - torch.xlogy(y, y)).mean().item()  # NLL of the perfect rate (= the counts)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for step in range(150):
-        loss, _ = masked_loss(model(x, ["s"] * 4, mask=mask), "spikes")
+        loss, _ = masked_loss(model(x, ["s"] * 4, hide=mask), "spikes")
         if step == 0:
             first = loss.item()
         opt.zero_grad()
@@ -339,8 +339,8 @@ def test_keep_ratio_leaves_some_scored_tokens_visible():
     x = torch.randn(4, 20, 8)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        out = model(x, ["a"] * 4, mask=True, generator=g)
+        out = model.forward_masked(x, ["a"] * 4, generator=g)
         # a scored token whose input changes changes the output only if it was kept visible
         x2 = x + 100 * out.mask[..., None].expand(4, 20, 2, 4).reshape(4, 20, 8)
-        out2 = model(x2, ["a"] * 4, mask=True, generator=torch.Generator().manual_seed(0))
+        out2 = model.forward_masked(x2, ["a"] * 4, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(out2.latents, out.latents)

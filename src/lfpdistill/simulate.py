@@ -1,4 +1,4 @@
-"""Built-in simulator of paired spike / LFP / behaviour recordings (DESIGN.md section 3).
+"""Built-in simulator of paired spike / LFP / behaviour recordings (docs/simulator.md).
 
 Real data cannot be downloaded in CI, so this is the default dataset. It reproduces the problem
 the paper solves: spikes decode hand velocity well, a linear read-out of the 0-50 Hz LFP decodes
@@ -49,20 +49,16 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Literal
 
 import numpy as np
-import pydantic
-from pydantic import Field
 from scipy import signal
 
+from .config import LATENT_NAMES_KINEMATIC, SimConfig, SimLfpConfig
 from .session import Session, make_segments
 
 __all__ = ["LATENT_NAMES_KINEMATIC", "SimConfig", "SimLfpConfig", "electrode_grid",
            "simulate_sessions"]
 
-#: Kinematic latent columns (always first), then ``rot1, rot2`` and ``slow0..``.
-LATENT_NAMES_KINEMATIC: tuple[str, ...] = ("vx", "vy", "speed", "ax", "ay")
 _V_REF = 10.0  # cm/s per latent unit (velocity, speed)
 _A_REF = 100.0  # cm/s^2 per latent unit (acceleration)
 _PITCH_MM = 0.4
@@ -76,139 +72,6 @@ _BLOCK = 8  # channels per block for channel-local noise components
 # random stream ids (np.random.default_rng([seed, session, stream]))
 _S_POP, _S_UNITS, _S_BEHAV, _S_LAT, _S_SPIKE, _S_TUNE = 1, 2, 3, 4, 5, 6
 _S_LFPSLOW, _S_LFPNOISE = 7, 8
-
-
-class SimLfpConfig(pydantic.BaseModel, extra="forbid"):
-    """LFP mixture of the simulator. Amplitudes are standard deviations (arbitrary uV-like
-    units) of each component over 0-50 Hz at one electrode, before CAR and z-scoring, so only
-    their ratios matter."""
-
-    lmp: float = Field(0.08, ge=0, description="Local motor potential (kinematic, < lmp_hz).")
-    lmp_hz: float = Field(4.0, gt=0, le=10, description="Low-pass of the LMP (Hz).")
-    lmp_length_mm: float = Field(1.5, gt=0, description="Spatial scale of the LMP loadings.")
-    lmp_speed_weight: float = Field(
-        1.0, ge=0, description="Weight of speed (movement-related, non-directional potential) "
-                               "relative to velocity and acceleration in the LMP.")
-    spiking: float = Field(0.15, ge=0, description="Aggregate local spiking (per relative rate).")
-    kernel_sigma_mm: float = Field(0.3, gt=0, description="Distance kernel of local spiking.")
-    synaptic_tau_s: float = Field(0.015, gt=0, le=0.1, description="Synaptic filter (s).")
-    beta: float = Field(1.0, ge=0, description="Beta travelling wave (baseline amplitude).")
-    beta_hz: float = Field(20.0, gt=5, lt=40, description="Beta centre frequency (Hz).")
-    beta_suppression: tuple[float, float] = Field(
-        (0.4, 0.7), description="Range of the fractional beta drop around movement (per session).")
-    beta_width_hz: float = Field(1.5, gt=0, le=10, description="Beta line half-width (Hz).")
-    beta_speed_sat_cm_s: float = Field(
-        10.0, gt=0, description="Hand speed at which the beta suppression is complete (cm/s).")
-    beta_lead_s: float = Field(0.2, ge=0, le=1, description="Beta drops this long before onset.")
-    beta_speed_cm_s: tuple[float, float] = Field(
-        (10.0, 35.0), description="Range of the travelling-wave speed (cm/s, per session).")
-    broadband: float = Field(0.3, ge=0, description="Firing-modulated broadband noise (>hp).")
-    broadband_hp_hz: float = Field(15.0, gt=0, lt=45, description="Broadband noise high-pass.")
-    broadband_gain: float = Field(1.5, ge=0, description="Exponent of rate in its amplitude.")
-    background: float = Field(1.0, ge=0, description="1/f background.")
-    exponent: float = Field(2.0, gt=0, le=4, description="1/f exponent.")
-    knee_hz: tuple[float, float] = Field((5.0, 20.0), description="Range of the 1/f knee (Hz).")
-    corr_length_mm: tuple[float, float] = Field(
-        (1.0, 2.0), description="Range of the background's spatial correlation length (mm).")
-    corr_fraction: float = Field(0.7, ge=0, le=1,
-                                 description="Spatially correlated share of the background.")
-    common: float = Field(1.0, ge=0, description="Common mode (shared by all electrodes).")
-    line: float = Field(2.0, ge=0, description="Line noise (raw path only).")
-    white: float = Field(0.2, ge=0, description="White (amplifier) noise.")
-    gain_jitter: float = Field(0.1, ge=0, lt=0.5, description="Electrode gain spread (fraction).")
-
-    @pydantic.field_validator("beta_suppression", "beta_speed_cm_s", "knee_hz", "corr_length_mm")
-    @classmethod
-    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not (0 <= v[0] <= v[1]):
-            raise ValueError(f"range {v} must satisfy 0 <= low <= high")
-        return v
-
-    @pydantic.model_validator(mode="after")
-    def _check(self) -> SimLfpConfig:
-        if self.beta_suppression[1] > 1:
-            raise ValueError("beta_suppression must lie in [0, 1]")
-        if self.knee_hz[0] <= 0 or self.corr_length_mm[0] <= 0 or self.beta_speed_cm_s[0] <= 0:
-            raise ValueError("knee_hz, corr_length_mm and beta_speed_cm_s must be positive")
-        return self
-
-
-class SimConfig(pydantic.BaseModel, extra="forbid"):
-    """Configuration of :func:`simulate_sessions` (validated; defaults are the calibrated
-    simulator, see docs/simulator.md)."""
-
-    n_sessions: int = Field(8, ge=1, le=1000, description="Number of sessions.")
-    seconds: float = Field(300.0, ge=2.0, le=36000.0, description="Duration of each session.")
-    seed: int = Field(0, ge=0, description="Master seed; same config -> identical arrays.")
-    task: Literal["random_target", "center_out"] = Field(
-        "random_target", description="Reaching task.")
-    n_channels: int = Field(96, ge=2, le=1024,
-                            description="Electrodes (96: 10x10 grid, 400 um pitch, no corners).")
-    units_min: int = Field(100, ge=1, description="Fewest recorded units in a session.")
-    units_max: int = Field(200, ge=1, description="Most recorded units in a session.")
-    bin_size: float = Field(0.01, gt=0, le=0.01, description="Bin size (s); <= 10 ms.")
-    path: Literal["fast", "raw"] = Field(
-        "fast", description="'fast': synthesise processed LFP; 'raw': broadband + real chain.")
-    raw_fs: float = Field(1000.0, ge=1000.0, le=50000.0, description="Raw path sample rate.")
-    degradation: float = Field(
-        0.0, ge=0.0, lt=0.5,
-        description="Per session index, unit yield and tuning depth shrink by (1-degradation).")
-    line_freq: float = Field(60.0, gt=0, description="Line frequency (raw path), Hz.")
-    n_hidden: int = Field(2500, ge=50, le=50000, description="Hidden neurons on the footprint.")
-    unit_turnover: float = Field(0.2, ge=0.0, lt=0.5,
-                                 description="Fraction of units replaced between sessions.")
-    tuning_drift_deg: float = Field(8.0, ge=0, le=90,
-                                    description="Preferred-direction jitter per session (deg).")
-    tuning_depth: tuple[float, float] = Field(
-        (0.1, 0.5), description="Range of cosine tuning depth (log-rate per 10 cm/s).")
-    speed_gain: float = Field(0.15, description="Mean log-rate gain on speed (per 10 cm/s).")
-    slow_loading: float = Field(0.6, ge=0, description="Std of loadings on the slow latents.")
-    pd_clustering: float = Field(
-        1.5, ge=0, description="Von Mises concentration of preferred directions around the "
-                               "smooth spatial map (0: no clustering).")
-    private_noise: float = Field(
-        0.9, ge=0, le=2, description="Std of each recorded unit's private log-rate noise "
-                                     "(Ornstein-Uhlenbeck, private_tau_s): over-dispersion.")
-    private_tau_s: float = Field(0.05, gt=0, le=2, description="Private noise time constant.")
-    baseline_rate_hz: float = Field(8.0, gt=0, le=100, description="Median baseline rate (Hz).")
-    max_rate_hz: float = Field(200.0, gt=0, description="Rates are clipped here (Hz).")
-    lead_s: float = Field(0.1, ge=0, le=0.5, description="Latents lead behaviour by this (s).")
-    n_slow_latents: int = Field(4, ge=0, le=32, description="Behaviour-irrelevant latents.")
-    workspace_cm: float = Field(16.0, gt=0, description="Side of the random-target square (cm).")
-    center_out_radius_cm: float = Field(8.0, gt=0, description="Center-out target radius (cm).")
-    velocity_noise_cm_s: float = Field(1.0, ge=0, description="Slow velocity noise std (cm/s).")
-    segment_s: float | None = Field(
-        5.0, gt=0, description="Split segment length (s) for Session.segments; None: no split.")
-    lfp: SimLfpConfig = Field(default_factory=SimLfpConfig, description="LFP mixture.")
-
-    @pydantic.model_validator(mode="after")
-    def _check(self) -> SimConfig:
-        if self.units_min > self.units_max:
-            raise ValueError(f"units_min ({self.units_min}) must be <= units_max "
-                             f"({self.units_max})")
-        if self.units_max > self.n_hidden // 2:
-            raise ValueError(f"units_max ({self.units_max}) must be <= n_hidden/2 "
-                             f"({self.n_hidden // 2})")
-        lo, hi = self.tuning_depth
-        if not 0 <= lo <= hi:
-            raise ValueError(f"tuning_depth {self.tuning_depth} must satisfy 0 <= low <= high")
-        if self.segment_s is not None and self.segment_s * 3 > self.seconds:
-            raise ValueError(f"segment_s ({self.segment_s}) leaves fewer than 3 segments in "
-                             f"{self.seconds} s; shorten it or set it to None")
-        if self.path == "raw" and self.line_freq <= 50.0:
-            raise ValueError("line_freq must be above 50 Hz (the LFP band)")
-        return self
-
-    @property
-    def n_bins(self) -> int:
-        """Bins per session."""
-        return int(math.floor(self.seconds / self.bin_size + 1e-9))
-
-    @property
-    def latent_names(self) -> list[str]:
-        """Column names of ``Session.latents``."""
-        return [*LATENT_NAMES_KINEMATIC, "rot1", "rot2",
-                *(f"slow{i}" for i in range(self.n_slow_latents))]
 
 
 # ---------------------------------------------------------------------------------- geometry

@@ -10,14 +10,15 @@ without touching the existing rows.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from ..config import ModelConfig
 from ..errors import CheckpointMismatchError, ConfigError
-from .config import ModelConfig
 
 
 def n_patches(n_channels: int, patch_size: int) -> int:
@@ -27,6 +28,11 @@ def n_patches(n_channels: int, patch_size: int) -> int:
     (6, 7, 1)
     """
     return math.ceil(n_channels / patch_size)
+
+
+def stored_vocab(state: torch.Tensor) -> dict[str, int]:
+    """The session vocabulary (name -> channel count, in order) from a tokenizer's extra state."""
+    return {str(k): int(v) for k, v in json.loads(bytes(state.tolist()).decode()).items()}
 
 
 class PatchTokenizer(nn.Module):
@@ -60,6 +66,19 @@ class PatchTokenizer(nn.Module):
     def vocab(self) -> dict[str, int]:
         """Session name -> channel count, in vocabulary order."""
         return {n: self.n_channels[n] for n in self.names}
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The vocabulary travels in the state dict (``tokenizer._extra_state``), so a
+        checkpoint's weights say which session each embedding row belongs to. It is stored as a
+        tensor (UTF-8 JSON bytes) so that every state-dict entry stays a tensor."""
+        return torch.tensor(list(json.dumps(self.vocab()).encode()), dtype=torch.uint8)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        vocab = stored_vocab(state)
+        if vocab != self.vocab():
+            raise CheckpointMismatchError(
+                f"the weights belong to sessions {', '.join(vocab)} but the model was built for "
+                f"{', '.join(self.vocab())}; build it from the checkpoint (lfpdistill's load_model)")
 
     def extend(self, sessions: dict[str, int], init_from: str | None = None) -> list[str]:
         """Add sessions (name -> channel count) not yet known; return the names added.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from ..config import ModelConfig
 from .encoder import Encoder
 from .tokenizer import PatchTokenizer, n_patches
 
@@ -28,7 +28,7 @@ class ModelOutput:
     patches: torch.Tensor      # [B, T, Np, P] inputs cut into patches
     chan_valid: torch.Tensor   # [B, Np, P]
     patch_valid: torch.Tensor  # [B, Np]
-    mask: torch.Tensor | None  # [B, T, Np] True where hidden
+    mask: torch.Tensor | None  # [B, T, Np] True where scored by the reconstruction loss
 
 
 def make_mask(mode: str, ratio: float, B: int, T: int, npatch: int, patch_valid: torch.Tensor,
@@ -72,7 +72,7 @@ def make_mask(mode: str, ratio: float, B: int, T: int, npatch: int, patch_valid:
 
 
 class NeuralTransformer(nn.Module):
-    """Tokenizer + encoder + reconstruction head for one modality."""
+    """Tokenizer + encoder + masked-reconstruction branch for one modality."""
 
     def __init__(self, cfg: ModelConfig, sessions: dict[str, int]):
         super().__init__()
@@ -82,21 +82,23 @@ class NeuralTransformer(nn.Module):
         self.encoder = Encoder(cfg.d_model, cfg.n_layers, cfg.n_heads,
                                int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base,
                                cfg.attn_dropout)
-        # reconstruction decoder: the encoder's outputs (the latents) must carry what the decoder
-        # needs to fill in the hidden tokens, so visible tokens' outputs are trained too
-        self.decoder = (Encoder(cfg.d_model, cfg.decoder_layers, cfg.n_heads,
-                                int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base)
-                        if cfg.decoder_layers > 0 else None)
+        # reconstruction branch (masked autoencoding only; never a decoder of behaviour): the
+        # encoder's outputs (the latents) must carry what it needs to fill in the hidden tokens,
+        # so visible tokens' outputs are trained too
+        self.recon_blocks = (Encoder(cfg.d_model, cfg.recon_layers, cfg.n_heads,
+                                     int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base)
+                             if cfg.recon_layers > 0 else None)
         if cfg.recon_from == "latent":
             # reconstruction from the pooled per-timestep latent (+ the patch's session
             # embedding): the latent must hold the population state of its time bin
-            self.head: nn.Module = nn.Sequential(
+            self.recon_head: nn.Module = nn.Sequential(
                 nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.patch_size))
         else:
-            self.head = nn.Linear(cfg.d_model, cfg.patch_size)
+            self.recon_head = nn.Linear(cfg.d_model, cfg.patch_size)
         if cfg.modality == "spikes":
             # start near a typical rate (~10 Hz at 10 ms bins) instead of e^0 = 1 spike per bin
-            last = self.head[-1] if isinstance(self.head, nn.Sequential) else self.head
+            last = (self.recon_head[-1] if isinstance(self.recon_head, nn.Sequential)
+                    else self.recon_head)
             nn.init.constant_(last.bias, -2.3)
 
     @property
@@ -106,31 +108,47 @@ class NeuralTransformer(nn.Module):
     def vocab(self) -> dict[str, int]:
         return self.tokenizer.vocab()
 
-    def forward(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None,
-                mask: torch.Tensor | bool | None = None,
-                generator: torch.Generator | None = None, reconstruct: bool = True) -> ModelOutput:
-        """Encode ``x [B, T, C]``.
+    def with_readout(self, readout: str) -> None:
+        """Set how frozen latents are read out (``visible`` or ``held_out``), in the one config
+        object that the model and its tokenizer share."""
+        self.cfg = self.cfg.model_copy(update={"readout": readout})
+        self.tokenizer.cfg = self.cfg
 
-        ``mask``: None (no masking: inference), True (sample a mask from the config), or a
-        ``[B, T, Np]`` boolean tensor. ``reconstruct=False`` skips the decoder (``pred`` None).
+    def forward(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None,
+                hide: torch.Tensor | None = None, reconstruct: bool = True) -> ModelOutput:
+        """Encode ``x [B, T, C]`` of the named ``sessions`` (``widths``: valid channels per row).
+
+        ``hide`` (``[B, T, Np]`` bool, optional): tokens replaced by the mask token; they are
+        also the tokens ``output.mask`` marks for the reconstruction loss. ``None``: nothing
+        hidden (inference). ``reconstruct=False`` skips the reconstruction branch (``pred`` None).
+        For a masked-autoencoding training pass use :meth:`forward_masked`.
         """
         patches, chan_valid, patch_valid = self.tokenizer.prepare(x, sessions, widths)
+        return self._encode(patches, chan_valid, patch_valid, sessions, hide, hide, reconstruct)
+
+    def forward_masked(self, x: torch.Tensor, sessions: Sequence[str],
+                       widths: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                       reconstruct: bool = True) -> ModelOutput:
+        """A masked-autoencoding pass: sample the scored tokens with the config's ``mask_mode``
+        and ``mask_ratio``; hide all of them except ``keep_ratio`` (BERT-style, so the outputs
+        at visible tokens must also be good estimates, not copies of their inputs)."""
+        patches, chan_valid, patch_valid = self.tokenizer.prepare(x, sessions, widths)
+        B, T, npatch = patches.shape[:3]
+        cfg = self.cfg
+        scored = make_mask(cfg.mask_mode, cfg.mask_ratio, B, T, npatch, patch_valid, cfg.span_bins,
+                           generator)
+        hide = scored
+        if cfg.keep_ratio > 0:
+            u = torch.rand(scored.shape, generator=generator, device="cpu").to(scored.device)
+            hide = scored & (u >= cfg.keep_ratio)
+        return self._encode(patches, chan_valid, patch_valid, sessions, hide, scored, reconstruct)
+
+    def _encode(self, patches: torch.Tensor, chan_valid: torch.Tensor, patch_valid: torch.Tensor,
+                sessions: Sequence[str], hide: torch.Tensor | None, scored: torch.Tensor | None,
+                reconstruct: bool) -> ModelOutput:
         B, T, npatch = patches.shape[:3]
         d = self.cfg.d_model
-        hide = None
-        if mask is True:
-            mask = make_mask(self.cfg.mask_mode, self.cfg.mask_ratio, B, T, npatch, patch_valid,
-                             self.cfg.span_bins, generator)
-            hide = mask
-            if self.cfg.keep_ratio > 0:
-                # BERT-style: some scored tokens stay visible, so the outputs at visible tokens
-                # must also be good estimates (denoised), not copies of their inputs
-                u = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
-                hide = mask & (u >= self.cfg.keep_ratio)
-        elif mask is False:
-            mask = None
-        elif mask is not None:
-            hide = mask
+        dev = patches.device
         if hide is not None and self.cfg.embedder == "filterbank":
             # temporal filters would carry the hidden values into visible neighbouring tokens:
             # embed with the hidden channels zeroed
@@ -138,9 +156,9 @@ class NeuralTransformer(nn.Module):
         else:
             tokens = self.tokenizer.tokens(patches, chan_valid, sessions)
         if hide is not None:
-            sess = self.tokenizer.session_embedding(sessions, npatch, x.device)[:, None]
+            sess = self.tokenizer.session_embedding(sessions, npatch, dev)[:, None]
             tokens = torch.where(hide[..., None], self.mask_token + sess, tokens)
-        positions = torch.arange(T, device=x.device, dtype=torch.float32)
+        positions = torch.arange(T, device=dev, dtype=torch.float32)
         positions = positions[None, :, None].expand(B, T, npatch).reshape(B, T * npatch)
         key_valid = patch_valid[:, None, :].expand(B, T, npatch).reshape(B, T * npatch)
         flat = self.encoder(tokens.reshape(B, T * npatch, d), positions, key_valid)
@@ -150,14 +168,15 @@ class NeuralTransformer(nn.Module):
         pred = None
         if reconstruct:
             if self.cfg.recon_from == "latent":
-                sess = self.tokenizer.session_embedding(sessions, npatch, x.device)
-                dec = latents[:, :, None, :] + sess[:, None]
+                sess = self.tokenizer.session_embedding(sessions, npatch, dev)
+                rec = latents[:, :, None, :] + sess[:, None]
             else:
-                dec = flat if self.decoder is None else self.decoder(flat, positions, key_valid)
-                dec = dec.view(B, T, npatch, d)
-            pred = self.head(dec)
-            pred = pred + self.tokenizer.output_bias(sessions, npatch, x.device)[:, None]
-        return ModelOutput(latents, out, pred, patches, chan_valid, patch_valid, mask)
+                rec = (flat if self.recon_blocks is None
+                       else self.recon_blocks(flat, positions, key_valid))
+                rec = rec.view(B, T, npatch, d)
+            pred = self.recon_head(rec)
+            pred = pred + self.tokenizer.output_bias(sessions, npatch, dev)[:, None]
+        return ModelOutput(latents, out, pred, patches, chan_valid, patch_valid, scored)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, sessions: Sequence[str],
@@ -172,7 +191,7 @@ class NeuralTransformer(nn.Module):
         readout = readout or self.cfg.readout
         T = x.shape[1]
         if readout == "visible" or T < 2:
-            return self.forward(x, sessions, widths, mask=None, reconstruct=False).latents
+            return self.forward(x, sessions, widths, reconstruct=False).latents
         if readout != "held_out":
             raise ValueError(f"unknown readout '{readout}'")
         npatch = n_patches(x.shape[2], self.cfg.patch_size)
@@ -180,7 +199,7 @@ class NeuralTransformer(nn.Module):
         count = torch.zeros(T, device=x.device)
         for sel in held_out_patterns(T, self.cfg.readout_block, self.cfg.readout_shifts, x.device):
             hide = sel[None, :, None].expand(x.shape[0], T, npatch)
-            lat = self.forward(x, sessions, widths, mask=hide, reconstruct=False).latents
+            lat = self.forward(x, sessions, widths, hide=hide, reconstruct=False).latents
             acc = torch.zeros_like(lat) if acc is None else acc
             acc[:, sel] += lat[:, sel]
             count += sel

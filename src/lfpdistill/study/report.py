@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from .data import write_json_atomic  # noqa: E402
-from .data.store import atomic_path  # noqa: E402
+from ..data import write_json_atomic  # noqa: E402
+from ..data.store import atomic_path  # noqa: E402
 
 LABELS = {
     "teacher": "Teacher (spikes)",

@@ -10,44 +10,17 @@ exactly the same bins.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from .errors import DataValidationError
-from .models import NeuralTransformer, masked_loss
-from .training import BaseModule, TrainConfig, batch_input, model_meta
-
-
-class DistillConfig(BaseModel):
-    """Options of the distillation objective."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    align_loss: Literal["mse", "cosine", "mse+cosine"] = Field(
-        "mse", description="alignment between (projected) student and normalised teacher latents")
-    target_norm: Literal["standardize", "layernorm", "none"] = Field(
-        "none", description="teacher latent normalisation: per-dimension z-score with "
-        "training-set statistics, per-timestep layer norm, or none (keeps the teacher's own "
-        "variance weighting: low-variance, mostly-noise dimensions do not dominate; see "
-        "docs/experiments.md)")
-    projection: Literal["none", "linear", "mlp"] = Field(
-        "linear", description="head from student latent to teacher latent space")
-    target_pcs: int = Field(0, ge=0, description="align only the top-k principal components of the "
-                            "teacher latents (fit on the training bins of the distillation sessions): "
-                            "the population state shared by many units, without the teacher's "
-                            "low-variance dimensions that LFP cannot predict; 0 keeps every dimension")
-    target_lag_s: float = Field(0.0, ge=0, le=1.0, description="align the student at bin t to the "
-                                "teacher latent at t - lag: the population state that drives the "
-                                "movement at t (motor cortex leads the hand by ~100 ms); needs "
-                                "cache_teacher")
-    w_align: float = Field(1.0, ge=0)
-    w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
-    cache_teacher: bool = Field(True, description="compute teacher latents once per session")
+from ..config import DistillConfig, TrainConfig
+from ..errors import DataValidationError
+from ..models import NeuralTransformer, masked_loss, model_meta
+from .base import BaseModule, batch_input
 
 
 def alignment_loss(student: torch.Tensor, target: torch.Tensor, kind: str,
@@ -158,12 +131,12 @@ class DistillModule(BaseModule):
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x, widths = batch_input(batch, "lfp")
         target = self.normalise(self.teacher_latents(batch))
-        out = self.model(x, batch["session"], widths, mask=None, reconstruct=False)
+        out = self.model(x, batch["session"], widths, reconstruct=False)
         align = alignment_loss(self.proj(out.latents).float(), target, self.dcfg.align_loss)
         total = self.dcfg.w_align * align
         res = {"align": align}
         if self.dcfg.w_mae > 0:
-            mae, _ = masked_loss(self.model(x, batch["session"], widths, mask=True), "lfp")
+            mae, _ = masked_loss(self.model.forward_masked(x, batch["session"], widths), "lfp")
             total = total + self.dcfg.w_mae * mae
             res["mae"] = mae
         res["loss"] = total

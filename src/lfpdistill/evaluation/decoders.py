@@ -1,225 +1,32 @@
-"""Classic velocity decoders and LFP features (numpy in, numpy out).
+"""The classic velocity decoders a neuroscientist reaches for first (numpy in, numpy out).
 
-The decoders a neuroscientist reaches for first, used for simulator calibration and as the
-"classic" baselines of the experiment report (DESIGN.md section 1.6):
-
-- :func:`band_power_features` -- per channel local motor potential (LMP) and log band power;
 - :class:`WienerDecoder` -- ridge regression on causally lagged features (a Wiener filter),
-  regularisation chosen by cross-validation on the training bins only;
+  the penalty chosen by contiguous cross-validation on the training bins only;
 - :class:`KalmanDecoder` -- linear-Gaussian Kalman filter with velocity as the state;
-- :func:`fit_predict` -- fit on one mask, predict another, report R^2.
+- :func:`fit_predict` -- fit on one mask, predict another, report R².
 
-Conventions
------------
-Arrays are time-major: features ``X`` ``[T, F]``, targets ``Y`` ``[T, D]`` (velocity: ``D = 2``).
-Masks are boolean ``[T]`` arrays such as ``Session.split_mask("train")``. A mask usually has
-several *runs* (maximal stretches of consecutive ``True`` bins, e.g. 5 s segments). Decoders treat
-every run as its own recording: lags are zero-padded and the Kalman filter restarts at the start
-of each run, so no prediction uses features from outside its run and nothing outside the training
-mask (features or targets) enters the fit. (Features themselves, e.g. causal band power, are
-computed by the caller on the whole recording; they only ever look backwards in time.)
+Decoders treat every run of a mask as its own recording (:mod:`.features`): lags are zero-padded
+and the Kalman filter restarts at the start of each run, so no prediction uses features from
+outside its run and nothing outside the training mask (features or targets) enters the fit.
+(Features themselves, e.g. causal band power, are computed by the caller on the whole recording;
+they only ever look backwards in time.) The same :class:`WienerDecoder` reads frozen latents in
+:mod:`.probes`: the decoder-matched comparison with hand-made features.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import numpy as np
-from scipy import linalg, signal
-from sklearn.metrics import r2_score
+from scipy import linalg
 
-from .errors import ConfigError, DataValidationError
+from ..errors import ConfigError, DataValidationError
+from .features import check_mask, lagged_runs, mask_runs
+from .metrics import r2_mean
 
-if TYPE_CHECKING:
-    from .session import Session
-
-__all__ = [
-    "classic_decoders",
-    "DEFAULT_ALPHAS",
-    "DEFAULT_BANDS",
-    "KalmanDecoder",
-    "WienerDecoder",
-    "band_power_feature_names",
-    "band_power_features",
-    "fit_predict",
-    "lagged",
-    "lagged_runs",
-    "mask_runs",
-    "r2_mean",
-]
-
-#: Default log band-power bands in Hz (theta, alpha/mu, beta, low gamma).
-DEFAULT_BANDS: tuple[tuple[float, float], ...] = ((4.0, 8.0), (8.0, 13.0), (13.0, 30.0),
-                                                  (30.0, 50.0))
 #: Default ridge penalties, as multiples of the number of training rows (features standardised).
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 2, 13))
-
-
-# ------------------------------------------------------------------------------ metrics, lags
-def r2_mean(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Coefficient of determination averaged over the columns (e.g. x and y velocity).
-
-    >>> y = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
-    >>> r2_mean(y, y)
-    1.0
-    >>> round(r2_mean(y, np.zeros_like(y) + y.mean(axis=0)), 6)
-    0.0
-    """
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    if y_true.shape != y_pred.shape:
-        raise DataValidationError(
-            f"r2_mean: y_true has shape {list(y_true.shape)} but y_pred has {list(y_pred.shape)}"
-        )
-    if y_true.ndim == 1:
-        y_true, y_pred = y_true[:, None], y_pred[:, None]
-    return float(r2_score(y_true, y_pred, multioutput="uniform_average"))
-
-
-def lagged(X: np.ndarray, n_lags: int = 10, lag_step: int = 2, integrate: bool = False
-           ) -> np.ndarray:
-    """Causal lagged copies of ``X`` ``[T, F]`` -> ``[T, n_lags * F]``.
-
-    Block ``j`` (columns ``j*F:(j+1)*F``) holds ``X[t - j*lag_step]`` -- the current bin and
-    ``n_lags - 1`` earlier ones, ``lag_step`` bins apart (20 ms at 10 ms bins) -- zero before
-    the start. With ``integrate=True`` block ``j`` holds the *sum* of the ``lag_step`` bins
-    ``t - j*lag_step - lag_step + 1 .. t - j*lag_step`` instead (spike counts re-binned causally
-    into ``lag_step``-bin windows, so every bin of the history is used once).
-
-    >>> lagged(np.arange(5.0)[:, None], n_lags=3, lag_step=1)[:, :].tolist()
-    [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 1.0, 0.0], [3.0, 2.0, 1.0], [4.0, 3.0, 2.0]]
-    """
-    X = np.asarray(X)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2:
-        raise DataValidationError(f"lagged: X has shape {list(X.shape)}; expected [T, F]")
-    if n_lags < 1 or lag_step < 1:
-        raise ConfigError(f"lagged: n_lags={n_lags} and lag_step={lag_step} must be >= 1")
-    dtype = np.result_type(X.dtype, np.float32)
-    T, F = X.shape
-    base = X.astype(dtype, copy=False)
-    if integrate and lag_step > 1:
-        c = np.cumsum(base, axis=0, dtype=np.float64)
-        s = c.copy()
-        s[lag_step:] -= c[:-lag_step]
-        base = s.astype(dtype)
-    out = np.zeros((T, n_lags * F), dtype=dtype)
-    for j in range(n_lags):
-        d = j * lag_step
-        if d < T:
-            out[d:, j * F:(j + 1) * F] = base[: T - d]
-    return out
-
-
-def mask_runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the maximal runs of ``True`` in a boolean ``[T]`` mask.
-
-    >>> mask_runs(np.array([0, 1, 1, 0, 1], dtype=bool))
-    [(1, 3), (4, 5)]
-    """
-    m = np.asarray(mask, dtype=bool).astype(np.int8)
-    d = np.diff(np.r_[0, m, 0])
-    starts = np.flatnonzero(d == 1)
-    stops = np.flatnonzero(d == -1)
-    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
-
-
-def lagged_runs(X: np.ndarray, mask: np.ndarray | None, n_lags: int = 10, lag_step: int = 2,
-                integrate: bool = False) -> np.ndarray:
-    """:func:`lagged` applied inside every run of ``mask``; rows of the masked bins only.
-
-    Lags never reach outside a run (they are zero-padded at each run start), so the rows of
-    one split never see another split's features. ``mask=None`` means the whole recording.
-    """
-    X = np.asarray(X)
-    if X.ndim == 1:
-        X = X[:, None]
-    if mask is None:
-        return lagged(X, n_lags, lag_step, integrate)
-    mask = _check_mask(mask, X.shape[0], "mask")
-    parts = [lagged(X[a:b], n_lags, lag_step, integrate) for a, b in mask_runs(mask)]
-    if not parts:
-        return np.zeros((0, n_lags * X.shape[1]), dtype=np.result_type(X.dtype, np.float32))
-    return np.concatenate(parts, axis=0)
-
-
-# ---------------------------------------------------------------------------------- features
-def band_power_features(lfp: np.ndarray, fs: float = 100.0,
-                        bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
-                        lmp_hz: float = 4.0, smooth_s: float = 0.1, order: int = 4
-                        ) -> np.ndarray:
-    """Classic LFP features: local motor potential and log band power, per channel.
-
-    All filters are **causal** (``sosfilt``, Butterworth of ``order``; started from rest), so a
-    feature at bin ``t`` depends only on the LFP up to ``t`` -- the features are honest inputs
-    for an online-style decoder, at the price of the filters' group delay (tens of ms).
-
-    - LMP: the LFP low-passed at ``lmp_hz`` (order 2, to keep its delay short).
-    - Band power: band-pass (``sosfilt``), square, causal moving average over ``smooth_s``,
-      natural log (of ``max(p, 1e-30)``, so a flat channel stays finite).
-      A band whose upper edge reaches 95 % of the Nyquist frequency ``fs/2`` becomes a
-      *high-pass* at its lower edge (at ``fs = 100`` Hz the 30-50 Hz band is 30 Hz to Nyquist).
-
-    Returns ``[T, C * (1 + len(bands))]`` float32 ordered feature-major: columns ``0:C`` are
-    the LMP of channels 0..C-1, then ``C`` columns per band in the order given (see
-    :func:`band_power_feature_names`).
-    """
-    x = np.asarray(lfp, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise DataValidationError(f"band_power_features: lfp has shape {list(x.shape)}; "
-                                  "expected [T, C]")
-    nyq = fs / 2.0
-    if not 0 < lmp_hz < nyq:
-        raise ConfigError(f"lmp_hz {lmp_hz} must be in (0, {nyq:g}) Hz at fs={fs:g} Hz")
-    T, C = x.shape
-    out = np.empty((T, C * (1 + len(bands))), dtype=np.float32)
-    sos = signal.butter(2, lmp_hz, "low", fs=fs, output="sos")
-    out[:, :C] = signal.sosfilt(sos, x, axis=0)
-    win = max(1, int(round(smooth_s * fs)))
-    for i, (lo, hi) in enumerate(bands):
-        if not 0 < lo < hi:
-            raise ConfigError(f"band ({lo}, {hi}) Hz is invalid; expected 0 < low < high")
-        if lo >= 0.95 * nyq:
-            raise ConfigError(f"band ({lo}, {hi}) Hz starts at or above Nyquist ({nyq:g} Hz)")
-        if hi >= 0.95 * nyq:
-            sos = signal.butter(order, lo, "high", fs=fs, output="sos")
-        else:
-            sos = signal.butter(order, (lo, hi), "bandpass", fs=fs, output="sos")
-        p = signal.sosfilt(sos, x, axis=0) ** 2
-        c = np.cumsum(p, axis=0)
-        sm = c.copy()
-        sm[win:] -= c[:-win]
-        sm /= np.minimum(np.arange(1, T + 1), win)[:, None]
-        out[:, C * (i + 1): C * (i + 2)] = np.log(np.maximum(sm, 1e-30))
-    return out
-
-
-def band_power_feature_names(channel_ids: Sequence[str],
-                             bands: Sequence[tuple[float, float]] = DEFAULT_BANDS) -> list[str]:
-    """Column names of :func:`band_power_features` (``'lmp:ch'``, ``'4-8Hz:ch'``, ...).
-
-    >>> band_power_feature_names(["a", "b"], ((13, 30),))
-    ['lmp:a', 'lmp:b', '13-30Hz:a', '13-30Hz:b']
-    """
-    names = [f"lmp:{c}" for c in channel_ids]
-    for lo, hi in bands:
-        names += [f"{lo:g}-{hi:g}Hz:{c}" for c in channel_ids]
-    return names
-
-
-# ------------------------------------------------------------------------------------ helpers
-def _check_mask(mask: np.ndarray | None, T: int, what: str) -> np.ndarray:
-    if mask is None:
-        return np.ones(T, dtype=bool)
-    m = np.asarray(mask)
-    if m.dtype != bool or m.shape != (T,):
-        raise DataValidationError(f"{what} must be a boolean array of shape [{T}], got "
-                                  f"{m.dtype} {list(m.shape)}")
-    return m
 
 
 def _check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,12 +65,6 @@ def _fold_grams(Xs: np.ndarray, Yc: np.ndarray, n_folds: int
     return folds, grams, cross
 
 
-def _r2_cols(y: np.ndarray, pred: np.ndarray) -> float:
-    ss = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    ss[ss <= 0] = 1.0
-    return float(np.mean(1.0 - ((y - pred) ** 2).sum(axis=0) / ss))
-
-
 #: Above this many features the penalty search uses Cholesky solves on a bracketing search
 #: of the grid instead of one eigendecomposition per fold (cubic cost, 10x larger constant).
 #: Measured on a 2-core CPU: 1220 features 2.6 s -> 1.3 s, 1280 features 2.4 s -> 1.8 s, with
@@ -293,7 +94,7 @@ def _select_alpha(Xs: np.ndarray, Yc: np.ndarray, folds: list[slice],
             P = Xs[f].astype(np.float64) @ V
             ntr = n - (f.stop - f.start)
             for i, a in enumerate(alphas):
-                scores[i] += _r2_cols(Yc[f], P @ (c / (lam + a * ntr)[:, None])) / len(folds)
+                scores[i] += r2_mean(Yc[f], P @ (c / (lam + a * ntr)[:, None])) / len(folds)
         return float(alphas[int(np.argmax(scores))]), scores
 
     def score(i: int) -> float:
@@ -306,7 +107,7 @@ def _select_alpha(Xs: np.ndarray, Yc: np.ndarray, folds: list[slice],
                 w = linalg.cho_solve(linalg.cho_factor(A.T, overwrite_a=True, check_finite=False),
                                      b - cross[k], check_finite=False)
                 del A
-                tot += _r2_cols(Yc[f], (Xs[f] @ w.astype(Xs.dtype)).astype(np.float64))
+                tot += r2_mean(Yc[f], (Xs[f] @ w.astype(Xs.dtype)).astype(np.float64))
             scores[i] = tot / len(folds)
         return float(scores[i])
 
@@ -363,7 +164,7 @@ class WienerDecoder:
             ) -> WienerDecoder:
         """Fit on the bins of ``train_mask`` (all bins if ``None``). Returns ``self``."""
         X, Y = _check_xy(X, Y)
-        m = _check_mask(train_mask, X.shape[0], "train_mask")
+        m = check_mask(train_mask, X.shape[0], "train_mask")
         n = int(m.sum())
         if n < 2 * self.cv_folds:
             raise DataValidationError(f"WienerDecoder.fit: only {n} training bins; expected at "
@@ -405,7 +206,7 @@ class WienerDecoder:
         if X.shape[1] != self._n_features:
             raise DataValidationError(f"WienerDecoder.predict: X has {X.shape[1]} features; the "
                                       f"decoder was fit on {self._n_features}")
-        D = self._design(X, None if mask is None else _check_mask(mask, X.shape[0], "mask"))
+        D = self._design(X, None if mask is None else check_mask(mask, X.shape[0], "mask"))
         return ((D - self._mu) / self._sd) @ self.coef_ + self._ymu
 
 
@@ -467,7 +268,7 @@ class KalmanDecoder:
             ) -> KalmanDecoder:
         """Fit on the bins of ``train_mask`` (all bins if ``None``). Returns ``self``."""
         X, Y = _check_xy(X, Y)
-        m = _check_mask(train_mask, X.shape[0], "train_mask")
+        m = check_mask(train_mask, X.shape[0], "train_mask")
         if m.sum() < 10:
             raise DataValidationError(f"KalmanDecoder.fit: only {int(m.sum())} training bins")
         Z, runs = self._obs(X, m)
@@ -538,7 +339,7 @@ class KalmanDecoder:
         if X.shape[1] != self._n_features:
             raise DataValidationError(f"KalmanDecoder.predict: X has {X.shape[1]} features; the "
                                       f"decoder was fit on {self._n_features}")
-        m = _check_mask(mask, X.shape[0], "mask")
+        m = check_mask(mask, X.shape[0], "mask")
         Z, runs = self._obs(X, m)
         Zp = self._project(Z)
         A = self.A_
@@ -577,8 +378,8 @@ def fit_predict(kind: Literal["wiener", "kalman"], X: np.ndarray, Y: np.ndarray,
     predictions ``[test_mask.sum(), D]`` and their :func:`r2_mean` against ``Y[test_mask]``.
     """
     X, Y = _check_xy(X, Y)
-    train_mask = _check_mask(train_mask, X.shape[0], "train_mask")
-    test_mask = _check_mask(test_mask, X.shape[0], "test_mask")
+    train_mask = check_mask(train_mask, X.shape[0], "train_mask")
+    test_mask = check_mask(test_mask, X.shape[0], "test_mask")
     if (train_mask & test_mask).any():
         raise DataValidationError("train_mask and test_mask overlap")
     if kind == "wiener":
@@ -590,29 +391,3 @@ def fit_predict(kind: Literal["wiener", "kalman"], X: np.ndarray, Y: np.ndarray,
     model.fit(X, Y, train_mask)
     pred = model.predict(X, test_mask)
     return pred, r2_mean(Y[test_mask], pred)
-
-
-def classic_decoders(s: Session, n_lags: int = 10, lag_step: int = 2
-                     ) -> list[tuple[dict[str, Any], np.ndarray]]:
-    """Spike Wiener, raw-LFP Wiener, LMP+band-power Wiener and Kalman on one session's splits.
-
-    Returns ``(row, full-length prediction with NaN outside test)`` pairs.
-    """
-    from .evaluation import r2_xy  # evaluation imports torch: only when called
-
-    train, test = s.split_mask("train"), s.split_mask("test")
-    out = []
-    feats: list[tuple[str, str, np.ndarray]] = []
-    if s.spikes is not None:
-        feats.append(("wiener_spikes", "wiener", np.sqrt(s.spikes.astype(np.float32))))
-    if s.lfp is not None:
-        bp = band_power_features(s.lfp, fs=1.0 / s.bin_size)
-        feats += [("wiener_lfp", "wiener", s.lfp), ("wiener_bandpower", "wiener", bp),
-                  ("kalman_bandpower", "kalman", bp)]
-    for model, kind, X in feats:
-        kwargs = {"n_lags": n_lags, "lag_step": lag_step} if kind == "wiener" else {}
-        pred_test, _ = fit_predict(kind, X, s.velocity, train, test, **kwargs)
-        full = np.full(s.velocity.shape, np.nan, dtype=np.float32)
-        full[test] = pred_test
-        out.append(({"model": model, **r2_xy(s.velocity[test], pred_test)}, full))
-    return out

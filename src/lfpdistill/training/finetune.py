@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import NeuralTransformer
-from .training import BaseModule, TrainConfig, batch_input, model_meta
+from ..config import TrainConfig
+from ..models import NeuralTransformer, model_meta
+from .base import BaseModule, batch_input
 
 
 class FinetuneModule(BaseModule):
@@ -40,7 +41,7 @@ class FinetuneModule(BaseModule):
         """Velocity ``[B, T, 2]`` (original units) for input windows."""
         if self.as_session:
             sessions = [self.as_session] * len(sessions)
-        z = self.model(x, sessions, widths, mask=None, reconstruct=False).latents
+        z = self.model(x, sessions, widths, reconstruct=False).latents
         return self.head(z) * self.v_std + self.v_mean
 
     def _loss(self, batch: dict[str, Any]) -> torch.Tensor:

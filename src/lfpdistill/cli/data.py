@@ -1,18 +1,18 @@
-"""CLI commands for real data: ``prepare``, ``export-nwb`` and ``download``.
-
-The main CLI (:mod:`lfpdistill.cli`) calls :func:`register`. User errors are raised as
-:class:`~lfpdistill.errors.LfpDistillError` and printed by the main CLI in one line.
-"""
+"""Data commands: ``simulate``, ``inspect``, and for real recordings ``prepare``, ``export-nwb``
+and ``download``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from ..config import SimConfig, one_line, parse_overrides
 from ..errors import ConfigError
+from .common import console, print_table
 
 SessionsOpt = Annotated[list[str] | None, typer.Option(
     "--sessions", help="session names (repeat the option or separate with commas; default: all)")]
@@ -25,28 +25,50 @@ def _sessions(values: list[str] | None) -> list[str] | None:
     return out or None
 
 
-def _parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs (VALUE parsed as JSON when possible); ``chain.X`` keys go to the LFP
-    chain config."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set '{item}' is not KEY=VALUE")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if key.startswith("chain."):
-            out.setdefault("chain", {})[key[len("chain."):]] = value
-        else:
-            out[key] = value
-    return out
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``prepare``, ``export-nwb`` and ``download`` to ``app``."""
+    """Add the data commands to ``app``."""
+
+    @app.command()
+    def simulate(
+        out: Annotated[Path, typer.Option(help="store directory to write")],
+        sessions: Annotated[int, typer.Option(help="number of sessions")] = 8,
+        seconds: Annotated[float, typer.Option(help="duration of each session (s)")] = 300.0,
+        seed: Annotated[int, typer.Option(help="random seed (same seed -> same data)")] = 0,
+        task: Annotated[str, typer.Option(help="random_target or center_out")] = "random_target",
+        path: Annotated[str, typer.Option(help="fast (100 Hz LFP directly) or raw (1 kHz + chain)")] = "fast",
+        degradation: Annotated[float, typer.Option(help="per-session decay of unit yield/tuning")] = 0.0,
+        segment_s: Annotated[float, typer.Option(help="split segment length (s)")] = 5.0,
+    ) -> None:
+        """Simulate paired spikes + LFP + velocity sessions into a store."""
+        from ..data import write_store
+        from ..simulate import simulate_sessions
+
+        try:
+            cfg = SimConfig(n_sessions=sessions, seconds=seconds, seed=seed, task=task, path=path,
+                            degradation=degradation)
+        except ValidationError as e:
+            raise ConfigError(f"invalid simulation option: {one_line(e)}") from None
+        sess = simulate_sessions(cfg, progress=True)
+        store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},
+                            segment_s=segment_s, seed=seed)
+        console.print(f"wrote {len(sess)} sessions to {store.root}")
+        print_table(store.summary())
+
+    @app.command()
+    def inspect(
+        store: Annotated[Path, typer.Argument(help="store directory")],
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    ) -> None:
+        """One row per session: units, channels, duration, mean rate, split sizes."""
+        from ..data import open_store
+
+        st = open_store(store)
+        rows = st.summary()
+        if as_json:
+            print(json.dumps({"store": str(st.root), "options_hash": st.options_hash, "sessions": rows},
+                             indent=2))
+        else:
+            print_table(rows, title=f"{st.root} ({len(rows)} sessions, options {st.options_hash})")
 
     @app.command("prepare")
     def prepare(
@@ -66,9 +88,9 @@ def register(app: typer.Typer) -> None:
                           "(e.g. chain.line_freq=50)")] = None,
     ) -> None:
         """Read raw recordings (O'Doherty, Flint 2012 or NWB 2.x) into a session store."""
-        from . import prepare_store
+        from ..readers import prepare_store
 
-        options = _parse_sets(sets)
+        options = parse_overrides(sets, nested=("chain",))
         options.update(bin_size=bin_size, segment_s=segment_s, seed=seed)
         if bin_by is not None:
             options["bin_by"] = bin_by
@@ -85,7 +107,7 @@ def register(app: typer.Typer) -> None:
         sessions: SessionsOpt = None,
     ) -> None:
         """Write each stored session as an NWB 2.x file."""
-        from . import export_nwb
+        from ..readers import export_nwb
 
         for p in export_nwb(store, out, _sessions(sessions)):
             typer.echo(f"wrote {p}")
@@ -103,7 +125,7 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option(help="network timeout (s)")] = 60.0,
     ) -> None:
         """Download public raw files (Flint 2012 needs a login: prints the steps)."""
-        from .download import download
+        from ..readers.download import download
 
         bb: dict[str, str] = {}
         for item in broadband_record or []:

@@ -1,0 +1,99 @@
+"""Training commands: ``pretrain``, ``adapt``, ``distill`` and ``finetune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ConfigError
+from .common import SetOpt, configs, distill_configs, done, fmt, kept, print_table, train_only
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands to ``app``."""
+
+    @app.command()
+    def pretrain(
+        modality: Annotated[str, typer.Option(help="spikes or lfp")],
+        store: Annotated[Path, typer.Option(help="store directory")],
+        out: Annotated[Path, typer.Option(help="run directory to write")],
+        sessions: Annotated[str, typer.Option(help="session names/glob patterns, comma-separated")] = "*",
+        init_from: Annotated[Path | None, typer.Option(help="continue from this run dir")] = None,
+        overrides: SetOpt = None,
+        no_resume: Annotated[bool, typer.Option("--no-resume", help="start over")] = False,
+    ) -> None:
+        """Masked-autoencoding pretraining (spike teacher, SS-LFP or MS-LFP)."""
+        from ..commands.pretrain import pretrain_run
+
+        if modality not in ("spikes", "lfp"):
+            raise ConfigError(f"--modality must be 'spikes' or 'lfp', got '{modality}'")
+        mcfg, tcfg = configs(modality, overrides)
+        summary = pretrain_run(store, sessions, modality, out, mcfg, tcfg, init_from=init_from,
+                               resume=not no_resume)
+        done(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
+             f"{fmt(summary.get('best_val_loss'))}; model ({kept(summary)}) in "
+             f"{out / 'model.ckpt'}")
+
+
+    @app.command()
+    def adapt(
+        run: Annotated[Path, typer.Argument(help="pretrained run directory")],
+        store: Annotated[Path, typer.Option(help="store directory")],
+        sessions: Annotated[str, typer.Option(help="new session names/patterns")],
+        out: Annotated[Path, typer.Option(help="run directory to write")],
+        embeddings_only: Annotated[bool, typer.Option(
+            help="train only the new sessions' embeddings (else all weights)")] = True,
+        overrides: SetOpt = None,
+    ) -> None:
+        """Add new sessions to a pretrained model and train on them with masked autoencoding."""
+        from ..commands.pretrain import pretrain_run
+        from ..models import load_model
+
+        model, _ = load_model(run)
+        mcfg, tcfg = configs(model.modality, train_only(overrides, "adapt"))
+        summary = pretrain_run(store, sessions, model.modality, out, mcfg, tcfg, init_from=run,
+                               train_only_new=embeddings_only)
+        done(f"[bold]adapt done[/]: {summary.get('epochs')} epochs; model in {out / 'model.ckpt'}")
+
+
+    @app.command()
+    def distill(
+        teacher: Annotated[Path, typer.Option(help="spike teacher run directory")],
+        store: Annotated[Path, typer.Option(help="store directory (paired spikes + LFP)")],
+        out: Annotated[Path, typer.Option(help="run directory to write")],
+        sessions: Annotated[str, typer.Option(help="session names/patterns to distil on")] = "*",
+        student_init: Annotated[Path | None, typer.Option(
+            help="start the student from this LFP run (e.g. MS-LFP) instead of scratch")] = None,
+        overrides: SetOpt = None,
+        no_resume: Annotated[bool, typer.Option("--no-resume", help="start over")] = False,
+    ) -> None:
+        """Distil a frozen spike teacher into an LFP student (latent alignment + masked LFP)."""
+        from ..commands.distill import distill_run
+
+        mcfg, tcfg, dcfg = distill_configs(overrides)
+        summary = distill_run(teacher, store, sessions, out, mcfg, tcfg, dcfg, student_init=student_init,
+                              resume=not no_resume)
+        done(f"[bold]distill done[/]: {summary.get('epochs')} epochs, best val loss "
+             f"{fmt(summary.get('best_val_loss'))}; student ({kept(summary)}) in "
+             f"{out / 'model.ckpt'}")
+
+
+    @app.command()
+    def finetune(
+        run: Annotated[Path, typer.Argument(
+            help="run directory of any model (teacher, SS/MS-LFP, distilled)")],
+        store: Annotated[Path, typer.Option(help="store directory")],
+        session: Annotated[str, typer.Option(help="session to fine-tune and evaluate on")],
+        out: Annotated[Path, typer.Option(help="run directory to write")],
+        overrides: SetOpt = None,
+    ) -> None:
+        """Supervised evaluation: model + velocity head trained end-to-end, R² on test segments."""
+        from ..commands.finetune import finetune_run
+
+        _, tcfg = configs("lfp", train_only(overrides, "finetune"))
+        res = finetune_run(run, store, session, out, tcfg)
+        if res.get("global_rank", 0) != 0:
+            return  # a non-zero DDP rank: rank 0 evaluates and reports
+        print_table([{k: v for k, v in res.items() if k != "as_session"}], title="fine-tuned decoder R²")

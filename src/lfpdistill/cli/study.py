@@ -1,0 +1,27 @@
+"""``lfpdistill run CONFIG``: a whole study from one YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..config import load_config
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` to ``app``."""
+
+    @app.command()
+    def run(
+        config: Annotated[Path, typer.Argument(help="experiment YAML (see configs/demo.yaml)")],
+        out: Annotated[Path | None, typer.Option(help="output folder (default: the config's out)")] = None,
+        from_stage: Annotated[str | None, typer.Option(
+            "--from", help="recompute this stage and all later ones")] = None,
+    ) -> None:
+        """Run a whole study from one config: data, models, evaluations, report (cached stages)."""
+        from ..study import run_experiment
+
+        cfg = load_config(config)
+        run_experiment(cfg, from_stage, out=out)

@@ -1,0 +1,51 @@
+"""What the commands share: choosing sessions from a store, their window datasets, and the
+check of generalization mode (a)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..config import TrainConfig
+from ..data import Store, WindowDataset
+from ..errors import DataValidationError
+from ..models import NeuralTransformer
+from ..session import Session
+
+
+def load_selected(store: Store, pattern: str | Sequence[str] | None, modality: str | None = None
+                  ) -> list[Session]:
+    """The sessions of ``store`` matching ``pattern`` (names / globs), each with ``modality``
+    when given, all on one bin size."""
+    names = store.select(pattern)
+    sessions = [store.session(n) for n in names]
+    if modality is not None:
+        missing = [s.name for s in sessions if not s.has(modality)]
+        if missing:
+            raise DataValidationError(
+                f"session(s) {', '.join(missing)} in '{store.root}' have no {modality}; a {modality} "
+                "model needs sessions with it (choose other --sessions)")
+    bins = {s.bin_size for s in sessions}
+    if len(bins) > 1:
+        raise DataValidationError(f"selected sessions have different bin sizes {sorted(bins)}")
+    return sessions
+
+
+def window_dataset(sessions: Sequence[Session], split: str, cfg: TrainConfig, modality: str,
+                   train: bool) -> WindowDataset:
+    """Windows of one modality in ``split``: strided for training, back to back otherwise."""
+    return WindowDataset(sessions, split, cfg.window_s, cfg.stride_s if train else None,
+                         modalities=(modality,), require=(modality,))
+
+
+def check_as_session(model: NeuralTransformer, target: Session, as_session: str) -> None:
+    """Mode (a) reads ``target`` with the embeddings of a known session: channel counts must match."""
+    vocab = model.vocab()
+    if as_session not in vocab:
+        raise DataValidationError(f"session '{as_session}' is not in the model's vocabulary; "
+                                  f"known: {', '.join(vocab)}")
+    width = getattr(target, model.modality).shape[1]
+    if vocab[as_session] != width:
+        raise DataValidationError(
+            f"generalization mode (a) reads '{target.name}' as if it were '{as_session}', which needs "
+            f"the same channel count ('{target.name}' has {width}, '{as_session}' has "
+            f"{vocab[as_session]}); use mode (b) (adapt the session embeddings) instead")

@@ -1,0 +1,128 @@
+"""``lfpdistill distill``: a frozen spike teacher distilled into an LFP student on paired sessions.
+
+Three steps, each its own function: check that teacher and data fit (:func:`_load_teacher`),
+build the student (:func:`_build_student`), and compute the teacher's targets once per session
+with the statistics of their transform (:func:`teacher_targets`); then the shared fit loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from ..config import DistillConfig, ModelConfig, TrainConfig
+from ..data import WindowDataset, open_store
+from ..errors import ConfigError, DataValidationError
+from ..evaluation import lag_latents, session_latents
+from ..models import NeuralTransformer, load_model
+from ..session import Session
+from ..training import DistillModule, check_teacher_sessions, fit, teacher_pca, teacher_target_stats
+from .common import load_selected
+
+
+@dataclass
+class TeacherTargets:
+    """Stitched teacher latents per session (``cache``: None when the teacher runs per batch) and
+    the transform of the targets fit on the training bins: PCA ``basis`` and ``stats``."""
+
+    cache: dict[str, np.ndarray] | None
+    stats: tuple[np.ndarray, np.ndarray] | None
+    basis: tuple[np.ndarray, np.ndarray] | None
+
+
+def _load_teacher(teacher_run: Path, sel: Sequence[Session]) -> tuple[NeuralTransformer, dict[str, Any]]:
+    teacher, tmeta = load_model(Path(teacher_run), modality="spikes")
+    bin_size = sel[0].bin_size
+    if abs(tmeta["bin_size"] - bin_size) > 1e-9:
+        raise DataValidationError(
+            f"teacher '{teacher_run}' was trained on {tmeta['bin_size']}s bins but the store uses "
+            f"{bin_size}s bins; train the teacher on this store's bin grid")
+    check_teacher_sessions(teacher, [s.name for s in sel], {s.name: s.n_units for s in sel})
+    return teacher, tmeta
+
+
+def _build_student(sel: Sequence[Session], student_cfg: ModelConfig, student_init: Path | None
+                   ) -> NeuralTransformer:
+    """A new LFP student, or a copy of an LFP run extended with the sessions. Either way it is
+    read out on its one-pass (nothing hidden) latents: those are what it is aligned on."""
+    lfp_vocab = {s.name: s.n_channels for s in sel}
+    if student_init is None:
+        cfg = ModelConfig(**{**student_cfg.model_dump(), "modality": "lfp", "readout": "visible"})
+        return NeuralTransformer(cfg, lfp_vocab)
+    model, smeta = load_model(Path(student_init), modality="lfp")
+    bin_size = sel[0].bin_size
+    if abs(smeta["bin_size"] - bin_size) > 1e-9:
+        raise DataValidationError(f"student init '{student_init}' uses {smeta['bin_size']}s bins "
+                                  f"but the store uses {bin_size}s bins")
+    model.tokenizer.extend(lfp_vocab)
+    model.train()
+    model.with_readout("visible")
+    return model
+
+
+def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s: float,
+                    dcfg: DistillConfig, given: dict[str, np.ndarray] | None = None
+                    ) -> TeacherTargets:
+    """The teacher latents of every bin (stitched, as for the probe), lagged if asked, and the
+    target transform fit on the training bins only. ``given`` (session -> latents of this
+    teacher, e.g. shared by several students of one study) skips recomputing them."""
+    if dcfg.target_lag_s and not dcfg.cache_teacher:
+        raise ConfigError("target_lag_s needs cache_teacher: true (lagged targets come from the "
+                          "stitched teacher latents of the whole session)")
+    if not (dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize"):
+        return TeacherTargets(None, None, None)
+    given = given or {}
+    cache = {s.name: given[s.name] if s.name in given else session_latents(teacher, s, window_s)
+             for s in sel}
+    for s in sel:
+        if cache[s.name].shape[0] != s.n_bins:
+            raise DataValidationError(
+                f"teacher latents of '{s.name}' have {cache[s.name].shape[0]} bins but its LFP "
+                f"has {s.n_bins}; spikes and LFP must share one bin grid")
+    lag = int(round(dcfg.target_lag_s / sel[0].bin_size))
+    if lag:
+        cache = {n: lag_latents(z, lag) for n, z in cache.items()}
+    train_bins = {s.name: s.split_mask("train") for s in sel}
+    basis = teacher_pca(cache, train_bins, dcfg.target_pcs) if dcfg.target_pcs else None
+    stats = teacher_target_stats(cache, train_bins, basis)
+    return TeacherTargets(cache if dcfg.cache_teacher else None, stats, basis)
+
+
+def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str] | None,
+                out: Path, student_cfg: ModelConfig, train_cfg: TrainConfig,
+                dcfg: DistillConfig | None = None, student_init: Path | None = None,
+                resume: bool = True, teacher_latents: dict[str, np.ndarray] | None = None
+                ) -> dict[str, Any]:
+    """Distil the frozen spike teacher into an LFP student on paired sessions.
+
+    ``teacher_latents`` (session -> stitched latents of this teacher) skips recomputing them;
+    they are checked against every session.
+    """
+    dcfg = dcfg or DistillConfig()
+    L.seed_everything(train_cfg.seed, verbose=False)
+    store = open_store(store_dir)
+    sel = load_selected(store, sessions, "spikes")
+    load_selected(store, [s.name for s in sel], "lfp")  # paired data needed
+    teacher, tmeta = _load_teacher(teacher_run, sel)
+    model = _build_student(sel, student_cfg, student_init)
+    targets = teacher_targets(teacher, sel, tmeta.get("window_s", train_cfg.window_s), dcfg,
+                              teacher_latents)
+    mods = ("lfp",) if targets.cache is not None else ("spikes", "lfp")
+    train_ds = WindowDataset(sel, "train", train_cfg.window_s, train_cfg.stride_s, mods,
+                             require=("spikes", "lfp"))
+    val_ds = WindowDataset(sel, "val", train_cfg.window_s, None, mods, require=("spikes", "lfp"))
+    run_config = {"stage": "distill", "store": str(store.root), "store_hash": store.options_hash,
+                  "teacher": str(teacher_run), "sessions": [s.name for s in sel],
+                  "student": model.cfg.model_dump(), "train": train_cfg.model_dump(),
+                  "distill": dcfg.model_dump(),
+                  "student_init": str(student_init) if student_init else None}
+    module = DistillModule(model, teacher, train_cfg, dcfg, sel[0].bin_size, targets.cache,
+                           targets.stats, targets.basis,
+                           extra_meta={"sessions_trained": [s.name for s in sel],
+                                       "window_s": train_cfg.window_s})
+    return fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)

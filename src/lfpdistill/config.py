@@ -1,0 +1,479 @@
+"""Every validated configuration of lfpdistill, in one module that imports no torch.
+
+- :class:`ModelConfig` -- architecture and masking of a masked neural transformer;
+- :class:`TrainConfig` -- optimisation, data loading and devices of any training stage;
+- :class:`DistillConfig` -- the distillation objective;
+- :class:`SimConfig` / :class:`SimLfpConfig` -- the built-in simulator;
+- :class:`ExperimentConfig` -- a whole study (``lfpdistill run CONFIG.yaml``), read by
+  :func:`load_config`;
+- :func:`apply_overrides` -- the one parser of ``key=value`` command-line overrides.
+
+Unknown or mistyped keys are rejected with the key's full path. Importing this module must stay
+cheap (the CLI and the experiment config read it before deciding to load torch); a test checks
+that it imports neither torch nor Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+#: Kinematic latent columns of the simulator (always first), then ``rot1, rot2`` and ``slow0..``.
+LATENT_NAMES_KINEMATIC: tuple[str, ...] = ("vx", "vy", "speed", "ax", "ay")
+
+
+# ---------------------------------------------------------------------------------- models
+class ModelConfig(BaseModel):
+    """Architecture and masking options of a masked neural transformer (spikes or LFP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modality: Literal["spikes", "lfp"] = Field("spikes", description="input modality")
+    patch_size: int = Field(32, ge=1, description="channels per spatial patch (token)")
+    embedder: Literal["linear", "count", "mlp", "filterbank"] = Field(
+        "filterbank", description="shared patch embedder: linear (spikes: on log1p counts), "
+        "count (spikes only: embedding of counts clamped to max_count), mlp (two layers), "
+        "filterbank (per channel: value, learned temporal filters and their log local energy)")
+    n_filters: int = Field(8, ge=1, description="filterbank embedder: temporal filters per channel")
+    filter_bins: int = Field(15, ge=3, description="filterbank embedder: filter length (bins)")
+    energy_bins: int = Field(9, ge=1, description="filterbank embedder: energy smoothing (bins)")
+    max_count: int = Field(8, ge=1, description="counts are clamped to this for the count embedder")
+    d_model: int = Field(128, ge=8, description="token / latent width")
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(4, ge=1)
+    recon_from: Literal["latent", "tokens"] = Field(
+        "tokens", description="reconstruct each patch from the pooled per-timestep latent plus the "
+        "patch's session embedding (a population-state bottleneck), or from its own output token")
+    recon_layers: int = Field(0, ge=0, description="transformer blocks of the reconstruction "
+                              "branch on top of the encoder (0: linear head on encoder outputs)")
+    mlp_ratio: float = Field(2.0, gt=0, description="SwiGLU hidden width = mlp_ratio * d_model")
+    dropout: float = Field(0.1, ge=0, lt=1, description="residual/MLP dropout")
+    attn_dropout: float = Field(0.0, ge=0, lt=1, description="attention-probability dropout "
+                                "(non-zero disables the fused CPU attention kernel: slow)")
+    rope_base: float = Field(10000.0, gt=1, description="rotary encoding base (time index)")
+    mask_ratio: float = Field(0.5, gt=0, lt=1, description="fraction of tokens hidden for MAE")
+    mask_mode: Literal["random", "time", "patch", "mixed"] = Field(
+        "mixed", description="random tokens, contiguous time spans, whole patches, or a random "
+        "choice of the three per batch")
+    span_bins: int = Field(10, ge=1, description="length of masked time spans (bins)")
+    keep_ratio: float = Field(0.2, ge=0, lt=1, description="fraction of the scored (masked) tokens "
+                              "left visible, BERT-style, so visible outputs are trained too")
+    readout: Literal["visible", "held_out"] = Field(
+        "held_out", description="how per-timestep latents are read out of the frozen model: "
+        "'visible' (one pass, nothing hidden) or 'held_out' (each bin's latent is the mean over "
+        "passes in which that bin, all patches, is hidden: the model's estimate of the population "
+        "state from its context). Masked-autoencoder outputs at visible tokens largely copy their "
+        "own noisy input; see docs/experiments.md")
+    readout_block: int = Field(10, ge=1, le=1000, description="held_out read-out: bins per hidden "
+                               "block (alternate blocks are hidden, like the training spans)")
+    readout_shifts: int = Field(2, ge=1, le=16, description="held_out read-out: block phase "
+                                "shifts; 2 x shifts passes, every bin hidden in `shifts` of them")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("d_model / n_heads must be even for rotary encoding")
+        if self.embedder == "count" and self.modality != "spikes":
+            raise ValueError("embedder 'count' is only for spikes; use 'linear' or 'mlp' for lfp")
+        return self
+
+
+# ---------------------------------------------------------------------------------- training
+class TrainConfig(BaseModel):
+    """Optimisation and data-loading options shared by all training stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: float = Field(1.0, gt=0, description="window length (s)")
+    stride_s: float | None = Field(0.5, description="training window stride (s); None = window")
+    batch_size: int = Field(32, ge=1)
+    batch_mode: Literal["mixed", "per_session"] = "mixed"
+    max_epochs: int = Field(30, ge=1)
+    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: no limit)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    patience: int = Field(6, ge=1, description="early-stopping patience (validation epochs)")
+    keep: Literal["best", "last"] = Field(
+        "best", description="which weights become model.ckpt: the best validation loss, or the "
+        "last (e.g. distillation, whose validation alignment is dominated by teacher dimensions "
+        "the LFP cannot predict and so picks epochs by noise)")
+    seed: int = 0
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str = Field(1, description="number of devices (or 'auto')")
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = Field("auto", description="Lightning strategy, e.g. 'ddp' for several devices")
+    precision: str = Field("auto", description="'auto' = bf16-mixed on GPU, 32-true on CPU")
+    num_workers: int = Field(0, ge=0)
+    checkpoint_every_steps: int = Field(200, ge=1, description="also save last.ckpt every N steps")
+    progress: bool = True
+    limit_val_batches: float | int = 1.0
+
+
+class DistillConfig(BaseModel):
+    """Options of the distillation objective."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    align_loss: Literal["mse", "cosine", "mse+cosine"] = Field(
+        "mse", description="alignment between (projected) student and normalised teacher latents")
+    target_norm: Literal["standardize", "layernorm", "none"] = Field(
+        "none", description="teacher latent normalisation: per-dimension z-score with "
+        "training-set statistics, per-timestep layer norm, or none (keeps the teacher's own "
+        "variance weighting: low-variance, mostly-noise dimensions do not dominate; see "
+        "docs/experiments.md)")
+    projection: Literal["none", "linear", "mlp"] = Field(
+        "linear", description="head from student latent to teacher latent space")
+    target_pcs: int = Field(0, ge=0, description="align only the top-k principal components of the "
+                            "teacher latents (fit on the training bins of the distillation sessions): "
+                            "the population state shared by many units, without the teacher's "
+                            "low-variance dimensions that LFP cannot predict; 0 keeps every dimension")
+    target_lag_s: float = Field(0.0, ge=0, le=1.0, description="align the student at bin t to the "
+                                "teacher latent at t - lag: the population state that drives the "
+                                "movement at t (motor cortex leads the hand by ~100 ms); needs "
+                                "cache_teacher")
+    w_align: float = Field(1.0, ge=0)
+    w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
+    cache_teacher: bool = Field(True, description="compute teacher latents once per session")
+
+
+# ---------------------------------------------------------------------------------- simulator
+class SimLfpConfig(pydantic.BaseModel, extra="forbid"):
+    """LFP mixture of the simulator. Amplitudes are standard deviations (arbitrary uV-like
+    units) of each component over 0-50 Hz at one electrode, before CAR and z-scoring, so only
+    their ratios matter."""
+
+    lmp: float = Field(0.08, ge=0, description="Local motor potential (kinematic, < lmp_hz).")
+    lmp_hz: float = Field(4.0, gt=0, le=10, description="Low-pass of the LMP (Hz).")
+    lmp_length_mm: float = Field(1.5, gt=0, description="Spatial scale of the LMP loadings.")
+    lmp_speed_weight: float = Field(
+        1.0, ge=0, description="Weight of speed (movement-related, non-directional potential) "
+                               "relative to velocity and acceleration in the LMP.")
+    spiking: float = Field(0.15, ge=0, description="Aggregate local spiking (per relative rate).")
+    kernel_sigma_mm: float = Field(0.3, gt=0, description="Distance kernel of local spiking.")
+    synaptic_tau_s: float = Field(0.015, gt=0, le=0.1, description="Synaptic filter (s).")
+    beta: float = Field(1.0, ge=0, description="Beta travelling wave (baseline amplitude).")
+    beta_hz: float = Field(20.0, gt=5, lt=40, description="Beta centre frequency (Hz).")
+    beta_suppression: tuple[float, float] = Field(
+        (0.4, 0.7), description="Range of the fractional beta drop around movement (per session).")
+    beta_width_hz: float = Field(1.5, gt=0, le=10, description="Beta line half-width (Hz).")
+    beta_speed_sat_cm_s: float = Field(
+        10.0, gt=0, description="Hand speed at which the beta suppression is complete (cm/s).")
+    beta_lead_s: float = Field(0.2, ge=0, le=1, description="Beta drops this long before onset.")
+    beta_speed_cm_s: tuple[float, float] = Field(
+        (10.0, 35.0), description="Range of the travelling-wave speed (cm/s, per session).")
+    broadband: float = Field(0.3, ge=0, description="Firing-modulated broadband noise (>hp).")
+    broadband_hp_hz: float = Field(15.0, gt=0, lt=45, description="Broadband noise high-pass.")
+    broadband_gain: float = Field(1.5, ge=0, description="Exponent of rate in its amplitude.")
+    background: float = Field(1.0, ge=0, description="1/f background.")
+    exponent: float = Field(2.0, gt=0, le=4, description="1/f exponent.")
+    knee_hz: tuple[float, float] = Field((5.0, 20.0), description="Range of the 1/f knee (Hz).")
+    corr_length_mm: tuple[float, float] = Field(
+        (1.0, 2.0), description="Range of the background's spatial correlation length (mm).")
+    corr_fraction: float = Field(0.7, ge=0, le=1,
+                                 description="Spatially correlated share of the background.")
+    common: float = Field(1.0, ge=0, description="Common mode (shared by all electrodes).")
+    line: float = Field(2.0, ge=0, description="Line noise (raw path only).")
+    white: float = Field(0.2, ge=0, description="White (amplifier) noise.")
+    gain_jitter: float = Field(0.1, ge=0, lt=0.5, description="Electrode gain spread (fraction).")
+
+    @pydantic.field_validator("beta_suppression", "beta_speed_cm_s", "knee_hz", "corr_length_mm")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 <= v[0] <= v[1]):
+            raise ValueError(f"range {v} must satisfy 0 <= low <= high")
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> SimLfpConfig:
+        if self.beta_suppression[1] > 1:
+            raise ValueError("beta_suppression must lie in [0, 1]")
+        if self.knee_hz[0] <= 0 or self.corr_length_mm[0] <= 0 or self.beta_speed_cm_s[0] <= 0:
+            raise ValueError("knee_hz, corr_length_mm and beta_speed_cm_s must be positive")
+        return self
+
+
+class SimConfig(pydantic.BaseModel, extra="forbid"):
+    """Configuration of :func:`simulate_sessions` (validated; defaults are the calibrated
+    simulator, see docs/simulator.md)."""
+
+    n_sessions: int = Field(8, ge=1, le=1000, description="Number of sessions.")
+    seconds: float = Field(300.0, ge=2.0, le=36000.0, description="Duration of each session.")
+    seed: int = Field(0, ge=0, description="Master seed; same config -> identical arrays.")
+    task: Literal["random_target", "center_out"] = Field(
+        "random_target", description="Reaching task.")
+    n_channels: int = Field(96, ge=2, le=1024,
+                            description="Electrodes (96: 10x10 grid, 400 um pitch, no corners).")
+    units_min: int = Field(100, ge=1, description="Fewest recorded units in a session.")
+    units_max: int = Field(200, ge=1, description="Most recorded units in a session.")
+    bin_size: float = Field(0.01, gt=0, le=0.01, description="Bin size (s); <= 10 ms.")
+    path: Literal["fast", "raw"] = Field(
+        "fast", description="'fast': synthesise processed LFP; 'raw': broadband + real chain.")
+    raw_fs: float = Field(1000.0, ge=1000.0, le=50000.0, description="Raw path sample rate.")
+    degradation: float = Field(
+        0.0, ge=0.0, lt=0.5,
+        description="Per session index, unit yield and tuning depth shrink by (1-degradation).")
+    line_freq: float = Field(60.0, gt=0, description="Line frequency (raw path), Hz.")
+    n_hidden: int = Field(2500, ge=50, le=50000, description="Hidden neurons on the footprint.")
+    unit_turnover: float = Field(0.2, ge=0.0, lt=0.5,
+                                 description="Fraction of units replaced between sessions.")
+    tuning_drift_deg: float = Field(8.0, ge=0, le=90,
+                                    description="Preferred-direction jitter per session (deg).")
+    tuning_depth: tuple[float, float] = Field(
+        (0.1, 0.5), description="Range of cosine tuning depth (log-rate per 10 cm/s).")
+    speed_gain: float = Field(0.15, description="Mean log-rate gain on speed (per 10 cm/s).")
+    slow_loading: float = Field(0.6, ge=0, description="Std of loadings on the slow latents.")
+    pd_clustering: float = Field(
+        1.5, ge=0, description="Von Mises concentration of preferred directions around the "
+                               "smooth spatial map (0: no clustering).")
+    private_noise: float = Field(
+        0.9, ge=0, le=2, description="Std of each recorded unit's private log-rate noise "
+                                     "(Ornstein-Uhlenbeck, private_tau_s): over-dispersion.")
+    private_tau_s: float = Field(0.05, gt=0, le=2, description="Private noise time constant.")
+    baseline_rate_hz: float = Field(8.0, gt=0, le=100, description="Median baseline rate (Hz).")
+    max_rate_hz: float = Field(200.0, gt=0, description="Rates are clipped here (Hz).")
+    lead_s: float = Field(0.1, ge=0, le=0.5, description="Latents lead behaviour by this (s).")
+    n_slow_latents: int = Field(4, ge=0, le=32, description="Behaviour-irrelevant latents.")
+    workspace_cm: float = Field(16.0, gt=0, description="Side of the random-target square (cm).")
+    center_out_radius_cm: float = Field(8.0, gt=0, description="Center-out target radius (cm).")
+    velocity_noise_cm_s: float = Field(1.0, ge=0, description="Slow velocity noise std (cm/s).")
+    segment_s: float | None = Field(
+        5.0, gt=0, description="Split segment length (s) for Session.segments; None: no split.")
+    lfp: SimLfpConfig = Field(default_factory=SimLfpConfig, description="LFP mixture.")
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> SimConfig:
+        if self.units_min > self.units_max:
+            raise ValueError(f"units_min ({self.units_min}) must be <= units_max "
+                             f"({self.units_max})")
+        if self.units_max > self.n_hidden // 2:
+            raise ValueError(f"units_max ({self.units_max}) must be <= n_hidden/2 "
+                             f"({self.n_hidden // 2})")
+        lo, hi = self.tuning_depth
+        if not 0 <= lo <= hi:
+            raise ValueError(f"tuning_depth {self.tuning_depth} must satisfy 0 <= low <= high")
+        if self.segment_s is not None and self.segment_s * 3 > self.seconds:
+            raise ValueError(f"segment_s ({self.segment_s}) leaves fewer than 3 segments in "
+                             f"{self.seconds} s; shorten it or set it to None")
+        if self.path == "raw" and self.line_freq <= 50.0:
+            raise ValueError("line_freq must be above 50 Hz (the LFP band)")
+        return self
+
+    @property
+    def n_bins(self) -> int:
+        """Bins per session."""
+        return int(math.floor(self.seconds / self.bin_size + 1e-9))
+
+    @property
+    def latent_names(self) -> list[str]:
+        """Column names of ``Session.latents``."""
+        return [*LATENT_NAMES_KINEMATIC, "rot1", "rot2",
+                *(f"slow{i}" for i in range(self.n_slow_latents))]
+
+
+# ---------------------------------------------------------------------------------- experiment
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    """Where the sessions come from: an existing store, or the built-in simulator."""
+
+    store: Path | None = Field(None, description="existing store directory (skips simulation)")
+    simulate: SimConfig = Field(default_factory=SimConfig, description="used when store is unset")
+    segment_s: float = Field(5.0, gt=0, description="split segment length (s)")
+    split_seed: int = 0
+
+
+class SessionsSection(_Strict):
+    """Which sessions play which role (names or glob patterns)."""
+
+    teacher: list[str] = Field(..., description="spike teacher pretraining sessions")
+    distill: list[str] = Field(..., description="paired sessions the student is distilled on")
+    heldout: list[str] = Field(default_factory=list,
+                               description="unseen by teacher and distillation: generalization")
+    ms_lfp: list[str] | None = Field(None, description="MS-LFP pretraining (default: teacher's)")
+
+    @model_validator(mode="after")
+    def _check(self) -> SessionsSection:
+        if not self.distill:
+            raise ValueError("sessions.distill must list at least one session")
+        return self
+
+
+class TeacherSection(_Strict):
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(modality="spikes"))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    per_seed: bool = Field(False, description="train one teacher per seed (else one, seed 0)")
+
+
+class DistillSection(_Strict):
+    objective: DistillConfig = Field(default_factory=DistillConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    student_init: Literal["scratch", "ms_lfp"] = "scratch"
+
+
+class FinetuneSection(_Strict):
+    enabled: bool = True
+    models: list[Literal["distilled", "ms_lfp", "ss_lfp", "teacher"]] = Field(
+        default_factory=lambda: ["distilled", "ms_lfp", "ss_lfp", "teacher"])
+    sessions: Literal["distill", "all"] = Field(
+        "distill", description="fine-tune on the distilled sessions only, or also on held-out ones")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_epochs=15, lr=3e-4))
+
+
+class ClassicSection(_Strict):
+    enabled: bool = True
+    n_lags: int = Field(10, ge=1, description="Wiener filters: causal lags (also the Wiener probe's)")
+    lag_step: int = Field(2, ge=1, description="Wiener filters: bins between lags")
+
+
+class ProbeSection(_Strict):
+    wiener: bool = Field(True, description="besides the paper's per-timestep linear probe, fit the "
+                         "classic Wiener filter (classic.n_lags x classic.lag_step) on the frozen "
+                         "latents: the decoder-matched comparison with the classic decoders")
+
+
+class GeneralizeSection(_Strict):
+    modes: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"])
+    adapt: TrainConfig = Field(default_factory=lambda: TrainConfig(max_epochs=10, lr=3e-3))
+
+
+class ExperimentConfig(_Strict):
+    """A whole study: data, models, evaluations, report."""
+
+    name: str = "experiment"
+    out: Path = Field(Path("results/experiment"), description="output folder")
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    data: DataSection = Field(default_factory=DataSection)
+    sessions: SessionsSection
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    lfp_model: ModelConfig = Field(default_factory=lambda: ModelConfig(modality="lfp"))
+    ss_lfp: TrainConfig = Field(default_factory=TrainConfig)
+    ms_lfp: TrainConfig = Field(default_factory=TrainConfig)
+    distill: DistillSection = Field(default_factory=DistillSection)
+    generalize: GeneralizeSection = Field(default_factory=GeneralizeSection)
+    probe: ProbeSection = Field(default_factory=ProbeSection)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    classic: ClassicSection = Field(default_factory=ClassicSection)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if self.teacher.model.modality != "spikes":
+            raise ValueError("teacher.model.modality must be 'spikes'")
+        if self.lfp_model.modality != "lfp":
+            raise ValueError("lfp_model.modality must be 'lfp'")
+        return self
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        elif err.get("type") == "missing":
+            parts.append(f"missing key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {err.get('msg')}" if loc else str(err.get("msg")))
+    return "; ".join(parts)
+
+
+def load_config(path: Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Read and validate a YAML experiment config."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file '{path}' does not exist; see configs/demo.yaml for an example")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config '{path}' must be a YAML mapping of sections")
+    if overrides:
+        raw = {**raw, **overrides}
+    try:
+        return ExperimentConfig(**raw)
+    except ValidationError as e:
+        raise ConfigError(f"config '{path}': {describe_validation_error(e)}") from None
+
+
+# ---------------------------------------------------------------------------------- overrides
+def one_line(e: Exception) -> str:
+    """A pydantic validation error (or any exception) as one line: ``loc: message; ...``."""
+    errs = getattr(e, "errors", None)
+    if callable(errs):
+        parts = []
+        for err in errs():
+            loc = ".".join(str(x) for x in err.get("loc", ()))
+            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return "; ".join(parts)
+    return str(e).splitlines()[0]
+
+
+def parse_overrides(items: Sequence[str] | None, nested: Sequence[str] = ()) -> dict[str, Any]:
+    """``key=value`` strings -> dict (values parsed as JSON when they are JSON, else strings;
+    ``-`` in keys read as ``_``). Keys ``P.sub`` with ``P`` in ``nested`` go to ``out[P][sub]``.
+
+    >>> parse_overrides(["d-model=64", "embedder=linear", "chain.line_freq=50"], nested=["chain"])
+    {'d_model': 64, 'embedder': 'linear', 'chain': {'line_freq': 50}}
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. --set d_model=128)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        head, dot, sub = key.partition(".")
+        if dot and head in nested:
+            out.setdefault(head, {})[sub] = value
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(model_cfg: ModelConfig, train_cfg: TrainConfig, overrides: Sequence[str],
+                    distill_cfg: DistillConfig | None = None
+                    ) -> tuple[ModelConfig, TrainConfig, DistillConfig | None]:
+    """Apply ``key=value`` overrides to whichever config has the key (model, training, or the
+    distillation objective when ``distill_cfg`` is given); an unknown key is an error naming
+    the known ones."""
+    parts: dict[str, dict[str, Any]] = {"model": model_cfg.model_dump(),
+                                        "train": train_cfg.model_dump()}
+    if distill_cfg is not None:
+        parts["distill"] = distill_cfg.model_dump()
+    for key, val in parse_overrides(overrides).items():
+        owner = next((p for p in parts.values() if key in p), None)
+        if owner is None:
+            known = "; ".join(f"{name} options: {', '.join(p)}" for name, p in parts.items())
+            raise ConfigError(f"unknown option '{key}'; {known}")
+        owner[key] = val
+    try:
+        model, train = ModelConfig(**parts["model"]), TrainConfig(**parts["train"])
+    except ValidationError as e:
+        raise ConfigError(f"invalid option: {one_line(e)}") from None
+    if distill_cfg is None:
+        return model, train, None
+    try:
+        return model, train, DistillConfig(**parts["distill"])
+    except ValidationError as e:
+        raise ConfigError(f"invalid distillation option: {one_line(e)}") from None

@@ -1,0 +1,102 @@
+"""Checkpoint files: what a trained model is saved with, and how it is read back.
+
+A checkpoint is a Lightning checkpoint (``state_dict`` of the training module, whose transformer
+is always named ``model``) plus lfpdistill's metadata under :data:`CKPT_KEY`: the resolved model
+config, the bin size, the stage and its extras. The session vocabulary travels inside the
+weights (the tokenizer's extra state), so :func:`load_model` needs neither Lightning nor the
+training code: only torch and this package's models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import CheckpointMismatchError
+from .tokenizer import stored_vocab
+from .transformer import NeuralTransformer
+
+CKPT_KEY = "lfpdistill"
+_VOCAB_KEY = "tokenizer._extra_state"
+# weights renamed since the first checkpoints were written (old prefix -> new prefix)
+_RENAMED = {"head.": "recon_head.", "decoder.": "recon_blocks."}
+
+
+def model_meta(model: NeuralTransformer, bin_size: float, stage: str, **extra: Any) -> dict[str, Any]:
+    """The metadata a checkpoint carries besides the weights."""
+    return {"model_config": model.cfg.model_dump(), "vocab": model.vocab(), "bin_size": bin_size,
+            "stage": stage, **extra}
+
+
+def _model_config(meta: dict[str, Any]) -> ModelConfig:
+    cfg = dict(meta["model_config"])
+    # checkpoints written before the held-out read-out existed were trained, aligned and
+    # evaluated on one-pass latents: keep that read-out rather than the new default
+    cfg.setdefault("readout", "visible")
+    if "decoder_layers" in cfg:  # the reconstruction branch's old name
+        cfg["recon_layers"] = cfg.pop("decoder_layers")
+    return ModelConfig(**cfg)
+
+
+def build_model(meta: dict[str, Any], vocab: dict[str, int] | None = None) -> NeuralTransformer:
+    """An untrained transformer shaped as the checkpoint described by ``meta`` (``vocab``: the
+    session vocabulary stored with the weights; ``meta['vocab']`` for older checkpoints)."""
+    return NeuralTransformer(_model_config(meta), dict(vocab if vocab is not None else meta["vocab"]))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint file written by lfpdistill (a Lightning checkpoint + our metadata)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.ckpt"
+    if not path.exists():
+        raise CheckpointMismatchError(
+            f"no model checkpoint at '{path}'; pass a run directory made by lfpdistill pretrain/"
+            "distill (it contains model.ckpt)"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise CheckpointMismatchError(f"checkpoint '{path}' is unreadable ({type(e).__name__}); "
+                                      "re-run the training stage") from None
+    if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt:
+        raise CheckpointMismatchError(f"'{path}' is not an lfpdistill checkpoint")
+    return ckpt
+
+
+def _model_state(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The transformer's weights (prefix ``model.``), old names mapped to the current ones."""
+    out = {}
+    for k, v in state_dict.items():
+        if not k.startswith("model."):
+            continue
+        k = k[len("model."):]
+        for old, new in _RENAMED.items():
+            if k.startswith(old):
+                k = new + k[len(old):]
+        out[k] = v
+    return out
+
+
+def load_model(path: Path, modality: str | None = None
+               ) -> tuple[NeuralTransformer, dict[str, Any]]:
+    """Load the transformer of any stage's checkpoint (every stage names it ``model``)."""
+    ckpt = load_checkpoint(path)
+    meta = ckpt[CKPT_KEY]
+    state = _model_state(ckpt["state_dict"])
+    stored = state.get(_VOCAB_KEY)
+    model = build_model(meta, stored_vocab(stored) if stored is not None else None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != _VOCAB_KEY]  # checkpoints older than the stored vocab
+    if missing or unexpected:
+        raise CheckpointMismatchError(
+            f"checkpoint '{path}' does not match its own model description "
+            f"(missing {len(missing)}, unexpected {len(unexpected)} weights); re-run the stage")
+    model.eval()
+    if modality is not None and model.modality != modality:
+        raise CheckpointMismatchError(
+            f"checkpoint '{path}' is a {model.modality} model but a {modality} model is needed here")
+    return model, meta

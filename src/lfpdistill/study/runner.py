@@ -1,0 +1,175 @@
+"""``lfpdistill run CONFIG``: the whole study, stage by stage.
+
+Stages (in order): data, teacher, ss_lfp, ms_lfp, distill, generalize, probe, finetune, classic,
+report. This module only orchestrates: which unit runs with which inputs
+(:mod:`.units`), cached by :class:`~.cache.Cache`, evaluated where :mod:`.plan` says, summarised
+by :mod:`.report`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from ..config import ExperimentConfig, TrainConfig
+from ..data import Store, open_store, write_json_atomic
+from ..errors import ConfigError
+from . import units
+from .cache import Cache
+from .plan import Roles, Runs, eval_plan, resolve_roles
+from .report import write_report
+
+STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "generalize", "probe", "finetune",
+          "classic", "report"]
+
+
+def prepare_data(cfg: ExperimentConfig, cache: Cache) -> Store:
+    """The study's store: the configured one, or the simulator's sessions (a cached unit)."""
+    cache.console.print("[bold]data[/]")
+    if cfg.data.store is not None:
+        store = open_store(cfg.data.store)
+        cache.console.print(f"  using store {store.root} ({len(store.names)} sessions)")
+        return store
+    d = cache.run("data", "simulated", units.simulate_store, simulate=cfg.data.simulate,
+                  segment_s=cfg.data.segment_s, split_seed=cfg.data.split_seed)
+    return open_store(d / "store")
+
+
+class Study:
+    """One experiment: its config, store, roles, cache and the runs it trains."""
+
+    def __init__(self, cfg: ExperimentConfig, from_stage: str | None = None,
+                 console: Console | None = None, out: Path | None = None):
+        if from_stage is not None and from_stage not in STAGES:
+            raise ConfigError(f"unknown stage '{from_stage}' for --from; stages: {', '.join(STAGES)}")
+        self.cfg = cfg
+        self.out = Path(out or cfg.out)
+        self.console = console or Console()
+        force = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
+        self.cache = Cache(self.out, force, self.console)
+
+    def train_cfg(self, base: TrainConfig, seed: int) -> TrainConfig:
+        return base.model_copy(update={"seed": seed, "accelerator": self.cfg.accelerator})
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.out / "config.json", json.loads(cfg.model_dump_json()))
+        t_start = time.time()
+        store = prepare_data(cfg, self.cache)
+        roles = resolve_roles(cfg, store)
+        self.console.print(
+            f"sessions — teacher: {', '.join(roles.teacher)}; distill: {', '.join(roles.distill)}"
+            f"; held-out: {', '.join(roles.heldout) or '-'}")
+        memo = units.StudyMemo(store)
+        runs = self.train_models(store, roles, memo)
+        rows: list[dict[str, Any]] = []
+        traces: dict[str, Any] = {}
+        rows += self.probe(store, roles, runs, memo, traces)
+        if cfg.finetune.enabled:
+            rows += self.finetune(store, roles, runs)
+        if cfg.classic.enabled:
+            rows += self.classic(store, roles, traces)
+        self.console.print("[bold]report[/]")
+        return write_report(self.out, cfg, roles.as_dict(), rows, traces, self.cache.log,
+                            seconds=time.time() - t_start, store=store)
+
+    # ------------------------------------------------------------------------------ models
+    def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
+        cfg, run = self.cfg, self.cache.run
+        runs = Runs()
+        self.console.print("[bold]teacher[/] (spike MAE across sessions)")
+        for seed in cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]]:
+            runs.teacher[seed] = run("teacher", f"seed{seed}", units.train_mae, store=store,
+                                     sessions=roles.teacher, modality="spikes",
+                                     model=cfg.teacher.model,
+                                     train=self.train_cfg(cfg.teacher.train, seed))
+        self.console.print("[bold]ss_lfp[/] (single-session LFP MAE)")
+        for seed in cfg.seeds:
+            for name in roles.eval:
+                runs.ss_lfp[(seed, name)] = run(
+                    "ss_lfp", f"{name}-seed{seed}", units.train_mae, store=store, sessions=[name],
+                    modality="lfp", model=cfg.lfp_model, train=self.train_cfg(cfg.ss_lfp, seed))
+        self.console.print("[bold]ms_lfp[/] (multi-session LFP MAE)")
+        for seed in cfg.seeds:
+            runs.ms_lfp[seed] = run("ms_lfp", f"seed{seed}", units.train_mae, store=store,
+                                    sessions=roles.ms_lfp, modality="lfp", model=cfg.lfp_model,
+                                    train=self.train_cfg(cfg.ms_lfp, seed))
+        self.console.print("[bold]distill[/] (LFP student aligned to the frozen teacher)")
+        for seed in cfg.seeds:
+            runs.distilled[seed] = run(
+                "distill", f"seed{seed}", units.train_student, store=store,
+                teacher=runs.teacher_for(cfg, seed), sessions=roles.distill, model=cfg.lfp_model,
+                train=self.train_cfg(cfg.distill.train, seed), objective=cfg.distill.objective,
+                init=runs.ms_lfp[seed] if cfg.distill.student_init == "ms_lfp" else None,
+                memo=memo)
+        if roles.heldout:
+            self.console.print("[bold]generalize[/] (held-out sessions: session embeddings only)")
+        for seed in cfg.seeds:
+            tc = self.train_cfg(cfg.generalize.adapt, seed)
+            for name in roles.heldout:
+                sources = [("adapt_ms", runs.ms_lfp[seed], runs.adapt_ms)]
+                if "b" in cfg.generalize.modes:
+                    sources.append(("adapt_distilled", runs.distilled[seed], runs.adapt_distilled))
+                for tag, src, into in sources:
+                    into[(seed, name)] = run(
+                        "generalize", f"{tag}-{name}-seed{seed}", units.train_mae, store=store,
+                        sessions=[name], modality="lfp", model=cfg.lfp_model, train=tc,
+                        init_from=src, train_only_new=True)
+        return runs
+
+    # -------------------------------------------------------------------------- evaluation
+    def probe(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo,
+              traces: dict[str, Any]) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
+        self.console.print("[bold]probe[/] (frozen latents → linear regression → velocity R²"
+                           + ("; and → Wiener filter)" if wiener else ")"))
+        rows: list[dict[str, Any]] = []
+        for seed in cfg.seeds:
+            warnings: list[str] = []
+            plan = eval_plan(cfg, store, roles, runs, seed, warnings)
+            for w in warnings:
+                self.console.print(f"  [yellow]{w}[/]")
+            d = self.cache.run("probe", f"seed{seed}", units.probe, store=store, plan=plan,
+                               wiener=wiener, memo=memo)
+            rows += units.read_rows(d)
+            if seed == cfg.seeds[0]:
+                traces["probe"] = dict(np.load(d / "preds.npz"))
+        return rows
+
+    def finetune(self, store: Store, roles: Roles, runs: Runs) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        self.console.print("[bold]finetune[/] (model + velocity head trained end-to-end)")
+        rows: list[dict[str, Any]] = []
+        sessions = roles.distill + (roles.heldout if cfg.finetune.sessions == "all" else [])
+        for seed in cfg.seeds:
+            tc = self.train_cfg(cfg.finetune.train, seed)
+            for p in eval_plan(cfg, store, roles, runs, seed):
+                if p.model not in cfg.finetune.models or p.session not in sessions:
+                    continue
+                d = self.cache.run("finetune", f"{p.model}-{p.session}-seed{seed}", units.finetune,
+                                   store=store, run=p.run, session=p.session, train=tc)
+                res = json.loads((d / "result.json").read_text())
+                rows.append({"model": p.model, "session": p.session, "group": p.group,
+                             "eval": "finetune", "split": "test", "seed": seed, "mode": p.mode,
+                             "r2": res["test_r2"], "r2_x": res["test_r2_x"], "r2_y": res["test_r2_y"]})
+        return rows
+
+    def classic(self, store: Store, roles: Roles, traces: dict[str, Any]) -> list[dict[str, Any]]:
+        self.console.print("[bold]classic[/] (Wiener and Kalman decoders on the same splits)")
+        d = self.cache.run("classic", "decoders", units.classic, store=store, sessions=roles.eval,
+                           distilled=roles.distill, options=self.cfg.classic)
+        traces["classic"] = dict(np.load(d / "preds.npz"))
+        return units.read_rows(d)
+
+
+def run_experiment(cfg: ExperimentConfig, from_stage: str | None = None,
+                   out: Path | None = None) -> dict[str, Any]:
+    """Run (or resume from the cache) the study ``cfg``; returns the report's summary."""
+    return Study(cfg, from_stage, out=out).run()

@@ -1,0 +1,131 @@
+"""The units of work of a study: module-level functions ``work(out_dir, **inputs)`` run by
+:class:`~lfpdistill.study.cache.Cache`, which derives each unit's key from its inputs.
+
+Every unit reads only its arguments. :class:`StudyMemo` is the one shared object: a memo of
+pure functions of its arguments (teacher latents, teacher Wiener fits), so it adds nothing to a
+key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..commands.distill import distill_run
+from ..commands.finetune import finetune_run
+from ..commands.pretrain import pretrain_run
+from ..config import ClassicSection, DistillConfig, ModelConfig, SimConfig, TrainConfig
+from ..data import Store, write_json_atomic, write_store
+from ..evaluation import classic_decoders, linear_probe, session_latents, wiener_fits
+from ..models import load_model
+from ..session import Session
+from ..simulate import simulate_sessions
+from .plan import EvalItem
+
+
+class StudyMemo:
+    """Results computed once per study and shared by units: the teacher's stitched latents of a
+    session (a teacher shared by several seeds and stages) and its Wiener read-outs."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._latents: dict[tuple[str, str], np.ndarray] = {}
+        self.teacher_wiener: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def cache_key(self) -> str:
+        return "memo"  # pure functions of the other inputs
+
+    def teacher_latents(self, run: Path, session: str) -> np.ndarray:
+        key = (str(run), session)
+        if key not in self._latents:
+            model, meta = load_model(run, modality="spikes")
+            self._latents[key] = session_latents(model, self.store.session(session),
+                                                 meta.get("window_s", 1.0))
+        return self._latents[key]
+
+
+# ------------------------------------------------------------------------------------ data
+def simulate_store(out: Path, simulate: SimConfig, segment_s: float, split_seed: int) -> None:
+    sessions = simulate_sessions(simulate, progress=True)
+    write_store(sessions, out / "store", options={"source": "simulate",
+                                                  "simulate": simulate.model_dump()},
+                segment_s=segment_s, seed=split_seed)
+
+
+# ---------------------------------------------------------------------------------- models
+def train_mae(out: Path, store: Store, sessions: list[str], modality: str, model: ModelConfig,
+              train: TrainConfig, init_from: Path | None = None, train_only_new: bool = False
+              ) -> None:
+    pretrain_run(store.root, sessions, modality, out, model, train, init_from=init_from,
+                 train_only_new=train_only_new, resume=False)
+
+
+def train_student(out: Path, store: Store, teacher: Path, sessions: list[str], model: ModelConfig,
+                  train: TrainConfig, objective: DistillConfig, init: Path | None,
+                  memo: StudyMemo) -> None:
+    distill_run(teacher, store.root, sessions, out, model, train, objective, student_init=init,
+                resume=False, teacher_latents={n: memo.teacher_latents(teacher, n) for n in sessions})
+
+
+def finetune(out: Path, store: Store, run: Path, session: str, train: TrainConfig) -> None:
+    finetune_run(run, store.root, session, out, train, resume=False)
+
+
+# ------------------------------------------------------------------------------ evaluation
+def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int] | None,
+          memo: StudyMemo) -> None:
+    """Linear probe (and Wiener read-out) of every item's frozen latents: ``rows.json`` and the
+    probe predictions ``preds.npz``."""
+    rows: list[dict[str, Any]] = []
+    preds: dict[str, np.ndarray] = {}
+    jobs: list[tuple[int, tuple[str, str], np.ndarray, Session]] = []
+    for p in plan:
+        s = store.session(p.session)
+        if p.model == "teacher":  # one teacher for every seed: computed once
+            z = memo.teacher_latents(p.run, p.session)
+        else:
+            model, meta = load_model(p.run)
+            z = session_latents(model, s, meta.get("window_s", 1.0), as_session=p.as_session)
+        base = {"model": p.model, "session": p.session, "group": p.group, "split": "test",
+                "seed": p.seed, "mode": p.mode}
+        res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("test"))
+        preds[f"{p.model}|{p.session}"] = res.pop("pred")
+        rows.append({**base, "eval": "probe", **res})
+        if wiener:
+            tkey = (str(p.run), p.session)
+            done = memo.teacher_wiener.get(tkey) if p.model == "teacher" else None
+            rows.append({**base, "eval": "probe_wiener", **(done or {})})
+            if done is None:
+                jobs.append((len(rows) - 1, tkey, z, s))
+    if wiener and jobs:  # the Wiener fits, two or more at a time
+        fits = wiener_fits([(z, s) for _, _, z, s in jobs], *wiener)
+        for (i, tkey, _, _), res in zip(jobs, fits, strict=True):
+            rows[i].update(res)
+            if rows[i]["model"] == "teacher":
+                memo.teacher_wiener[tkey] = res
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "rows.json", rows)
+    np.savez(out / "preds.npz", **preds)
+
+
+def classic(out: Path, store: Store, sessions: list[str], distilled: list[str],
+            options: ClassicSection) -> None:
+    """The classic decoders on every evaluated session: ``rows.json`` and ``preds.npz``."""
+    rows, preds = [], {}
+    for name in sessions:
+        s = store.session(name)
+        group = "distilled" if name in distilled else "unseen"
+        for r, pred in classic_decoders(s, options.n_lags, options.lag_step):
+            preds[f"{r['model']}|{name}"] = pred
+            rows.append({**r, "session": name, "group": group, "eval": "classic",
+                         "split": "test", "seed": None, "mode": None})
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "rows.json", rows)
+    np.savez(out / "preds.npz", **preds)
+
+
+def read_rows(d: Path) -> list[dict[str, Any]]:
+    return json.loads((d / "rows.json").read_text())

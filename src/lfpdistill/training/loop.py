@@ -1,0 +1,202 @@
+"""The shared fit loop: one Lightning ``Trainer`` set-up for every training stage.
+
+AdamW with linear warm-up and cosine decay (:mod:`.base`), gradient clipping, early stopping on
+the validation loss, best / last / periodic checkpoints (an interrupted run resumes), CSV metrics
+log, a progress bar (or one line per epoch when stdout is not a terminal), bf16 autocast on GPUs
+and Lightning's DDP strategy for several devices or nodes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import DDPStrategy
+from torch.utils.data import DataLoader
+
+from ..config import TrainConfig
+from ..data.store import atomic_path, write_json_atomic
+from ..data.windows import SessionBatchSampler, WindowDataset, collate_windows
+from .base import BaseModule
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    if cfg.precision != "auto":
+        return cfg.precision
+    if cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def make_loader(ds: WindowDataset, cfg: TrainConfig, train: bool) -> DataLoader:
+    if train:
+        sampler = SessionBatchSampler(ds, cfg.batch_size, cfg.batch_mode, shuffle=True,
+                                      seed=cfg.seed)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_windows,
+                          num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_windows,
+                      num_workers=cfg.num_workers)
+
+
+class _EpochSeed(Callback):
+    """Give our batch sampler a new permutation each epoch (Lightning only does this for
+    samplers it injects itself)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if isinstance(sampler, SessionBatchSampler):
+            sampler.set_epoch(trainer.current_epoch)
+
+
+class EpochLines(Callback):
+    """Progress for logs that are not a terminal (CI, ``make demo > log``): one line per epoch
+    with the logged metrics, instead of a progress bar redrawn with carriage returns."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if np.ndim(v) == 0}
+        text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k != "epoch")
+        print(f"  {pl_module.__class__.__name__} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+              f" (step {trainer.global_step}): {text}", flush=True)
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return os.isatty(1)
+    except OSError:  # pragma: no cover - closed stdout
+        return False
+
+
+def _merge_metric_parts(metrics_csv: Path) -> None:
+    """Put the rows logged before an interruption back in front of the resumed run's rows."""
+    parts = sorted(metrics_csv.parent.glob("metrics.part*.csv"))
+    if not parts:
+        return
+    rows: list[dict[str, str]] = []
+    header: list[str] = []
+    for path in [*parts, metrics_csv]:
+        if not path.exists():
+            continue
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header += [c for c in reader.fieldnames or [] if c not in header]
+            rows.extend(reader)
+    with atomic_path(metrics_csv, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    for path in parts:
+        path.unlink()
+
+
+def resolve_strategy(name: str) -> Any:
+    """'ddp' with unused-parameter detection: a batch need not contain every session, so some
+    session embeddings get no gradient in a step."""
+    if name == "ddp":
+        return DDPStrategy(find_unused_parameters=True)
+    return name
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's informational chatter (device lists, tips) out of the user's terminal."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_dir: Path,
+        cfg: TrainConfig, run_config: dict[str, Any] | None = None, resume: bool = True
+        ) -> dict[str, Any]:
+    """Train ``module``; write ``run_dir/model.ckpt`` (best by val loss) and ``summary.json``.
+
+    If ``run_dir/checkpoints/last.ckpt`` exists from an interrupted run with the same
+    ``run_config``, training resumes from it.
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "run_config.json"
+    resume_from = None
+    candidates = [p for p in (ckpt_dir / "last.ckpt", ckpt_dir / "step.ckpt") if p.exists()]
+    if candidates:
+        old = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
+        if resume and old == json.loads(json.dumps(run_config or {}, default=str)):
+            resume_from = str(max(candidates, key=lambda p: p.stat().st_mtime))
+        else:
+            shutil.rmtree(ckpt_dir)
+    write_json_atomic(cfg_path, run_config or {})
+    metrics_csv = run_dir / "logs" / "metrics.csv"
+    if resume_from and metrics_csv.exists():
+        # Lightning's CSV logger starts a new file; keep the rows logged before the interruption
+        k = len(list(metrics_csv.parent.glob("metrics.part*.csv")))
+        metrics_csv.rename(metrics_csv.parent / f"metrics.part{k}.csv")
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min",
+                           save_top_k=1, save_last=True, enable_version_counter=False)
+    periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="step", monitor=None,
+                               every_n_train_steps=cfg.checkpoint_every_steps, save_top_k=1,
+                               enable_version_counter=False)
+    callbacks: list[Callback] = [best, periodic, _EpochSeed(),
+                                 EarlyStopping(monitor="val_loss", patience=cfg.patience, mode="min",
+                                               check_on_train_epoch_end=False)]
+    bar = cfg.progress and _stdout_is_terminal()
+    if bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, len(train_ds) // cfg.batch_size // 10)))
+    elif cfg.progress:
+        callbacks.append(EpochLines())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*is deprecated.*")
+        trainer = L.Trainer(
+            accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+            strategy=resolve_strategy(cfg.strategy), precision=resolve_precision(cfg),
+            max_epochs=cfg.max_epochs,
+            max_steps=cfg.max_steps, gradient_clip_val=cfg.grad_clip or None,
+            callbacks=callbacks, logger=CSVLogger(run_dir, name="", version="logs"),
+            enable_progress_bar=bar, enable_model_summary=False,
+            log_every_n_steps=max(1, min(10, len(train_ds) // cfg.batch_size)),
+            num_sanity_val_steps=0, deterministic=False,
+            limit_val_batches=cfg.limit_val_batches, default_root_dir=run_dir,
+            # our batch sampler shards itself across ranks (SessionBatchSampler._shard)
+            use_distributed_sampler=False,
+        )
+        trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
+                    ckpt_path=resume_from)
+    summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
+                               "steps": trainer.global_step, "global_rank": trainer.global_rank,
+                               "kept": cfg.keep}
+    final = ckpt_dir / "final.ckpt"
+    if cfg.keep == "last":
+        trainer.save_checkpoint(final)  # every rank calls it; rank 0 writes
+    if trainer.global_rank == 0:
+        _merge_metric_parts(metrics_csv)
+        best_path = best.best_model_path or str(ckpt_dir / "last.ckpt")
+        with atomic_path(run_dir / "model.ckpt") as tmp:
+            shutil.copyfile(final if cfg.keep == "last" else best_path, tmp)
+        score = best.best_model_score
+        summary["best_val_loss"] = None if score is None else float(score)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if np.ndim(v) == 0}
+        summary["last_metrics"] = metrics
+        write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
