@@ -1,4 +1,4 @@
-"""Calibrate the built-in simulator against the targets of DESIGN.md section 3.
+"""Calibrate the built-in simulator against the calibration targets of docs/simulator.md.
 
 Simulates sessions, then per session decodes hand velocity with a Wiener filter (ridge on 10
 causal lags x 20 ms, features standardised on train, penalty by 5-fold contiguous CV on train

@@ -1,4 +1,4 @@
-"""Builders of small raw-data files in the exact layouts of the real datasets (DESIGN.md §4).
+"""Builders of small raw-data files in the exact layouts of the real datasets (docs/real_data.md).
 
 - :func:`write_mat73` -- a MATLAB v7.3 MAT-file: HDF5 behind a 512-byte user block whose text
   starts ``MATLAB 7.3 MAT-file``; arrays stored transposed (column-major), cells as object

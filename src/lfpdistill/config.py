@@ -8,7 +8,9 @@
   :func:`load_config`;
 - :func:`apply_overrides` -- the one parser of ``key=value`` command-line overrides.
 
-Unknown or mistyped keys are rejected with the key's full path. Importing this module must stay
+Unknown or mistyped keys are rejected with the key's full path. Why one module of ~480 lines:
+every option a user can set is here, in one place, so that the CLI, the Python API and the
+experiment YAML share one definition and one set of defaults. Importing this module must stay
 cheap (the CLI and the experiment config read it before deciding to load torch); a test checks
 that it imports neither torch nor Lightning.
 """

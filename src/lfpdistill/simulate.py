@@ -42,6 +42,10 @@ Generative model (one shared "brain", many sessions)
   streams); only the noise realisations differ.
 
 Everything is deterministic from ``SimConfig.seed``: the same config gives bit-identical arrays.
+
+Why one module of ~600 lines: it is one generative model, read top to bottom (geometry,
+behaviour, latents, population, spikes, LFP parts, paths); its parts share random-stream ids and
+helpers that mean nothing outside it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ import numpy as np
 from scipy import signal
 
 from .config import LATENT_NAMES_KINEMATIC, SimConfig, SimLfpConfig
+from .preprocess import LfpChainConfig, broadband_to_lfp_chunked
 from .session import Session, make_segments
 
 __all__ = ["LATENT_NAMES_KINEMATIC", "SimConfig", "SimLfpConfig", "electrode_grid",
@@ -475,8 +480,6 @@ def _process_fast(x: np.ndarray, bin_size: float, highpass_hz: float = 0.05) -> 
 
 def _process_raw(cfg: SimConfig, s: int, parts: dict, elec: np.ndarray, n_bins: int
                  ) -> np.ndarray:
-    from .preprocess import LfpChainConfig, broadband_to_lfp_chunked
-
     fs = cfg.raw_fs
     n = int(math.ceil(n_bins * cfg.bin_size * fs)) + 1
     t_bins = (np.arange(n_bins) + 0.5) * cfg.bin_size

@@ -1,6 +1,6 @@
 """Readers of real datasets into :class:`~lfpdistill.session.Session` objects and stores.
 
-Formats (DESIGN.md section 4):
+Formats (docs/real_data.md):
 
 - ``odoherty`` -- O'Doherty/Makin/Sabes ``indy_*.mat`` (v7.3) + NWB 1.0.6 broadband ``indy_*.nwb``
   (:mod:`.odoherty`);
@@ -47,7 +47,7 @@ def _reader(fmt: str) -> Any:
         from . import odoherty as mod
     elif fmt == "flint":
         from . import flint as mod
-    elif fmt == "nwb":
+    elif fmt == "nwb":  # format modules load on demand: pynwb alone takes ~1 s to import
         from . import nwb as mod
     else:
         raise ConfigError(f"unknown raw format '{fmt}'; expected one of {', '.join(FORMATS)}")
@@ -146,7 +146,7 @@ def prepare_store(fmt: str, raw_dir: Path, out_dir: Path, sessions: list[str] | 
     Every user error is an :class:`~lfpdistill.errors.LfpDistillError` with a one-line message,
     and leaves ``out_dir`` untouched.
     """
-    from ..data import write_store
+    from ..data import write_store  # lfpdistill.data loads torch (windows): only when writing
 
     mod = _reader(fmt)
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)

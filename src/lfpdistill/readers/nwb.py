@@ -27,6 +27,10 @@ bin centre), velocity as ``processing/behavior/velocity``, spikes as a ``Units``
 count becomes that many spike times at the bin centre) and trials as the trials table. The
 train/val/test segments are not exported; a store prepared from these files recomputes them
 deterministically (same seed and segment length -> same splits).
+
+Why ~440 lines: reader and exporter share the NWB layout conventions (names, comments, units)
+and are tested as a round trip; pynwb is imported inside the functions that use it (~1 s to
+import), so the other readers never pay for it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ unit (``bin_by="unit"``: unsorted units dropped). Velocity is ``gradient(cursor_
 linearly interpolated at bin centres. LFP is the broadband signal through
 :func:`lfpdistill.preprocess.broadband_to_lfp_chunked`. A session without a broadband file is
 spikes-only (``lfp=None``; logged, and ``meta['lfp_source']`` says why).
+
+Why ~400 lines: two file formats of one dataset (MATLAB v7.3 spikes, NWB 1.0.6 broadband)
+and their clock alignment, which only make sense together.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ def _read_mat(path: Path) -> dict[str, Any]:
             if h5py.check_ref_dtype(cn.dtype) is not h5py.Reference:
                 raise RawDataError(f"'{path}': field 'chan_names' is not a cell array of strings")
             names = [_char_cell(f, r, path) for r in cn[()].ravel()]
-        # DESIGN orientation is (units, channels); accept the transpose when names say so
+        # the documented orientation is (units, channels); accept the transpose when names say so
         if names is not None and refs.shape[1] != len(names) and refs.shape[0] == len(names):
             refs = refs.T
         n_ch = refs.shape[1]
