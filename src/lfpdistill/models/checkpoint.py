@@ -9,6 +9,9 @@ training code: only torch and this package's models.
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,28 @@ def build_model(meta: dict[str, Any], vocab: dict[str, int] | None = None) -> Ne
     return NeuralTransformer(_model_config(meta), dict(vocab if vocab is not None else meta["vocab"]))
 
 
+def read_checkpoint_file(path: Path) -> Any:
+    """The one place a checkpoint file is unpickled: tensors and plain values only
+    (``weights_only=True``), so a shared checkpoint cannot run code when it is read. Everything
+    lfpdistill and Lightning save is such values, so no allow-list is needed."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of odd files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found is None:
+            raise CheckpointMismatchError(f"checkpoint '{path}' is unreadable (not a torch "
+                                          "checkpoint); re-run the training stage") from None
+        raise CheckpointMismatchError(
+            f"checkpoint '{path}' holds Python objects other than tensors and plain values "
+            f"({found.group(1)}); it was not loaded because that could run code — use a "
+            "checkpoint written by lfpdistill or re-run the training stage") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise CheckpointMismatchError(f"checkpoint '{path}' is unreadable ({type(e).__name__}); "
+                                      "re-run the training stage") from None
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint file written by lfpdistill (a Lightning checkpoint + our metadata)."""
     path = Path(path)
@@ -57,11 +82,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"no model checkpoint at '{path}'; pass a run directory made by lfpdistill pretrain/"
             "distill (it contains model.ckpt)"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointMismatchError(f"checkpoint '{path}' is unreadable ({type(e).__name__}); "
-                                      "re-run the training stage") from None
+    ckpt = read_checkpoint_file(path)
     if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt:
         raise CheckpointMismatchError(f"'{path}' is not an lfpdistill checkpoint")
     return ckpt

@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader
 from ..config import TrainConfig
 from ..data.store import atomic_path, write_json_atomic
 from ..data.windows import SessionBatchSampler, WindowDataset, collate_windows
+from ..errors import CheckpointMismatchError
+from ..models.checkpoint import read_checkpoint_file
 from .base import BaseModule
 
 
@@ -118,6 +120,31 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
+# what a run folder holds besides its checkpoints, written once training has finished (the
+# training commands' outputs and embed's default latents), removed when a new run starts there
+_RUN_OUTPUTS = ("model.ckpt", "summary.json", "result.json", "predictions.npz", "latents.npz")
+
+
+def _same_run_config(cfg_path: Path, run_config: dict[str, Any] | None) -> bool:
+    try:
+        old = json.loads(cfg_path.read_text())
+    except (OSError, ValueError):  # missing or damaged: not the same run
+        return False
+    return bool(old == json.loads(json.dumps(run_config or {}, default=str)))
+
+
+def _readable_newest(candidates: list[Path]) -> str | None:
+    """The newest resume checkpoint that can be read (a run killed while Lightning wrote one
+    leaves it truncated; resuming from it would fail on every later attempt)."""
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            read_checkpoint_file(path)
+        except CheckpointMismatchError:
+            continue
+        return str(path)
+    return None
+
+
 def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_dir: Path,
         cfg: TrainConfig, run_config: dict[str, Any] | None = None, resume: bool = True
         ) -> dict[str, Any]:
@@ -133,11 +160,15 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
     resume_from = None
     candidates = [p for p in (ckpt_dir / "last.ckpt", ckpt_dir / "step.ckpt") if p.exists()]
     if candidates:
-        old = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
-        if resume and old == json.loads(json.dumps(run_config or {}, default=str)):
-            resume_from = str(max(candidates, key=lambda p: p.stat().st_mtime))
-        else:
+        if resume and _same_run_config(cfg_path, run_config):
+            resume_from = _readable_newest(candidates)
+        if resume_from is None:
             shutil.rmtree(ckpt_dir)
+    if resume_from is None:
+        # a new run: outputs of an earlier run in this folder must not survive next to the new
+        # run_config.json (a run killed before it writes its own would leave them to be loaded)
+        for name in _RUN_OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
     write_json_atomic(cfg_path, run_config or {})
     metrics_csv = run_dir / "logs" / "metrics.csv"
     if resume_from and metrics_csv.exists():
@@ -177,7 +208,7 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
             use_distributed_sampler=False,
         )
         trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
-                    ckpt_path=resume_from)
+                    ckpt_path=resume_from, weights_only=True)
     summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
                                "steps": trainer.global_step, "global_rank": trainer.global_rank,
                                "kept": cfg.keep}
