@@ -80,9 +80,35 @@ def _open(url: str, timeout: float, headers: dict[str, str] | None = None) -> An
         ) from None
 
 
+def _check_options(base_url: str, timeout: float) -> None:
+    scheme = urllib.parse.urlsplit(base_url)
+    if scheme.scheme not in ("http", "https") or not scheme.netloc:
+        raise ConfigError(f"--base-url '{base_url}' is not an http(s) URL; pass e.g. {ZENODO}")
+    if not timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
+
+
+def safe_name(name: str, where: str) -> str:
+    """``name`` if it is one plain file name (no folder part, not '.'/'..', not absolute), else a
+    :class:`DownloadError`: a name from a remote listing must never place a file outside the
+    download folder."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or Path(name).is_absolute() or (len(name) > 1 and name[1] == ":")):
+        raise DownloadError(
+            f"{where}: the listing names a file '{name}' outside the download folder; refusing to "
+            "download from it -- check --base-url and --record")
+    return name
+
+
+def _listing_error(url: str, what: str) -> DownloadError:
+    return DownloadError(f"{url}: the record listing is malformed ({what}); check --base-url and "
+                         "--record")
+
+
 def zenodo_files(record: str, base_url: str = ZENODO, timeout: float = 60.0) -> dict[str,
                                                                                     RemoteFile]:
     """The files of Zenodo ``record``: ``{name: RemoteFile}``."""
+    _check_options(base_url, timeout)
     base = base_url.rstrip("/")
     url = f"{base}/api/records/{record}"
     try:
@@ -93,23 +119,39 @@ def zenodo_files(record: str, base_url: str = ZENODO, timeout: float = 60.0) -> 
             from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DownloadError(f"{url}: the record listing is not JSON") from None
+    if not isinstance(data, dict):
+        raise _listing_error(url, "not a JSON object")
     files = data.get("files", [])
     if isinstance(files, dict):  # newer API: {"entries": [...]} or {"entries": {name: {...}}}
         files = files.get("entries", [])
         if isinstance(files, dict):
             files = list(files.values())
+    if not isinstance(files, list):
+        raise _listing_error(url, f"'files' is a {type(files).__name__}, not a list")
     out: dict[str, RemoteFile] = {}
     for entry in files:
+        if not isinstance(entry, dict):
+            raise _listing_error(url, f"a file entry is a {type(entry).__name__}")
         name = entry.get("key") or entry.get("filename")
         if not name:
             continue
+        if not isinstance(name, str):
+            raise _listing_error(url, f"file name {name!r} is not a string")
+        safe_name(name, url)
         links = entry.get("links", {}) or {}
-        link = links.get("content") or links.get("self") or links.get("download")
-        if not link:
+        link = (links.get("content") or links.get("self") or links.get("download")
+                if isinstance(links, dict) else None)
+        if not isinstance(link, str) or not link:
             link = f"{base}/records/{record}/files/{urllib.parse.quote(name)}?download=1"
         size = entry.get("size", entry.get("filesize"))
-        out[name] = RemoteFile(name, link, int(size) if size is not None else None,
-                               entry.get("checksum"))
+        try:
+            size = int(size) if size is not None else None
+        except (TypeError, ValueError):
+            raise _listing_error(url, f"size {size!r} of '{name}' is not a number") from None
+        if size is not None and size < 0:
+            raise _listing_error(url, f"size {size} of '{name}' is negative")
+        checksum = entry.get("checksum")
+        out[name] = RemoteFile(name, link, size, checksum if isinstance(checksum, str) else None)
     if not out:
         raise DownloadError(f"{url}: record '{record}' lists no files")
     return out
@@ -145,8 +187,10 @@ def fetch(f: RemoteFile, to_dir: Path, timeout: float = 60.0, retries: int = 3,
           progress: Callable[[str], None] | None = None) -> Path:
     """Download ``f`` into ``to_dir`` (resuming a ``.part`` file) and verify it."""
     to_dir = Path(to_dir)
+    if to_dir.exists() and not to_dir.is_dir():
+        raise ConfigError(f"--to '{to_dir}' is a file; pass a folder to download into")
     to_dir.mkdir(parents=True, exist_ok=True)
-    dest = to_dir / f.name
+    dest = to_dir / safe_name(f.name, f.url)
     if dest.exists():
         if _verify(dest, f) is None:
             if progress:
@@ -221,6 +265,9 @@ def download(dataset: str, sessions: list[str] | None, to_dir: Path, base_url: s
         return []
     if dataset != "odoherty":
         raise ConfigError(f"unknown dataset '{dataset}'; expected 'odoherty' or 'flint'")
+    _check_options(base_url, timeout)
+    if to_dir.exists() and not to_dir.is_dir():
+        raise ConfigError(f"--to '{to_dir}' is a file; pass a folder to download into")
     listing = zenodo_files(record, base_url, timeout)
     mats = sorted(n for n in listing if n.endswith(".mat"))
     names = list(sessions) if sessions else [n[:-4] for n in mats]
