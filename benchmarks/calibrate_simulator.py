@@ -66,12 +66,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--path", choices=["fast", "raw"], default="fast")
     ap.add_argument("--task", choices=["random_target", "center_out"], default="random_target")
     ap.add_argument("--degradation", type=float, default=0.0)
+    ap.add_argument("--variant", choices=["default", "random"], default="default",
+                    help="random: parameters drawn from docs/simulator.md's ranges (per --seed)")
     ap.add_argument("--extra", action="store_true", help="also LMP-only and power-only columns")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     args = ap.parse_args(argv)
 
     cfg = SimConfig(n_sessions=args.sessions, seconds=args.seconds, seed=args.seed,
-                    path=args.path, task=args.task, degradation=args.degradation)
+                    path=args.path, task=args.task, degradation=args.degradation,
+                    variant=args.variant)
     t0 = time.perf_counter()
     sessions = simulate_sessions(cfg)
     t_sim = time.perf_counter() - t0

@@ -188,3 +188,39 @@ def test_raw_and_fast_paths_decode_alike():
                     - _decode(band_power_features(f.lfp), f.velocity, "bp"))
     assert abs(np.mean(d_raw)) < 0.06
     assert abs(np.mean(d_bp)) < 0.06
+
+
+# ---------------------------------------------------------------------------- variants
+def test_variant_draws_are_deterministic_and_inside_the_documented_ranges():
+    from lfpdistill.simulate import VARIANT_RANGES, draw_variant, resolve_variant
+
+    ranges = {r.field: r for r in VARIANT_RANGES}
+    seen_tasks = set()
+    for seed in range(40):
+        d = draw_variant(seed)
+        assert d == draw_variant(seed)
+        for name, value in d.items():
+            assert ranges[name].contains(value), (seed, name, value)
+        cfg = resolve_variant(SimConfig(variant="random", seed=seed, n_sessions=3, seconds=30))
+        assert cfg == resolve_variant(SimConfig(variant="random", seed=seed, n_sessions=3,
+                                                seconds=30))
+        assert cfg.units_max - cfg.units_min == d["units_width"] and cfg.lead_s == d["lead_s"]
+        small = resolve_variant(SimConfig(variant="random", seed=seed, n_hidden=150, units_min=10,
+                                          units_max=75))
+        assert small.units_min <= small.units_max <= 75
+        assert cfg.lfp.exponent == d["lfp.exponent"] and cfg.n_sessions == 3
+        assert cfg.drawn_from == f"random variant, seed {seed}" and cfg.variant == "default"
+        seen_tasks.add(cfg.task)
+    assert seen_tasks == {"random_target", "center_out"}
+    assert draw_variant(0) != draw_variant(1)
+    default = SimConfig(seed=5)
+    assert resolve_variant(default) is default
+
+
+def test_variant_sessions_are_reproducible():
+    cfg = SimConfig(variant="random", seed=3, n_sessions=1, seconds=20, n_hidden=400,
+                    segment_s=None)
+    a, b = simulate_sessions(cfg)[0], simulate_sessions(cfg)[0]
+    assert np.array_equal(a.spikes, b.spikes) and np.array_equal(a.lfp, b.lfp)
+    other = simulate_sessions(cfg.model_copy(update={"seed": 4}))[0]
+    assert a.spikes.shape[1] != other.spikes.shape[1] or not np.array_equal(a.lfp, other.lfp)

@@ -254,6 +254,12 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
     segment_s: float | None = Field(
         5.0, gt=0, description="Split segment length (s) for Session.segments; None: no split.")
     lfp: SimLfpConfig = Field(default_factory=SimLfpConfig, description="LFP mixture.")
+    variant: Literal["default", "random"] = Field(
+        "default", description="'random': draw the generative parameters (population, tuning, "
+        "drift, motor lead, behaviour, LFP mixture, noise) from the documented ranges of "
+        "docs/simulator.md, seeded by `seed`; every other field keeps its value")
+    drawn_from: str | None = Field(
+        None, description="set by the variant sampler: which draw produced these parameters")
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> SimConfig:

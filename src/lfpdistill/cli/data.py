@@ -37,17 +37,24 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str, typer.Option(help="random_target or center_out")] = "random_target",
         path: Annotated[str, typer.Option(help="fast (100 Hz LFP directly) or raw (1 kHz + chain)")] = "fast",
         degradation: Annotated[float, typer.Option(help="per-session decay of unit yield/tuning")] = 0.0,
+        variant: Annotated[str, typer.Option(
+            help="default, or random: generative parameters drawn from the documented ranges "
+                 "(docs/simulator.md), one variant per --seed")] = "default",
         segment_s: Annotated[float, typer.Option(help="split segment length (s)")] = 5.0,
     ) -> None:
         """Simulate paired spikes + LFP + velocity sessions into a store."""
         from ..data import write_store
-        from ..simulate import simulate_sessions
+        from ..simulate import resolve_variant, simulate_sessions
 
         try:
-            cfg = SimConfig(n_sessions=sessions, seconds=seconds, seed=seed, task=task, path=path,
-                            degradation=degradation)
+            cfg = resolve_variant(SimConfig(n_sessions=sessions, seconds=seconds, seed=seed,
+                                            task=task, path=path, degradation=degradation,
+                                            variant=variant))
         except ValidationError as e:
             raise ConfigError(f"invalid simulation option: {one_line(e)}") from None
+        if cfg.drawn_from:
+            console.print(f"{cfg.drawn_from}: {cfg.units_min}-{cfg.units_max} units, task {cfg.task}, "
+                          f"lead {cfg.lead_s * 1000:.0f} ms (all drawn values in the store's manifest)")
         sess = simulate_sessions(cfg, progress=True)
         store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},
                             segment_s=segment_s, seed=seed)

@@ -57,12 +57,10 @@ import time
 import numpy as np
 from scipy import signal
 
-from .config import LATENT_NAMES_KINEMATIC, SimConfig, SimLfpConfig
-from .preprocess import LfpChainConfig, broadband_to_lfp_chunked
-from .session import Session, make_segments
-
-__all__ = ["LATENT_NAMES_KINEMATIC", "SimConfig", "SimLfpConfig", "electrode_grid",
-           "simulate_sessions"]
+from ..config import LATENT_NAMES_KINEMATIC, SimConfig
+from ..preprocess import LfpChainConfig, broadband_to_lfp_chunked
+from ..session import Session, make_segments
+from .variants import resolve_variant
 
 _V_REF = 10.0  # cm/s per latent unit (velocity, speed)
 _A_REF = 100.0  # cm/s^2 per latent unit (acceleration)
@@ -565,10 +563,11 @@ def simulate_sessions(cfg: SimConfig | None = None, progress: bool = False) -> l
     """Simulate ``cfg.n_sessions`` paired sessions ``sim00, sim01, ...`` (subject ``"sim"``).
 
     Sessions are generated one at a time (the raw path holds one session's broadband signal in
-    memory). Deterministic: the same ``cfg`` gives bit-identical arrays. With ``progress=True``
+    memory). Deterministic: the same ``cfg`` gives bit-identical arrays. A ``variant="random"``
+    config is first resolved into its drawn parameters (:func:`resolve_variant`). With ``progress=True``
     a line per session goes to stderr.
     """
-    cfg = cfg or SimConfig()
+    cfg = resolve_variant(cfg or SimConfig())
     elec = electrode_grid(cfg.n_channels)
     channel_ids = [f"ch{i:03d}" for i in range(cfg.n_channels)]
     pop = _Population(cfg, elec)

@@ -22,7 +22,7 @@ from ..data import Store, write_json_atomic, write_store
 from ..evaluation import classic_decoders, linear_probe, session_latents, wiener_fits
 from ..models import load_model
 from ..session import Session
-from ..simulate import simulate_sessions
+from ..simulate import resolve_variant, simulate_sessions
 from .plan import EvalItem
 
 
@@ -49,9 +49,10 @@ class StudyMemo:
 
 # ------------------------------------------------------------------------------------ data
 def simulate_store(out: Path, simulate: SimConfig, segment_s: float, split_seed: int) -> None:
-    sessions = simulate_sessions(simulate, progress=True)
+    resolved = resolve_variant(simulate)  # the manifest records the drawn parameters
+    sessions = simulate_sessions(resolved, progress=True)
     write_store(sessions, out / "store", options={"source": "simulate",
-                                                  "simulate": simulate.model_dump()},
+                                                  "simulate": resolved.model_dump()},
                 segment_s=segment_s, seed=split_seed)
 
 
