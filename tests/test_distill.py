@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -316,3 +317,42 @@ def test_sessions_unknown_to_the_teacher_are_refused(teacher_run, tmp_path):
     with pytest.raises(DataValidationError, match="has not seen session") as e:
         distill_run(teacher_run, tmp_path / "st", None, tmp_path / "out", mcfg("lfp"), tcfg())
     _one_line(e)
+
+
+# ---------------------------------------------------------------------------- diagnostics
+def test_diagnostics_use_validation_bins_only(store_dir, teacher_run, tmp_path):
+    from lfpdistill.commands.distill import distillation_diagnostics
+
+    module, _, _, _, _ = _module(store_dir, teacher_run, target_norm="standardize")
+    sel = _sessions(store_dir)
+    cache = module.teacher_cache
+    ref = distillation_diagnostics(module, sel, 0.2, cache)
+    d = ref["sessions"]["a"]
+    assert ref["split"] == "val" and len(d["r2_per_dim"]) == 16 and d["r2"] <= 1
+    assert d["bins"] == int(sel[0].split_mask("val").sum())
+    # LFP and teacher latents outside the validation bins change nothing
+    noisy = []
+    for s in sel:
+        out_of_val = ~s.split_mask("val")
+        lfp = s.lfp.copy()
+        lfp[out_of_val] = np.random.default_rng(0).normal(size=lfp[out_of_val].shape) * 50
+        noisy.append(dataclasses.replace(s, lfp=lfp))
+    moved = {n: np.where(s.split_mask("val")[:, None], z, z + 100) for (n, z), s in
+             zip(cache.items(), sel, strict=True)}
+    again = distillation_diagnostics(module, noisy, 0.2, moved)
+    assert again["sessions"] == ref["sessions"]
+    # the validation bins do matter
+    val_moved = {n: np.where(s.split_mask("val")[:, None], z + 1, z) for (n, z), s in
+                 zip(cache.items(), sel, strict=True)}
+    assert distillation_diagnostics(module, sel, 0.2, val_moved)["sessions"] != ref["sessions"]
+
+
+def test_distill_run_writes_diagnostics(store_dir, teacher_run, tmp_path):
+    out = tmp_path / "student"
+    summary = distill_run(teacher_run, store_dir, None, out, mcfg("lfp"), tcfg(max_epochs=1),
+                          DistillConfig(target_pcs=4, target_norm="standardize"))
+    diag = summary["diagnostics"]
+    assert set(diag["sessions"]) == {"a", "b"} and diag["space"] == "target_pcs"
+    assert all(len(d["r2_per_dim"]) == 4 for d in diag["sessions"].values())
+    on_disk = json.loads((out / "diagnostics.json").read_text())
+    assert on_disk == diag == json.loads((out / "summary.json").read_text())["diagnostics"]

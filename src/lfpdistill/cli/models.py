@@ -78,6 +78,14 @@ def register(app: typer.Typer) -> None:
         done(f"[bold]distill done[/]: {summary.get('epochs')} epochs, best val loss "
              f"{fmt(summary.get('best_val_loss'))}; student ({kept(summary)}) in "
              f"{out / 'model.ckpt'}")
+        diag = summary.get("diagnostics")
+        if diag:
+            rows = [{"session": name, "teacher variance explained (val)": d["r2"],
+                     "first 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3]),
+                     "last 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])}
+                    for name, d in diag["sessions"].items()]
+            print_table(rows, title=f"distillation diagnostics ({diag['space']}, validation bins; "
+                                    "near 0 or below: distillation did not take on that session)")
 
 
     @app.command()

@@ -14,12 +14,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 
 from ..config import DistillConfig, ModelConfig, TrainConfig
-from ..data import WindowDataset, open_store
+from ..data import WindowDataset, open_store, write_json_atomic
 from ..errors import ConfigError, DataValidationError
-from ..evaluation import lag_latents, session_latents
-from ..models import NeuralTransformer, load_model
+from ..evaluation import compute_latents, lag_latents, session_latents
+from ..models import NeuralTransformer, load_checkpoint, load_model
 from ..session import Session
 from ..training import DistillModule, check_teacher_sessions, fit, teacher_pca, teacher_target_stats
 from .common import load_selected
@@ -125,4 +126,57 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                            targets.stats, targets.basis,
                            extra_meta={"sessions_trained": [s.name for s in sel],
                                        "window_s": train_cfg.window_s})
-    return fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
+    summary = fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
+    if summary.get("global_rank", 0) != 0:
+        return summary  # under DDP rank 0 evaluates the kept weights
+    module.load_state_dict(load_checkpoint(Path(out) / "model.ckpt")["state_dict"])
+    diag = distillation_diagnostics(module, sel, train_cfg.window_s, targets.cache)
+    write_json_atomic(Path(out) / "diagnostics.json", diag)
+    summary["diagnostics"] = diag
+    write_json_atomic(Path(out) / "summary.json", summary)
+    return summary
+
+
+@torch.no_grad()
+def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session], window_s: float,
+                             cache: dict[str, np.ndarray] | None = None, split: str = "val"
+                             ) -> dict[str, Any]:
+    """How much of the teacher's (transformed) latent variance the student explains, per
+    session, on the bins of ``split`` only (validation by default: never the test bins).
+
+    Student latents are read out one pass per stitched window and mapped by the projection head;
+    targets are the teacher latents in the space the student is aligned in (after the PCA basis
+    and normalisation). ``r2``: 1 - SSE/SST over every target dimension; ``r2_per_dim``: one per
+    dimension (the principal components, in order, when ``target_pcs`` is set); ``sd_per_dim``:
+    the targets' spread on these bins.
+    """
+    module.eval()
+    module.to("cpu")
+    teacher, model = module.teacher, module.model
+    teacher.to("cpu")
+    out: dict[str, Any] = {"split": split, "space": "target_pcs" if module.t_basis is not None
+                           else "teacher latents", "sessions": {}}
+    for s in sessions:
+        mask = s.split_mask(split)
+        if not mask.any():
+            continue
+        z_t = cache[s.name] if cache is not None else session_latents(teacher, s, window_s)
+        target = module.normalise(torch.from_numpy(np.asarray(z_t, dtype=np.float32))).numpy()
+        window = max(1, int(round(window_s / s.bin_size)))
+
+        def fn(xb: torch.Tensor, name: str = s.name) -> torch.Tensor:
+            widths = torch.full((xb.shape[0],), xb.shape[2], dtype=torch.long)
+            return module.proj(model(xb, [name] * xb.shape[0], widths, reconstruct=False).latents)
+
+        assert s.segments is not None
+        pred = compute_latents(fn, s.lfp, s.segments, window)
+        t, p = target[mask].astype(np.float64), pred[mask].astype(np.float64)
+        sse = ((t - p) ** 2).sum(0)
+        sst = ((t - t.mean(0)) ** 2).sum(0)
+        out["sessions"][s.name] = {
+            "r2": float(1 - sse.sum() / max(sst.sum(), 1e-12)),
+            "r2_per_dim": [float(v) for v in 1 - sse / np.maximum(sst, 1e-12)],
+            "sd_per_dim": [float(v) for v in t.std(0)],
+            "bins": int(mask.sum()),
+        }
+    return out

@@ -152,7 +152,8 @@ def per_session_table(rows: list[dict[str, Any]], evals: tuple[str, ...]
 
 def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
              summary: list[dict[str, Any]], checks: list[dict[str, Any]], seconds: float,
-             figures: dict[str, str], store_info: str) -> str:
+             figures: dict[str, str], store_info: str,
+             diagnostics: dict[int, dict[str, Any]] | None = None) -> str:
     buf = io.StringIO()
     w = buf.write
     w(f"# lfpdistill report — {cfg.name}\n\n")
@@ -189,11 +190,33 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
         for s in sessions:
             w(f"| {s} | " + " | ".join(_pm(cells[(s, m)]) if (s, m) in cells else "—" for m in models)
               + " |\n")
+    if diagnostics:
+        w(diagnostics_markdown(diagnostics))
     w("\n## Figures\n\n")
     for name, caption in figures.items():
         w(f"![{caption}]({name})\n\n*{caption}*\n\n")
     w("Machine-readable: `results.json` (every number above, with model, session, split, seed) and "
       "`results.csv`.\n")
+    return buf.getvalue()
+
+
+def diagnostics_markdown(diagnostics: dict[int, dict[str, Any]]) -> str:
+    """The distillation diagnostics section: teacher variance the student explains, per seed and
+    session, on validation bins."""
+    buf = io.StringIO()
+    w = buf.write
+    space = next(iter(diagnostics.values())).get("space", "teacher latents")
+    w("\n## Distillation diagnostics\n\n")
+    w(f"Share of the teacher's latent variance ({space}, as aligned) that the distilled student "
+      "explains on each session's **validation** bins (test bins are never used; distillation "
+      "keeps its last weights, so no labels choose anything). Near 0 or negative: distillation did "
+      "not take on that session. Per dimension: the first and last three dimensions, in order.\n\n")
+    w("| seed | session | explained (all dims) | first 3 dims | last 3 dims |\n|---|---|---|---|---|\n")
+    for seed, diag in sorted(diagnostics.items()):
+        for name, d in diag.get("sessions", {}).items():
+            first = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3])
+            last = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])
+            w(f"| {seed} | {name} | {d['r2']:.3f} | {first} | {last} |\n")
     return buf.getvalue()
 
 
@@ -287,7 +310,8 @@ def _save(fig: Any, path: Path) -> None:
 # ---------------------------------------------------------------------------- entry point
 def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
                  traces: dict[str, Any], log: list[dict[str, Any]], seconds: float,
-                 store: Any = None, console: Console | None = None) -> dict[str, Any]:
+                 store: Any = None, console: Console | None = None,
+                 diagnostics: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     out = Path(out)
     console = console or Console()
     summary = summarise(rows)
@@ -305,6 +329,7 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
                   if store is not None else "store")
     result = {"name": cfg.name, "seconds": round(seconds, 1), "roles": roles, "rows": rows,
               "summary": summary, "checks": checks, "stages": log,
+              "diagnostics": {str(k): v for k, v in (diagnostics or {}).items()},
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "results.json", result)
     with atomic_path(out / "results.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
@@ -312,7 +337,7 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
         wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         wr.writeheader()
         wr.writerows(rows)
-    md = markdown(cfg, roles, rows, summary, checks, seconds, figures, store_info)
+    md = markdown(cfg, roles, rows, summary, checks, seconds, figures, store_info, diagnostics)
     with atomic_path(out / "report.md", suffix=".md") as tmp:
         tmp.write_text(md)
     table = Table(title=f"{cfg.name}: test R² (mean ± sd over sessions and seeds)")

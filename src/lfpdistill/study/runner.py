@@ -76,8 +76,10 @@ class Study:
         if cfg.classic.enabled:
             rows += self.classic(store, roles, traces)
         self.console.print("[bold]report[/]")
+        diagnostics = {seed: json.loads((d / "diagnostics.json").read_text())
+                       for seed, d in runs.distilled.items() if (d / "diagnostics.json").exists()}
         return write_report(self.out, cfg, roles.as_dict(), rows, traces, self.cache.log,
-                            seconds=time.time() - t_start, store=store)
+                            seconds=time.time() - t_start, store=store, diagnostics=diagnostics)
 
     # ------------------------------------------------------------------------------ models
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
