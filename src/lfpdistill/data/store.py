@@ -7,7 +7,11 @@ Layout of a store directory::
       <session>.h5         # one file per session (see :func:`save_session`)
 
 Every file is written to a temporary name in the same directory and renamed into place, so an
-interrupted write never leaves a file that loads. Spikes are stored as the smallest unsigned
+interrupted write never leaves a file that loads; it gets the mode an ordinary file would (the
+umask's, not ``mkstemp``'s 0600). The manifest records each session file's size and SHA-256: a
+store whose files no longer match it (a re-write killed half-way, a replaced or damaged file)
+is refused by :func:`open_store`, and :attr:`Store.content_key` gives a key that changes with the
+files' content (what a study's cache keys on). Spikes are stored as the smallest unsigned
 integer type that holds them (gzip-compressed), LFP as float32; both are chunked along time so a
 window reads without loading the session (:class:`LazySession`).
 """
@@ -49,14 +53,54 @@ def options_hash(options: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content (remembered per path, size, modification time and inode)."""
+    path = Path(path)
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    """What the manifest records of a session file to recognise it later."""
+    st = path.stat()
+    return {"size": int(st.st_size), "sha256": file_digest(path),
+            "mtime_ns": int(st.st_mtime_ns), "inode": int(st.st_ino)}
+
+
 @contextmanager
 def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: shared folders could not read it
+    finally:
+        os.close(fd)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -225,6 +269,21 @@ class Store:
     def options_hash(self) -> str:
         return self.manifest.get("options_hash", "")
 
+    @property
+    def content_key(self) -> list[list[Any]]:
+        """One ``[name, sha256]`` per session, from the manifest (checked against the files by
+        :func:`open_store`). Stores written before checksums were recorded give ``[name, size,
+        modification time]`` of each file instead: it changes whenever a file is re-written or
+        replaced."""
+        out: list[list[Any]] = []
+        for e in self.manifest["sessions"]:
+            if e.get("sha256"):
+                out.append([e["name"], e["sha256"]])
+            else:
+                st = (self.root / e["file"]).stat()
+                out.append([e["name"], int(st.st_size), int(st.st_mtime_ns)])
+        return out
+
     def path(self, name: str) -> Path:
         for s in self.manifest["sessions"]:
             if s["name"] == name:
@@ -238,12 +297,21 @@ class Store:
         if name in self._cache:
             return self._cache[name]
         s = load_session(self.path(name))
+        self._check_name(name, s.name)
         if cache:
             self._cache[name] = s
         return s
 
     def lazy(self, name: str) -> LazySession:
-        return LazySession(self.path(name))
+        lazy = LazySession(self.path(name))
+        self._check_name(name, lazy.name)
+        return lazy
+
+    def _check_name(self, listed: str, stored: str) -> None:
+        if listed != stored:
+            raise StoreError(
+                f"store '{self.root}' lists session '{listed}' but its file '{self.path(listed).name}'"
+                f" holds session '{stored}'; re-create the store")
 
     def select(self, patterns: str | Sequence[str] | None = None) -> list[str]:
         """Session names matching glob ``patterns`` (comma-separated string or list), store order.
@@ -324,7 +392,7 @@ def write_store(sessions: Sequence[Session], out_dir: Path, options: dict[str, A
             s.segments = make_segments(s.n_bins, s.bin_size, segment_s, fractions, seed, s.name)
         fname = f"{s.name}.h5"
         save_session(s, out / fname)
-        entries.append(_session_entry(s, fname))
+        entries.append({**_session_entry(s, fname), **_file_record(out / fname)})
     all_opts = {**options, **split_opts}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -358,10 +426,43 @@ def open_store(store_dir: Path) -> Store:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or \
             not isinstance(manifest.get("sessions"), list):
         raise StoreError(f"manifest '{mpath}' is not an lfpdistill store manifest")
-    for entry in manifest["sessions"]:
-        if not (root / entry["file"]).exists():
-            raise StoreError(
-                f"store '{root}' lists session '{entry['name']}' but '{entry['file']}' is missing; "
-                "re-create the store"
-            )
+    names: set[str] = set()
+    for i, entry in enumerate(manifest["sessions"]):
+        _check_entry(root, mpath, i, entry)
+        if entry["name"] in names:
+            raise StoreError(f"manifest '{mpath}' lists session '{entry['name']}' twice; "
+                             "re-create the store")
+        names.add(entry["name"])
     return Store(root, manifest)
+
+
+def _check_entry(root: Path, mpath: Path, i: int, entry: Any) -> None:
+    """One manifest entry: well-formed, its file present and the one the manifest describes."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+            or not isinstance(entry.get("file"), str):
+        raise StoreError(f"manifest '{mpath}': session entry {i} needs a 'name' and a 'file' "
+                         "(strings); re-create the store")
+    name, file = entry["name"], entry["file"]
+    if not file or Path(file).name != file or file in (".", ".."):
+        raise StoreError(f"manifest '{mpath}': session '{name}' names file '{file}' outside the "
+                         "store folder; re-create the store")
+    path = root / file
+    if not path.is_file():
+        raise StoreError(
+            f"store '{root}' lists session '{name}' but '{file}' is missing; re-create the store")
+    if "size" not in entry and "sha256" not in entry:
+        return  # written before the manifest recorded its files: nothing to compare
+    st = path.stat()
+    same_file = (st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns")
+                 and st.st_ino == entry.get("inode"))
+    if same_file:
+        return
+    changed = (f"size {st.st_size} bytes, the manifest says {entry['size']}"
+               if "size" in entry and st.st_size != entry["size"]
+               else "content differs from the manifest's checksum"
+               if entry.get("sha256") and file_digest(path) != entry["sha256"] else None)
+    if changed:
+        raise StoreError(
+            f"store '{root}': '{file}' (session '{name}') is not the file the manifest describes "
+            f"({changed}) -- a re-write that was interrupted, or a replaced or damaged file; "
+            "re-create the store (simulate/prepare --out again)")

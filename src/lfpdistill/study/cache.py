@@ -29,13 +29,16 @@ from ..data import Store, options_hash, write_json_atomic
 def canonical(value: Any) -> Any:
     """A JSON-able description of a unit's input, used for its cache key.
 
-    Configs become their fields, paths strings, a store its folder and options hash, and an
-    object with a ``cache_key()`` method (a memo of a pure function, say) whatever it returns.
+    Configs become their fields, paths strings, a store its folder, options hash and the
+    checksums of its session files (a re-written or replaced session changes every key that reads
+    the store), and an object with a ``cache_key()`` method (a memo of a pure function, say)
+    whatever it returns.
     """
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, Store):
-        return {"store": str(value.root), "options_hash": value.options_hash}
+        return {"store": str(value.root), "options_hash": value.options_hash,
+                "content": value.content_key}
     if hasattr(value, "cache_key"):
         return value.cache_key()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
