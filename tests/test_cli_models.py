@@ -197,9 +197,12 @@ def test_distill_with_an_invalid_distillation_option(dirs, spike_run, capsys, tm
                     "--set", "align_loss=l1"], "invalid distillation option")
 
 
-def test_patch_larger_than_the_channel_count(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
-                    *TINY, "--set", "patch_size=16"], "patch size 16 is larger than session 'a'")
+def test_patch_larger_than_the_channel_count_gives_one_token_per_bin(dirs, tmp_path):
+    out = tmp_path / "wide"
+    assert main(["pretrain", "--modality", "lfp", "--store", str(dirs["store"]), "--out", str(out),
+                 *TINY, "--set", "patch_size=16"]) == 0
+    model, _ = load_model(out)
+    assert [e.shape[0] for e in model.tokenizer.session_emb] == [1] * len(model.vocab())
 
 
 def test_window_longer_than_the_data(dirs, capsys, tmp_path):

@@ -6,7 +6,7 @@ import torch
 from tests.conftest import make_session
 
 from lfpdistill.data import collate_windows
-from lfpdistill.errors import CheckpointMismatchError, ConfigError, LfpDistillError
+from lfpdistill.errors import CheckpointMismatchError, ConfigError
 from lfpdistill.models import ModelConfig, NeuralTransformer, PatchTokenizer, n_patches
 
 
@@ -212,14 +212,19 @@ def test_wrong_channel_count_is_a_clear_error():
     _one_line(e.value)
 
 
-def test_patch_larger_than_channels_is_a_clear_error():
-    with pytest.raises(ConfigError, match="patch size 16 is larger than session 's'") as e:
-        PatchTokenizer(cfg(patch_size=16), {"s": 5})
+def test_a_session_narrower_than_a_patch_is_one_padded_patch():
+    torch.manual_seed(0)
+    tok = PatchTokenizer(cfg(patch_size=16), {"s": 5})
+    x = torch.randn(2, 3, 5)
+    tokens, patches, chan_valid, patch_valid = tok(x, ["s", "s"])
+    assert tokens.shape[2] == 1 and patch_valid.all() and chan_valid[0, 0].sum() == 5
+    # what sits in the padding never matters
+    wide = torch.cat([x, torch.randn(2, 3, 11) * 100], dim=2)
+    assert torch.equal(tok(wide, ["s", "s"], torch.tensor([5, 5]))[0], tokens)
+    with pytest.raises(ConfigError, match="has no lfp channels") as e:
+        tok.extend({"empty": 0})
     _one_line(e.value)
-    tok = PatchTokenizer(cfg(), {"a": 7})
-    with pytest.raises(LfpDistillError, match="patch_size=3 or smaller"):
-        tok.extend({"tiny": 3})
-    assert tok.vocab() == {"a": 7}  # nothing half-added
+    assert tok.vocab() == {"s": 5}  # nothing half-added
 
 
 def test_non_contiguous_input_is_accepted():
