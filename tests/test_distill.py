@@ -356,3 +356,27 @@ def test_distill_run_writes_diagnostics(store_dir, teacher_run, tmp_path):
     assert all(len(d["r2_per_dim"]) == 4 for d in diag["sessions"].values())
     on_disk = json.loads((out / "diagnostics.json").read_text())
     assert on_disk == diag == json.loads((out / "summary.json").read_text())["diagnostics"]
+
+
+def test_lfp_predictability_weights_follow_what_the_lfp_carries(store_dir):
+    from lfpdistill.commands.distill import lfp_predictability
+    from lfpdistill.evaluation import band_power_features
+
+    sel = _sessions(store_dir)
+    rng = np.random.default_rng(0)
+    targets = {}
+    for s in sel:
+        lmp = band_power_features(s.lfp, fs=100.0)[:, :1]  # the LFP's slow part on channel 0
+        lfp_driven = lmp / lmp.std() + 0.3 * rng.normal(size=(s.n_bins, 1))
+        targets[s.name] = np.hstack([lfp_driven, rng.normal(size=(s.n_bins, 2))]).astype(np.float32)
+    w = lfp_predictability(sel, targets)
+    assert w.shape == (3,) and (w >= 0).all()
+    assert w[0] > 0.3 and w[1:].max() < 0.1
+
+
+def test_distill_run_with_predictability_weighting(store_dir, teacher_run, tmp_path):
+    summary = distill_run(teacher_run, store_dir, None, tmp_path / "w", mcfg("lfp"),
+                          tcfg(max_epochs=1),
+                          DistillConfig(target_pcs=4, target_weighting="lfp_predictable"))
+    w = summary["diagnostics"]["target_weights"]
+    assert len(w) == 4 and min(w) >= 0 and max(w) > 0

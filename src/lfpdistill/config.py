@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -114,7 +115,8 @@ class TrainConfig(BaseModel):
         "the LFP cannot predict and so picks epochs by noise)")
     seed: int = 0
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int | str = Field(1, description="number of devices (or 'auto')")
+    devices: int | str = Field(1, description="number of devices (or 'auto'; on a GPU also a "
+                               "comma-separated list of device indices)")
     num_nodes: int = Field(1, ge=1)
     strategy: str = Field("auto", description="Lightning strategy, e.g. 'ddp' for several devices")
     precision: str = Field("auto", description="'auto' = bf16-mixed on GPU, 32-true on CPU")
@@ -122,6 +124,66 @@ class TrainConfig(BaseModel):
     checkpoint_every_steps: int = Field(200, ge=1, description="also save last.ckpt every N steps")
     progress: bool = True
     limit_val_batches: float | int = 1.0
+
+    @model_validator(mode="after")
+    def _check_devices(self) -> TrainConfig:
+        """Options Lightning would reject only after the data is loaded (or, for ``devices`` on
+        a CPU, accept by starting one process per device until memory runs out)."""
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps={self.max_steps}: use -1 (no limit) or a positive count")
+        if self.stride_s is not None and not self.stride_s > 0:
+            raise ValueError(f"stride_s={self.stride_s} must be positive (or null: the window)")
+        if not self.limit_val_batches > 0:
+            raise ValueError(f"limit_val_batches={self.limit_val_batches} must be positive")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision '{self.precision}' is not one of "
+                             f"{', '.join(TRAIN_PRECISIONS)}")
+        if self.strategy not in TRAIN_STRATEGIES:
+            raise ValueError(f"strategy '{self.strategy}' is not one of "
+                             f"{', '.join(TRAIN_STRATEGIES)}")
+        check_devices(self.devices, self.accelerator)
+        if self.accelerator == "cpu" and self.precision in ("16-mixed", "16-true"):
+            raise ValueError(f"precision '{self.precision}' needs a GPU; on a CPU use 32-true "
+                             "or bf16-mixed")
+        return self
+
+
+#: Lightning precisions a run may ask for ('auto': bf16-mixed on a GPU, 32-true on a CPU).
+TRAIN_PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+#: Lightning strategies that work without extra packages.
+TRAIN_STRATEGIES = ("auto", "single_device", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook",
+                    "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false",
+                    "fsdp", "fsdp_cpu_offload")
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity; all cores where that is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_devices(devices: int | str, accelerator: str) -> None:
+    """``devices`` must be 'auto', a positive count or (on a GPU) a list of indices such as
+    '0,1'; on a CPU a count of at most the usable cores (each device is a process)."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return
+        parts = [p.strip() for p in text.split(",")]
+        if not all(p.isdigit() for p in parts) or not text:
+            raise ValueError(f"devices '{devices}' must be 'auto', a positive count or GPU indices "
+                             "such as '0,1'")
+        if accelerator == "cpu":
+            raise ValueError(f"devices '{devices}' lists GPU indices but accelerator is cpu; "
+                             "give a count")
+        return
+    if devices < 1:
+        raise ValueError(f"devices={devices} must be at least 1 (or 'auto')")
+    cores = usable_cpus()
+    if accelerator == "cpu" and devices > cores:
+        raise ValueError(f"devices={devices} on the CPU starts {devices} training processes but "
+                         f"only {cores} cores are usable; use devices={cores} or fewer")
 
 
 class DistillConfig(BaseModel):
@@ -146,6 +208,11 @@ class DistillConfig(BaseModel):
                                 "teacher latent at t - lag: the population state that drives the "
                                 "movement at t (motor cortex leads the hand by ~100 ms); needs "
                                 "cache_teacher")
+    target_weighting: Literal["uniform", "lfp_predictable"] = Field(
+        "uniform", description="weight of each target dimension in the alignment: uniform, or "
+        "its predictability from the LFP (held-out R2 of a ridge from LMP + band-power features, "
+        "fit and scored on two contiguous parts of the training bins, floored at 0), so the student "
+        "does not spend itself on teacher dimensions the LFP does not carry")
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
     cache_teacher: bool = Field(True, description="compute teacher latents once per session")

@@ -19,7 +19,14 @@ import torch
 from ..config import DistillConfig, ModelConfig, TrainConfig
 from ..data import WindowDataset, open_store, write_json_atomic
 from ..errors import ConfigError, DataValidationError
-from ..evaluation import compute_latents, lag_latents, session_latents
+from ..evaluation import (
+    WienerDecoder,
+    band_power_features,
+    compute_latents,
+    lag_latents,
+    r2_columns,
+    session_latents,
+)
 from ..models import NeuralTransformer, load_checkpoint, load_model
 from ..session import Session
 from ..training import DistillModule, check_teacher_sessions, fit, teacher_pca, teacher_target_stats
@@ -34,6 +41,7 @@ class TeacherTargets:
     cache: dict[str, np.ndarray] | None
     stats: tuple[np.ndarray, np.ndarray] | None
     basis: tuple[np.ndarray, np.ndarray] | None
+    weights: np.ndarray | None = None
 
 
 def _load_teacher(teacher_run: Path, sel: Sequence[Session]) -> tuple[NeuralTransformer, dict[str, Any]]:
@@ -75,7 +83,8 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     if dcfg.target_lag_s and not dcfg.cache_teacher:
         raise ConfigError("target_lag_s needs cache_teacher: true (lagged targets come from the "
                           "stitched teacher latents of the whole session)")
-    if not (dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize"):
+    if not (dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize"
+            or dcfg.target_weighting != "uniform"):
         return TeacherTargets(None, None, None)
     given = given or {}
     cache = {s.name: given[s.name] if s.name in given else session_latents(teacher, s, window_s)
@@ -91,7 +100,45 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     train_bins = {s.name: s.split_mask("train") for s in sel}
     basis = teacher_pca(cache, train_bins, dcfg.target_pcs) if dcfg.target_pcs else None
     stats = teacher_target_stats(cache, train_bins, basis)
-    return TeacherTargets(cache if dcfg.cache_teacher else None, stats, basis)
+    weights = None
+    if dcfg.target_weighting == "lfp_predictable":
+        targets = {n: transform_targets(z, basis, stats, dcfg.target_norm) for n, z in cache.items()}
+        weights = lfp_predictability(sel, targets)
+    return TeacherTargets(cache if dcfg.cache_teacher else None, stats, basis, weights)
+
+
+def transform_targets(z: np.ndarray, basis: tuple[np.ndarray, np.ndarray] | None,
+                      stats: tuple[np.ndarray, np.ndarray], norm: str) -> np.ndarray:
+    """Teacher latents ``[T, d]`` in the space the student is aligned in (numpy twin of
+    :meth:`DistillModule.normalise`)."""
+    if basis is not None:
+        z = (z - basis[0]) @ basis[1].T
+    if norm == "standardize":
+        return (z - stats[0]) / np.maximum(stats[1], 1e-6)
+    if norm == "layernorm":
+        return (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-5)
+    return z
+
+
+def lfp_predictability(sessions: Sequence[Session], targets: dict[str, np.ndarray],
+                       n_lags: int = 3, lag_step: int = 10) -> np.ndarray:
+    """Per target dimension, how well the LFP predicts it: R² of a ridge (Wiener filter) from
+    LMP + band-power features, fit on the first 80 % of each session's training bins and scored
+    on the last 20 % (contiguous; validation and test bins are not touched), averaged over
+    sessions and floored at 0. Uniform when no dimension is predictable."""
+    scores = []
+    for s in sessions:
+        train = s.split_mask("train")
+        idx = np.flatnonzero(train)
+        cut = idx[int(0.8 * len(idx))]
+        t = np.arange(s.n_bins)
+        fit_bins, score_bins = train & (t < cut), train & (t >= cut)
+        x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
+        y = targets[s.name]
+        dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, y, fit_bins)
+        scores.append(r2_columns(y[score_bins], dec.predict(x, score_bins)))
+    w = np.clip(np.mean(scores, axis=0), 0.0, None)
+    return w if w.sum() > 0 else np.ones_like(w)
 
 
 def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str] | None,
@@ -125,12 +172,15 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
     module = DistillModule(model, teacher, train_cfg, dcfg, sel[0].bin_size, targets.cache,
                            targets.stats, targets.basis,
                            extra_meta={"sessions_trained": [s.name for s in sel],
-                                       "window_s": train_cfg.window_s})
+                                       "window_s": train_cfg.window_s},
+                           target_weights=targets.weights)
     summary = fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
     if summary.get("global_rank", 0) != 0:
         return summary  # under DDP rank 0 evaluates the kept weights
     module.load_state_dict(load_checkpoint(Path(out) / "model.ckpt")["state_dict"])
     diag = distillation_diagnostics(module, sel, train_cfg.window_s, targets.cache)
+    if targets.weights is not None:
+        diag["target_weights"] = [float(v) for v in targets.weights]
     write_json_atomic(Path(out) / "diagnostics.json", diag)
     summary["diagnostics"] = diag
     write_json_atomic(Path(out) / "summary.json", summary)

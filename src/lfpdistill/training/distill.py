@@ -55,7 +55,8 @@ class DistillModule(BaseModule):
                  teacher_cache: dict[str, np.ndarray] | None = None,
                  target_stats: tuple[np.ndarray, np.ndarray] | None = None,
                  target_basis: tuple[np.ndarray, np.ndarray] | None = None,
-                 extra_meta: dict[str, Any] | None = None):
+                 extra_meta: dict[str, Any] | None = None,
+                 target_weights: np.ndarray | None = None):
         super().__init__(train_cfg)
         if model.modality != "lfp" or teacher.modality != "spikes":
             raise DataValidationError("distillation needs an LFP student and a spike teacher")
@@ -94,6 +95,15 @@ class DistillModule(BaseModule):
         mean, std = target_stats if target_stats is not None else (np.zeros(d_t), np.ones(d_t))
         self.register_buffer("t_mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("t_std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+        if target_weights is not None:
+            w = np.asarray(target_weights, dtype=np.float32)
+            if w.shape != (d_t,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise DataValidationError(f"target weights must be {d_t} finite non-negative numbers "
+                                          "with a positive sum")
+            # scaling both sides by sqrt(w) weights every dimension's squared error by w
+            self.register_buffer("t_scale", torch.as_tensor(np.sqrt(w / w.mean())))
+        else:
+            self.t_scale = None
         self.extra_meta = extra_meta or {}
 
     def export_meta(self) -> dict[str, Any]:
@@ -132,7 +142,10 @@ class DistillModule(BaseModule):
         x, widths = batch_input(batch, "lfp")
         target = self.normalise(self.teacher_latents(batch))
         out = self.model(x, batch["session"], widths, reconstruct=False)
-        align = alignment_loss(self.proj(out.latents).float(), target, self.dcfg.align_loss)
+        student = self.proj(out.latents).float()
+        if self.t_scale is not None:
+            student, target = student * self.t_scale, target * self.t_scale
+        align = alignment_loss(student, target, self.dcfg.align_loss)
         total = self.dcfg.w_align * align
         res = {"align": align}
         if self.dcfg.w_mae > 0:
