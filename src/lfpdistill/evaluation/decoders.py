@@ -16,6 +16,7 @@ they only ever look backwards in time.) The same :class:`WienerDecoder` reads fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -124,6 +125,55 @@ def _select_alpha(Xs: np.ndarray, Yc: np.ndarray, folds: list[slice],
 
 
 # ------------------------------------------------------------------------------------- Wiener
+def memory_budget() -> int | None:
+    """Bytes this process can still allocate: the system's available memory, capped by an
+    address-space limit (``ulimit -v``) if one is set; None where neither can be read."""
+    budget = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                budget = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            used = 0
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmSize:"):
+                    used = int(line.split()[1]) * 1024
+            budget = soft - used if budget is None else min(budget, soft - used)
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return budget
+
+
+def wiener_memory(n_rows: int, n_inputs: int, n_lags: int, cv_folds: int = 5,
+                  itemsize: int = 8) -> int:
+    """Peak bytes of one :meth:`WienerDecoder.fit`: the lagged design (built, then standardised:
+    about two copies) and the ``cv_folds + 3`` Gram-sized matrices of the penalty search."""
+    p = n_lags * n_inputs
+    b = 4 if p > 1500 else itemsize
+    return 2 * n_rows * p * b + (cv_folds * b + 24) * p * p
+
+
+def check_wiener_memory(n_rows: int, n_inputs: int, n_lags: int, cv_folds: int = 5,
+                        itemsize: int = 8) -> int:
+    """Refuse (one line, with the size and the fix) a Wiener fit that cannot fit in memory;
+    returns its estimated peak bytes."""
+    need = wiener_memory(n_rows, n_inputs, n_lags, cv_folds, itemsize)
+    budget = memory_budget()
+    if budget is not None and need > budget:
+        p = n_lags * n_inputs
+        raise ConfigError(
+            f"the Wiener filter would need about {need / 2**30:.1f} GiB ({n_rows} bins x {p} "
+            f"features = {n_lags} lags x {n_inputs} inputs, and {p}x{p} matrices) but "
+            f"{max(budget, 0) / 2**30:.1f} GiB is available; lower --n-lags (the default is 10)")
+    return need
+
+
 class WienerDecoder:
     """Wiener filter: ridge regression on causally lagged features.
 
@@ -169,6 +219,8 @@ class WienerDecoder:
         if n < 2 * self.cv_folds:
             raise DataValidationError(f"WienerDecoder.fit: only {n} training bins; expected at "
                                       f"least {2 * self.cv_folds}")
+        check_wiener_memory(X.shape[0], X.shape[1], self.n_lags, self.cv_folds,
+                            np.result_type(X.dtype, np.float32).itemsize)
         D = self._design(X, m)
         if D.shape[1] > 1500:  # large designs: float32 halves memory and time
             D = D.astype(np.float32, copy=False)

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataValidationError
 from ..session import Session
-from .decoders import WienerDecoder
+from .decoders import WienerDecoder, memory_budget, wiener_memory
 from .latents import lag_latents
 from .metrics import r2_xy
 
@@ -80,6 +80,11 @@ def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, la
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         workers = min(4, cores or 1)
     workers = max(1, min(len(jobs), workers))
+    if jobs:  # each fit refuses alone what cannot fit; side by side they must fit together
+        need = max(wiener_memory(len(z), int(np.prod(np.shape(z)[1:])), n_lags) for z, _ in jobs)
+        budget = memory_budget()
+        if budget is not None and need > 0:
+            workers = max(1, min(workers, int(budget // need)))
     if workers == 1:
         return [one(j) for j in jobs]
     with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:

@@ -25,10 +25,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
-from ..config import TrainConfig
+from ..config import TrainConfig, check_devices
 from ..data.store import atomic_path, write_json_atomic
 from ..data.windows import SessionBatchSampler, WindowDataset, collate_windows
-from ..errors import CheckpointMismatchError
+from ..errors import CheckpointMismatchError, ConfigError
 from ..models.checkpoint import read_checkpoint_file
 from .base import BaseModule
 
@@ -125,6 +125,29 @@ def quiet_lightning() -> None:
 _RUN_OUTPUTS = ("model.ckpt", "summary.json", "result.json", "predictions.npz", "latents.npz")
 
 
+def check_devices_here(cfg: TrainConfig) -> None:
+    """The device options against this machine: a GPU asked for must be there, and CPU
+    training (asked for, or what 'auto' falls back to) gets at most one process per usable
+    core. The config checks what it can without torch (:class:`TrainConfig`)."""
+    gpu = torch.cuda.is_available()
+    mps = hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    if cfg.accelerator in ("gpu", "cuda") and not gpu:
+        raise ConfigError(f"accelerator={cfg.accelerator} but this machine has no usable CUDA "
+                          "GPU; use --set accelerator=cpu (or auto)")
+    if cfg.accelerator == "mps" and not mps:
+        raise ConfigError("accelerator=mps but Apple's MPS is not available here; use "
+                          "--set accelerator=cpu (or auto)")
+    on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not (gpu or mps))
+    if on_cpu:
+        try:
+            check_devices(cfg.devices, "cpu")
+        except ValueError as e:
+            raise ConfigError(f"{e} (training runs on the CPU here)") from None
+        if cfg.precision in ("16-mixed", "16-true"):
+            raise ConfigError(f"precision '{cfg.precision}' needs a GPU and training runs on the "
+                              "CPU here; use --set precision=32-true (or auto)")
+
+
 def _same_run_config(cfg_path: Path, run_config: dict[str, Any] | None) -> bool:
     try:
         old = json.loads(cfg_path.read_text())
@@ -153,6 +176,7 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
     If ``run_dir/checkpoints/last.ckpt`` exists from an interrupted run with the same
     ``run_config``, training resumes from it.
     """
+    check_devices_here(cfg)
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     run_dir.mkdir(parents=True, exist_ok=True)
