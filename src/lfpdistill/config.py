@@ -358,6 +358,69 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
                 *(f"slow{i}" for i in range(self.n_slow_latents))]
 
 
+# ---------------------------------------------------------------------------------- recommended
+#: The recommended options of every role, in one place: the defaults of the CLI commands, of the
+#: experiment config (a YAML section overrides only the keys it states) and of the Python API
+#: (:func:`recommended_model` / :func:`recommended_train` / :func:`recommended_distill`).
+#: Chosen by the measurements in docs/experiments.md (model options: the teacher and LFP rounds;
+#: distillation: the robustness benchmark over simulator variants); training lengths are sized
+#: for ~10 minutes of data per session on a CPU (see README for times; train longer with more
+#: data or a GPU, e.g. configs/paper.yaml).
+RECOMMENDED: dict[str, dict[str, dict[str, Any]]] = {
+    # spike teacher: 64-unit patches, linear embedder of log counts, time-span masks, held-out
+    # read-out over 10 passes
+    "teacher": {"model": {"modality": "spikes", "patch_size": 64, "d_model": 128, "n_layers": 2,
+                          "n_heads": 4, "embedder": "linear", "mask_mode": "time",
+                          "readout_shifts": 5},
+                "train": {"max_epochs": 8, "batch_size": 16, "lr": 0.003, "patience": 4}},
+    # LFP models (SS-LFP, MS-LFP, the student): one token per bin over up to 96 electrodes,
+    # filter-bank embedder, time-span masks
+    "lfp": {"model": {"modality": "lfp", "patch_size": 96, "d_model": 128, "n_layers": 2,
+                      "n_heads": 4, "embedder": "filterbank", "mask_mode": "time"}},
+    "ss_lfp": {"train": {"max_epochs": 5, "batch_size": 16, "lr": 0.003, "patience": 4}},
+    "ms_lfp": {"train": {"max_epochs": 5, "batch_size": 32, "lr": 0.003, "patience": 4}},
+    # distillation: align the teacher's top 16 standardised principal components; keep the last
+    # weights (the validation alignment picks epochs by noise)
+    "distill": {"objective": {"align_loss": "mse", "target_pcs": 16, "target_norm": "standardize",
+                              "projection": "linear", "w_align": 1.0, "w_mae": 0.1},
+                "train": {"max_epochs": 10, "batch_size": 32, "lr": 0.003, "patience": 5,
+                          "keep": "last"}},
+    # a new session's embeddings only (generalization mode b, lfpdistill adapt)
+    "adapt": {"train": {"max_epochs": 2, "batch_size": 16, "lr": 0.01}},
+    # model + velocity head end-to-end
+    "finetune": {"train": {"max_epochs": 7, "batch_size": 16, "lr": 0.001, "patience": 4}},
+}
+
+
+def recommended_model(role: str) -> ModelConfig:
+    """The recommended model of ``role``: ``teacher`` (spikes) or ``lfp`` (any LFP model)."""
+    return ModelConfig(**RECOMMENDED[role]["model"])
+
+
+def recommended_train(role: str) -> TrainConfig:
+    """Recommended training options of ``role`` (teacher, ss_lfp, ms_lfp, distill, adapt,
+    finetune)."""
+    return TrainConfig(**RECOMMENDED[role]["train"])
+
+
+def recommended_distill() -> DistillConfig:
+    return DistillConfig(**RECOMMENDED["distill"]["objective"])
+
+
+def describe_recommended(role: str, part: str) -> str:
+    """``key=value`` list of a role's recommended options (for ``--help``)."""
+    return ", ".join(f"{k}={v}" for k, v in RECOMMENDED[role][part].items() if k != "modality")
+
+
+def _over(role: str, part: str, given: Any) -> Any:
+    """A YAML section's keys over the role's recommended ones (a built config is kept as is)."""
+    if given is None:
+        return dict(RECOMMENDED[role][part])
+    if isinstance(given, dict):
+        return {**RECOMMENDED[role][part], **given}
+    return given
+
+
 # ---------------------------------------------------------------------------------- experiment
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -389,15 +452,31 @@ class SessionsSection(_Strict):
 
 
 class TeacherSection(_Strict):
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(modality="spikes"))
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    model: ModelConfig = Field(default_factory=lambda: recommended_model("teacher"))
+    train: TrainConfig = Field(default_factory=lambda: recommended_train("teacher"))
     per_seed: bool = Field(False, description="train one teacher per seed (else one, seed 0)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommended(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**data, "model": _over("teacher", "model", data.get("model")),
+                    "train": _over("teacher", "train", data.get("train"))}
+        return data
 
 
 class DistillSection(_Strict):
-    objective: DistillConfig = Field(default_factory=DistillConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    objective: DistillConfig = Field(default_factory=recommended_distill)
+    train: TrainConfig = Field(default_factory=lambda: recommended_train("distill"))
     student_init: Literal["scratch", "ms_lfp"] = "scratch"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommended(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**data, "objective": _over("distill", "objective", data.get("objective")),
+                    "train": _over("distill", "train", data.get("train"))}
+        return data
 
 
 class FinetuneSection(_Strict):
@@ -406,7 +485,14 @@ class FinetuneSection(_Strict):
         default_factory=lambda: ["distilled", "ms_lfp", "ss_lfp", "teacher"])
     sessions: Literal["distill", "all"] = Field(
         "distill", description="fine-tune on the distilled sessions only, or also on held-out ones")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_epochs=15, lr=3e-4))
+    train: TrainConfig = Field(default_factory=lambda: recommended_train("finetune"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommended(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**data, "train": _over("finetune", "train", data.get("train"))}
+        return data
 
 
 class ClassicSection(_Strict):
@@ -423,7 +509,14 @@ class ProbeSection(_Strict):
 
 class GeneralizeSection(_Strict):
     modes: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"])
-    adapt: TrainConfig = Field(default_factory=lambda: TrainConfig(max_epochs=10, lr=3e-3))
+    adapt: TrainConfig = Field(default_factory=lambda: recommended_train("adapt"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommended(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**data, "adapt": _over("adapt", "train", data.get("adapt"))}
+        return data
 
 
 class ExperimentConfig(_Strict):
@@ -436,14 +529,23 @@ class ExperimentConfig(_Strict):
     data: DataSection = Field(default_factory=DataSection)
     sessions: SessionsSection
     teacher: TeacherSection = Field(default_factory=TeacherSection)
-    lfp_model: ModelConfig = Field(default_factory=lambda: ModelConfig(modality="lfp"))
-    ss_lfp: TrainConfig = Field(default_factory=TrainConfig)
-    ms_lfp: TrainConfig = Field(default_factory=TrainConfig)
+    lfp_model: ModelConfig = Field(default_factory=lambda: recommended_model("lfp"))
+    ss_lfp: TrainConfig = Field(default_factory=lambda: recommended_train("ss_lfp"))
+    ms_lfp: TrainConfig = Field(default_factory=lambda: recommended_train("ms_lfp"))
     distill: DistillSection = Field(default_factory=DistillSection)
     generalize: GeneralizeSection = Field(default_factory=GeneralizeSection)
     probe: ProbeSection = Field(default_factory=ProbeSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     classic: ClassicSection = Field(default_factory=ClassicSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommended(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**data, "lfp_model": _over("lfp", "model", data.get("lfp_model")),
+                    "ss_lfp": _over("ss_lfp", "train", data.get("ss_lfp")),
+                    "ms_lfp": _over("ms_lfp", "train", data.get("ms_lfp"))}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:

@@ -13,7 +13,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..config import DistillConfig, ModelConfig, TrainConfig, apply_overrides
+from ..config import (
+    DistillConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    describe_recommended,
+    recommended_distill,
+    recommended_model,
+    recommended_train,
+)
 from ..errors import ConfigError
 
 console = Console()
@@ -66,18 +75,44 @@ def done(message: str) -> None:
         console.print(message)
 
 
-def configs(modality: str, overrides: list[str] | None) -> tuple[ModelConfig, TrainConfig]:
-    """Model and training configs of a training command after its ``--set`` overrides."""
-    model, train, _ = apply_overrides(ModelConfig(modality=modality), TrainConfig(), overrides or [])
+#: the role whose recommended options (lfpdistill.config.RECOMMENDED) each command starts from
+COMMAND_ROLES = {"pretrain_spikes": ("teacher", "teacher"), "pretrain_lfp": ("lfp", "ms_lfp"),
+                 "adapt": (None, "adapt"), "distill": ("lfp", "distill"),
+                 "finetune": (None, "finetune")}
+
+
+def configs(command: str, overrides: list[str] | None) -> tuple[ModelConfig, TrainConfig]:
+    """Model and training configs of a training command (``pretrain_spikes``, ``pretrain_lfp``,
+    ``adapt``, ``finetune``): the recommended ones, then its ``--set`` overrides."""
+    model_role, train_role = COMMAND_ROLES[command]
+    base = recommended_model(model_role) if model_role else ModelConfig()
+    model, train, _ = apply_overrides(base, recommended_train(train_role), overrides or [])
     return model, train
 
 
 def distill_configs(overrides: list[str] | None
                     ) -> tuple[ModelConfig, TrainConfig, DistillConfig]:
-    model, train, objective = apply_overrides(ModelConfig(modality="lfp"), TrainConfig(),
-                                              overrides or [], DistillConfig())
+    model, train, objective = apply_overrides(recommended_model("lfp"), recommended_train("distill"),
+                                              overrides or [], recommended_distill())
     assert objective is not None
     return model, train, objective
+
+
+def defaults_help(*commands: str) -> str:
+    """The effective defaults of a command, for its ``--help`` (other options: their field
+    defaults)."""
+    out = []
+    for command in commands:
+        model_role, train_role = COMMAND_ROLES[command]
+        parts = []
+        if model_role:
+            parts.append(f"model ({model_role}): {describe_recommended(model_role, 'model')}")
+        parts.append(f"training ({train_role}): {describe_recommended(train_role, 'train')}")
+        if command == "distill":
+            parts.append(f"objective: {describe_recommended('distill', 'objective')}")
+        out.append("; ".join(parts))
+    return ("Recommended defaults (lfpdistill.config.RECOMMENDED; --set overrides them): "
+            + " | ".join(out))
 
 
 SetOpt = Annotated[list[str] | None, typer.Option(

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from .common import SetOpt, configs, distill_configs, done, fmt, kept, print_table, train_only
+from .common import SetOpt, configs, defaults_help, distill_configs, done, fmt, kept, print_table, train_only
 
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
 
-    @app.command()
+    @app.command(epilog=defaults_help("pretrain_spikes", "pretrain_lfp"))
     def pretrain(
         modality: Annotated[str, typer.Option(help="spikes or lfp")],
         store: Annotated[Path, typer.Option(help="store directory")],
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
         if modality not in ("spikes", "lfp"):
             raise ConfigError(f"--modality must be 'spikes' or 'lfp', got '{modality}'")
-        mcfg, tcfg = configs(modality, overrides)
+        mcfg, tcfg = configs(f"pretrain_{modality}", overrides)
         summary = pretrain_run(store, sessions, modality, out, mcfg, tcfg, init_from=init_from,
                                resume=not no_resume)
         done(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
              f"{out / 'model.ckpt'}")
 
 
-    @app.command()
+    @app.command(epilog=defaults_help("adapt"))
     def adapt(
         run: Annotated[Path, typer.Argument(help="pretrained run directory")],
         store: Annotated[Path, typer.Option(help="store directory")],
@@ -52,13 +52,13 @@ def register(app: typer.Typer) -> None:
         from ..models import load_model
 
         model, _ = load_model(run)
-        mcfg, tcfg = configs(model.modality, train_only(overrides, "adapt"))
+        mcfg, tcfg = configs("adapt", train_only(overrides, "adapt"))
         summary = pretrain_run(store, sessions, model.modality, out, mcfg, tcfg, init_from=run,
                                train_only_new=embeddings_only)
         done(f"[bold]adapt done[/]: {summary.get('epochs')} epochs; model in {out / 'model.ckpt'}")
 
 
-    @app.command()
+    @app.command(epilog=defaults_help("distill"))
     def distill(
         teacher: Annotated[Path, typer.Option(help="spike teacher run directory")],
         store: Annotated[Path, typer.Option(help="store directory (paired spikes + LFP)")],
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
                                     "near 0 or below: distillation did not take on that session)")
 
 
-    @app.command()
+    @app.command(epilog=defaults_help("finetune"))
     def finetune(
         run: Annotated[Path, typer.Argument(
             help="run directory of any model (teacher, SS/MS-LFP, distilled)")],
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         """Supervised evaluation: model + velocity head trained end-to-end, R² on test segments."""
         from ..commands.finetune import finetune_run
 
-        _, tcfg = configs("lfp", train_only(overrides, "finetune"))
+        _, tcfg = configs("finetune", train_only(overrides, "finetune"))
         res = finetune_run(run, store, session, out, tcfg)
         if res.get("global_rank", 0) != 0:
             return  # a non-zero DDP rank: rank 0 evaluates and reports
