@@ -8,7 +8,20 @@ from typing import Annotated
 
 import typer
 
+from ..errors import ConfigError
 from .common import console, print_table
+
+
+def check_output_file(path: Path | None, example: str) -> None:
+    """Refuse, before any work, an output file path that is a folder or lies under a file."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--out '{path}' is a folder; pass a file path, e.g. {path / example}")
+    bad = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if bad is not None:
+        raise ConfigError(f"--out '{path}': '{bad}' is a file, not a folder; choose another path")
 
 
 def register(app: typer.Typer) -> None:
@@ -29,6 +42,7 @@ def register(app: typer.Typer) -> None:
         """Write per-timestep latents of every split (centre-crop stitched windows)."""
         from ..commands.evaluate import embed_run
 
+        check_output_file(out, "latents.npz")
         path = embed_run(run, store, sessions, out, as_session=as_session, readout=readout)
         console.print(f"latents written to {path}")
 
@@ -51,6 +65,7 @@ def register(app: typer.Typer) -> None:
         """Decode velocity from frozen latents: fit on train segments, R² on test segments."""
         from ..commands.evaluate import probe_run
 
+        check_output_file(out, "probe.json")
         rows = probe_run(latents, store, sessions, out, lag_s=lag_ms / 1000.0, decoder=decoder,
                          n_lags=n_lags, lag_step=lag_step)
         print_table(rows, title=f"{decoder} probe (test R², mean over x, y)")
@@ -70,5 +85,6 @@ def register(app: typer.Typer) -> None:
         """Classic decoders (spike Wiener; LFP raw / LMP+band-power Wiener; Kalman), test R²."""
         from ..commands.evaluate import classic_run
 
+        check_output_file(out, "classic.json")
         rows = classic_run(store, sessions, out, n_lags=n_lags, lag_step=lag_step)
         print_table(rows, title="classic decoders (test R², mean over x, y)")

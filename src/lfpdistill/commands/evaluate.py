@@ -3,6 +3,7 @@ decoded from them or from classic features."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     store = open_store(store_dir)
     try:
         lat = dict(np.load(latents_path))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataValidationError(f"latents file '{latents_path}' is unreadable ({e}); run "
                                   "lfpdistill embed first") from None
     names = store.select(sessions) if sessions else [n for n in store.names if n in lat]

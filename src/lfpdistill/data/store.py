@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -104,6 +105,10 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:  # a full disk, a folder at ``path``: name the file the user asked for
+        if e.filename is None or str(e.filename) == str(tmp_path):
+            e.filename = str(path)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -134,9 +139,25 @@ def _count_dtype(spikes: np.ndarray) -> np.dtype:
 
 
 def save_session(session: Session, path: Path) -> Path:
-    """Write one session to ``path`` (HDF5) atomically. Returns the path."""
+    """Write one session to ``path`` (HDF5) atomically. Returns the path.
+
+    The HDF5 file is built in memory and then written as bytes: a full disk is then an ordinary
+    ``OSError`` of that write (HDF5 left with a half-written file can crash the process later).
+    """
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    buf = io.BytesIO()
+    _write_h5(session, buf)
+    data = buf.getbuffer()
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(data)
+    st = path.stat()
+    _DIGESTS[(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)] = \
+        hashlib.sha256(data).hexdigest()
+    return path
+
+
+def _write_h5(session: Session, target: Any) -> None:
+    with h5py.File(target, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["name"] = session.name
@@ -164,7 +185,6 @@ def save_session(session: Session, path: Path) -> Path:
             if val is not None:
                 f.create_dataset(key, data=val)
         f.attrs["complete"] = True
-    return path
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -189,6 +209,8 @@ def load_session(path: Path) -> Session:
     with _open_h5(Path(path)) as f:
         try:
             arrays = {k: f[k][()] for k in _ARRAYS if k in f}
+            if "velocity" not in arrays:
+                raise KeyError("no 'velocity'")
             ids = {k: [s.decode() if isinstance(s, bytes) else str(s) for s in f[k][()]]
                    for k in ("unit_ids", "channel_ids") if k in f}
             meta = json.loads(f.attrs.get("meta", "{}"))
@@ -199,8 +221,8 @@ def load_session(path: Path) -> Session:
             )
         except (OSError, KeyError) as e:
             raise StoreError(
-                f"session file '{path}' is damaged ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                "delete it and write the session again"
+                f"session file '{path}' is damaged or incomplete ({type(e).__name__}: "
+                f"{str(e).splitlines()[0]}); delete it and write the session again"
             ) from None
 
 
@@ -213,13 +235,18 @@ class LazySession:
     def __init__(self, path: Path):
         self.path = Path(path)
         with _open_h5(self.path) as f:
-            self.name = str(f.attrs["name"])
-            self.subject = str(f.attrs["subject"])
-            self.bin_size = float(f.attrs["bin_size"])
-            self.n_bins = int(f["velocity"].shape[0])
-            self.n_units = int(f["spikes"].shape[1]) if "spikes" in f else 0
-            self.n_channels = int(f["lfp"].shape[1]) if "lfp" in f else 0
-            self.segments = f["segments"][()] if "segments" in f else None
+            try:
+                self.name = str(f.attrs["name"])
+                self.subject = str(f.attrs["subject"])
+                self.bin_size = float(f.attrs["bin_size"])
+                self.n_bins = int(f["velocity"].shape[0])
+                self.n_units = int(f["spikes"].shape[1]) if "spikes" in f else 0
+                self.n_channels = int(f["lfp"].shape[1]) if "lfp" in f else 0
+                self.segments = f["segments"][()] if "segments" in f else None
+            except (KeyError, IndexError, OSError) as e:
+                raise StoreError(
+                    f"session file '{path}' is damaged or incomplete ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0]}); delete it and write the session again") from None
         self._file: h5py.File | None = None
         self._pid: int | None = None
 
@@ -318,10 +345,17 @@ class Store:
 
         ``None``, ``""`` or ``"*"`` selects all. A pattern that matches nothing is an error.
         """
+        if not self.names:
+            raise StoreError(f"store '{self.root}' holds no sessions; write some with "
+                             "'lfpdistill simulate' or 'lfpdistill prepare'")
         if patterns is None or patterns == "" or patterns == "*":
             return list(self.names)
+        given = patterns
         if isinstance(patterns, str):
             patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+        if not patterns:
+            raise StoreError(f"sessions '{given}' names no session; pass names or patterns "
+                             "separated by commas, e.g. 'sim00,sim0[1-3]'")
         chosen: list[str] = []
         for pat in patterns:
             hits = [n for n in self.names if fnmatch.fnmatchcase(n, pat)]
@@ -379,7 +413,9 @@ def write_store(sessions: Sequence[Session], out_dir: Path, options: dict[str, A
     check_unique_names(sessions)
     if out.exists() and not out.is_dir():
         raise StoreError(f"store path '{out}' exists and is not a directory; choose another --out")
+    _check_name_lengths(out, [s.name for s in sessions])
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out, [f"{s.name}.h5" for s in sessions] + [MANIFEST])
     options = dict(options or {})
     split_opts = {"segment_s": segment_s, "split_seed": seed, "split_fractions": list(fractions)}
     entries: list[dict[str, Any]] = []
@@ -401,6 +437,37 @@ def write_store(sessions: Sequence[Session], out_dir: Path, options: dict[str, A
     }
     write_json_atomic(out / MANIFEST, manifest)
     return Store(out, manifest)
+
+
+# atomic_path's temporary name adds ".", "." + 8 random characters and ".tmp" to the file name
+_TMP_EXTRA = 14
+
+
+def _check_name_lengths(out: Path, names: Sequence[str]) -> None:
+    """Refuse session names whose files (``NAME.h5`` and its temporary name) the file system
+    cannot hold, before anything is written."""
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    for name in names:
+        size = len(f"{name}.h5".encode()) + _TMP_EXTRA
+        if size > limit:
+            raise StoreError(f"session name '{name[:40]}...' is too long for a file name here "
+                             f"({size} of at most {limit} bytes with the temporary suffix); "
+                             "rename the session")
+
+
+def _remove_stale_temporaries(out: Path, names: Sequence[str]) -> None:
+    """Temporary files of these names left by an earlier writer that was killed (or crashed
+    when the disk was full): they never load, but they take space."""
+    for entry in out.iterdir():
+        for name in names:
+            prefix = f".{name}."
+            if entry.name.startswith(prefix) and ".tmp" in entry.name[len(prefix):] \
+                    and entry.is_file():
+                entry.unlink(missing_ok=True)
 
 
 def open_store(store_dir: Path) -> Store:

@@ -109,6 +109,11 @@ def probe_sessions(latents: dict[str, np.ndarray], sessions: Sequence[Session],
     earlier) or ``wiener`` (:func:`wiener_probe` with ``n_lags`` x ``lag_step`` bins).
     """
     check_probe_options(decoder, lag_s)
+    for s in sessions:
+        if np.ndim(latents[s.name]) != 2:
+            raise DataValidationError(
+                f"latents of '{s.name}' have shape {list(np.shape(latents[s.name]))}; expected "
+                "[bins, features] as lfpdistill embed writes them — embed the session again")
     if decoder == "wiener":
         fits = wiener_fits([(latents[s.name], s) for s in sessions], n_lags, lag_step, split=split)
         return [{"session": s.name, "split": split, "decoder": decoder, "lag_s": 0.0, **res}

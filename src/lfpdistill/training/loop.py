@@ -231,8 +231,13 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
             # our batch sampler shards itself across ranks (SessionBatchSampler._shard)
             use_distributed_sampler=False,
         )
-        trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
-                    ckpt_path=resume_from, weights_only=True)
+        try:
+            trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
+                        ckpt_path=resume_from, weights_only=True)
+        except OSError as e:
+            if e.filename is None:  # Lightning writes checkpoints through a nameless stream
+                e.filename = str(ckpt_dir)
+            raise
     summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
                                "steps": trainer.global_step, "global_rank": trainer.global_rank,
                                "kept": cfg.keep}
