@@ -182,3 +182,10 @@ def test_a_killed_retrain_leaves_no_old_model_next_to_the_new_run_config(store, 
     for name in ("model.ckpt", "summary.json", "latents.npz"):
         assert not (out / name).exists(), name
     _error(capsys, ["embed", out, "--store", store], "no model checkpoint")
+
+
+def test_finetune_with_a_pattern_matching_several_sessions_is_refused(runs, store, tmp_path, capsys):
+    _error(capsys, ["finetune", runs["distill"], "--store", store, "--session", "*",
+                    "--out", tmp_path / "ft", *TRAIN], "--session '*' matches 2 sessions (a, b)",
+           "name it exactly")
+    assert not (tmp_path / "ft").exists()

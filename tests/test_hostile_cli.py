@@ -119,14 +119,13 @@ def test_a_full_disk_while_simulating_is_one_line_and_leaves_no_temporary_file(t
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "sim00.h5"]
 
 
-def test_a_full_disk_while_training_names_the_checkpoint_folder(store, tmp_path, capsys):
+def test_a_full_disk_while_training_names_the_run_folder(store, tmp_path, capsys):
     import lfpdistill.commands.pretrain  # noqa: F401
 
     out = tmp_path / "run"
     with file_size_limit(20_000):
         _error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", out, *TINY,
-                        "--set", "checkpoint_every_steps=1"], f"'{out / 'checkpoints'}'",
-               "file too large")
+                        "--set", "checkpoint_every_steps=1"], f"'{out}'", "file too large")
     assert not (out / "model.ckpt").exists()
 
 

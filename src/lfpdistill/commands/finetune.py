@@ -13,6 +13,7 @@ import torch
 from ..config import TrainConfig
 from ..data import WindowDataset, open_store, write_json_atomic
 from ..data.store import atomic_path
+from ..errors import ConfigError
 from ..evaluation import compute_latents, r2_xy
 from ..models import load_checkpoint, load_model
 from ..training import FinetuneModule, fit
@@ -28,7 +29,11 @@ def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_
     L.seed_everything(train_cfg.seed, verbose=False)
     model, meta = load_model(Path(run_dir))
     store = open_store(store_dir)
-    sel = load_selected(store, [session], model.modality)
+    matched = store.select([session])
+    if len(matched) != 1:
+        raise ConfigError(f"--session '{session}' matches {len(matched)} sessions "
+                          f"({', '.join(matched)}); fine-tuning takes one, name it exactly")
+    sel = load_selected(store, matched, model.modality)
     s = sel[0]
     name = as_session or s.name
     width = getattr(s, model.modality).shape[1]

@@ -235,8 +235,8 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
             trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
                         ckpt_path=resume_from, weights_only=True)
         except OSError as e:
-            if e.filename is None:  # Lightning writes checkpoints through a nameless stream
-                e.filename = str(ckpt_dir)
+            if e.filename is None:  # checkpoints and the metrics log go through nameless streams
+                e.filename = str(run_dir)
             raise
     summary: dict[str, Any] = {"stage": module.stage, "epochs": trainer.current_epoch,
                                "steps": trainer.global_step, "global_rank": trainer.global_rank,
