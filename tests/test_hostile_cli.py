@@ -240,3 +240,13 @@ def test_probe_on_a_truncated_latents_file_or_on_1d_latents(store, latents, tmp_
     for decoder in ("linear", "wiener"):
         _error(capsys, ["probe", flat, "--store", store, "--sessions", "a", "--decoder", decoder],
                "latents of 'a' have shape [800]; expected [bins, features]")
+
+
+def test_simulate_segment_s_is_the_split_the_sessions_get(tmp_path):
+    out = tmp_path / "S"
+    assert main([*SIMULATE, "--segment-s", "2", "--out", str(out)]) == 0
+    st = open_store(out)
+    seg = st.session("sim00").segments
+    bins = seg[:, 1] - seg[:, 0]
+    assert st.options["segment_s"] == 2.0
+    assert abs(float(np.median(bins)) * st.session("sim00").bin_size - 2.0) < 1e-6

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = resolve_variant(SimConfig(n_sessions=sessions, seconds=seconds, seed=seed,
                                             task=task, path=path, degradation=degradation,
-                                            variant=variant))
+                                            variant=variant, segment_s=segment_s))
         except ValidationError as e:
             raise ConfigError(f"invalid simulation option: {one_line(e)}") from None
         if cfg.drawn_from:
