@@ -143,6 +143,11 @@ def test_a_prepare_killed_half_way_leaves_the_old_store_whole(tmp_path):
     again = open_store(store)
     assert again.manifest == old.manifest and again.content_key == old.content_key
     assert again.options["seed"] == 0
+    left = list(tmp_path.glob(".st.preparing-*"))
+    assert len(left) == 1  # the killed process's staging store, never loaded ...
+    prepare_store("flint", raw, store, segment_s=1.0, seed=5)
+    assert not list(tmp_path.glob(".st.*"))  # ... and removed by the next prepare
+    assert open_store(store).options["seed"] == 5
 
 
 # ------------------------------------------------------------------ replaced / damaged files

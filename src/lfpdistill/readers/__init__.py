@@ -20,9 +20,11 @@ folder behind).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -190,7 +192,8 @@ def prepare_store(fmt: str, raw_dir: Path, out_dir: Path, sessions: list[str] | 
                     pass  # damaged: rebuild
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.preparing-{os.getpid()}"
+    _remove_abandoned(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.preparing-{_owner()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -204,7 +207,7 @@ def prepare_store(fmt: str, raw_dir: Path, out_dir: Path, sessions: list[str] | 
                 progress(f"read {s.name}: {s.n_bins} bins, {s.n_units} units, "
                          f"{s.n_channels} LFP channels ({_modalities(s)})")
         if out_dir.exists():
-            old_dir = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            old_dir = out_dir.parent / f".{out_dir.name}.old-{_owner()}"
             os.replace(out_dir, old_dir)
             os.replace(tmp, out_dir)
             shutil.rmtree(old_dir, ignore_errors=True)
@@ -214,6 +217,34 @@ def prepare_store(fmt: str, raw_dir: Path, out_dir: Path, sessions: list[str] | 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _owner() -> str:
+    """``HOST-PID`` of this process, in the names of its temporary stores."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _remove_abandoned(out_dir: Path) -> None:
+    """Temporary stores next to ``out_dir`` left by a ``prepare`` on this machine that was
+    killed (its process is gone): they never load, but they can be as large as the store."""
+    host = _owner().rsplit("-", 1)[0]
+    for kind in ("preparing", "old"):
+        prefix = f".{out_dir.name}.{kind}-{host}-"
+        for p in out_dir.parent.glob(f"{glob.escape(prefix)}*"):
+            pid = p.name[len(prefix):]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _modalities(s: Session) -> str:
