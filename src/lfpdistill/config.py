@@ -80,6 +80,13 @@ class ModelConfig(BaseModel):
                                "block (alternate blocks are hidden, like the training spans)")
     readout_shifts: int = Field(2, ge=1, le=16, description="held_out read-out: block phase "
                                 "shifts; 2 x shifts passes, every bin hidden in `shifts` of them")
+    causal: bool = Field(False, description="a streaming model: every token attends to its own "
+                         "and earlier bins only (within context_bins) and the filter-bank's temporal "
+                         "filters see the past only; read out in one pass (readout is set to "
+                         "'visible')")
+    context_bins: int = Field(100, ge=1, le=10000, description="causal models: bins of past "
+                              "context, the present included, that attention reaches; also the "
+                              "input window of a streamed decoder (lfpdistill export / decode)")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -89,6 +96,9 @@ class ModelConfig(BaseModel):
             raise ValueError("d_model / n_heads must be even for rotary encoding")
         if self.embedder == "count" and self.modality != "spikes":
             raise ValueError("embedder 'count' is only for spikes; use 'linear' or 'mlp' for lfp")
+        if self.causal and self.readout != "visible":
+            # hiding blocks of bins is a bidirectional read-out; a streamed bin is read in one pass
+            self.readout = "visible"
         return self
 
 

@@ -24,6 +24,22 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
 
 
+def causal_mask(positions: torch.Tensor, context: int, key_valid: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """``[B, 1, S, S]`` attention mask (True = may attend) of a causal encoder: a query sees the
+    keys of its own and earlier time positions, at most ``context - 1`` bins back (``context``
+    bins, the present included), and never padding keys (``key_valid`` False).
+
+    >>> causal_mask(torch.arange(4.0)[None], 2)[0, 0].int().tolist()
+    [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
+    """
+    lag = positions[:, :, None] - positions[:, None, :]  # query time - key time
+    allowed = (lag >= 0) & (lag < context)
+    if key_valid is not None:
+        allowed = allowed & key_valid[:, None, :]
+    return allowed[:, None]
+
+
 class Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
@@ -74,12 +90,16 @@ class Encoder(nn.Module):
 
     ``forward(x [B, S, D], positions [B, S] (time index of each token), key_valid [B, S] bool)``
     returns normalised output tokens ``[B, S, D]``. Padding tokens (``key_valid`` False) are never
-    attended to.
+    attended to. ``causal_context`` (bins): a causal encoder, whose tokens attend only to tokens
+    of their own and the ``causal_context - 1`` previous time positions (:func:`causal_mask`);
+    ``None``: every token attends to every valid token.
     """
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, mlp_hidden: int,
-                 dropout: float, rope_base: float = 10000.0, attn_dropout: float = 0.0):
+                 dropout: float, rope_base: float = 10000.0, attn_dropout: float = 0.0,
+                 causal_context: int | None = None):
         super().__init__()
+        self.causal_context = causal_context
         self.head_dim = d_model // n_heads
         self.rope_base = rope_base
         self.blocks = nn.ModuleList(
@@ -90,7 +110,11 @@ class Encoder(nn.Module):
                 key_valid: torch.Tensor | None = None) -> torch.Tensor:
         cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_base)
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, Dh]
-        attn_mask = None if key_valid is None or bool(key_valid.all()) else key_valid[:, None, None, :]
+        if self.causal_context is not None:
+            attn_mask = causal_mask(positions, self.causal_context, key_valid)
+        else:
+            attn_mask = (None if key_valid is None or bool(key_valid.all())
+                         else key_valid[:, None, None, :])
         for blk in self.blocks:
             x = blk(x, cos, sin, attn_mask)
         return self.norm(x)

@@ -50,7 +50,9 @@ class PatchTokenizer(nn.Module):
             self.proj = nn.Sequential(nn.Linear(P, d), nn.GELU(), nn.Linear(d, d))
         elif cfg.embedder == "filterbank":
             k = cfg.filter_bins | 1  # odd length keeps the filters centred on their bin
-            self.filters = nn.Conv1d(1, cfg.n_filters, k, padding=k // 2, bias=False)
+            # causal: the same weights, applied to the k bins ending at each bin (left padding)
+            self.filters = nn.Conv1d(1, cfg.n_filters, k, padding=0 if cfg.causal else k // 2,
+                                     bias=False)
             self.proj = nn.Linear(P * (1 + 2 * cfg.n_filters), d)
         else:
             self.proj = nn.Linear(P, d)
@@ -191,11 +193,32 @@ class PatchTokenizer(nn.Module):
         B, T, npatch, P = x.shape
         F_ = self.cfg.n_filters
         flat = x.permute(0, 2, 3, 1).reshape(B * npatch * P, 1, T)
+        if self.cfg.causal:
+            return self._causal_filterbank(flat, chan_valid, B, T, npatch, P)
         h = self.filters(flat)  # [BNP, F, T]
         e = h.pow(2)
         if self.cfg.energy_bins > 1:
             kb = self.cfg.energy_bins | 1
             e = nn.functional.avg_pool1d(e, kb, stride=1, padding=kb // 2, count_include_pad=False)
+        feats = torch.cat([flat, h, torch.log(e + 1e-3)], dim=1)  # [BNP, 1+2F, T]
+        feats = feats.view(B, npatch, P, 1 + 2 * F_, T).permute(0, 4, 1, 2, 3)
+        feats = feats * chan_valid[:, None, :, :, None].to(feats.dtype)
+        return feats.reshape(B, T, npatch, P * (1 + 2 * F_))
+
+    def _causal_filterbank(self, flat: torch.Tensor, chan_valid: torch.Tensor, B: int, T: int,
+                           npatch: int, P: int) -> torch.Tensor:
+        """:meth:`filterbank` of a causal model: the filters and the energy average see bin ``t``
+        and the bins before it only (zeros before the window's first bin for the filters; the
+        energy is averaged over the bins that exist, as the centred version does at the edges)."""
+        F_ = self.cfg.n_filters
+        k = self.filters.kernel_size[0]
+        h = self.filters(nn.functional.pad(flat, (k - 1, 0)))  # [BNP, F, T]
+        e = h.pow(2)
+        if self.cfg.energy_bins > 1:
+            kb = self.cfg.energy_bins | 1
+            total = nn.functional.avg_pool1d(nn.functional.pad(e, (kb - 1, 0)), kb, stride=1) * kb
+            count = torch.arange(1, T + 1, device=e.device, dtype=e.dtype).clamp_max(kb)
+            e = total / count
         feats = torch.cat([flat, h, torch.log(e + 1e-3)], dim=1)  # [BNP, 1+2F, T]
         feats = feats.view(B, npatch, P, 1 + 2 * F_, T).permute(0, 4, 1, 2, 3)
         feats = feats * chan_valid[:, None, :, :, None].to(feats.dtype)

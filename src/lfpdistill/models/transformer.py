@@ -79,9 +79,11 @@ class NeuralTransformer(nn.Module):
         self.cfg = cfg
         self.tokenizer = PatchTokenizer(cfg, sessions)
         self.mask_token = nn.Parameter(torch.randn(cfg.d_model) * 0.02)
+        # a causal model's encoder attends to the past only, within context_bins; its
+        # reconstruction branch (training only, never read out) stays bidirectional
         self.encoder = Encoder(cfg.d_model, cfg.n_layers, cfg.n_heads,
                                int(cfg.mlp_ratio * cfg.d_model), cfg.dropout, cfg.rope_base,
-                               cfg.attn_dropout)
+                               cfg.attn_dropout, cfg.context_bins if cfg.causal else None)
         # reconstruction branch (masked autoencoding only; never a decoder of behaviour): the
         # encoder's outputs (the latents) must carry what it needs to fill in the hidden tokens,
         # so visible tokens' outputs are trained too
@@ -183,14 +185,14 @@ class NeuralTransformer(nn.Module):
                widths: torch.Tensor | None = None, readout: str | None = None) -> torch.Tensor:
         """Per-timestep latents ``[B, T, d]`` of the frozen model (``cfg.readout`` unless given).
 
-        ``visible``: one pass with nothing hidden. ``held_out``: alternate blocks of
-        ``readout_block`` bins are hidden (all patches), at ``readout_shifts`` phase shifts and both
-        parities; a bin's latent is the mean of its outputs over the passes that hid it, so it
-        never depends on the bin's own input, only on its context.
+        ``visible``: one pass with nothing hidden (always, for a causal model). ``held_out``:
+        alternate blocks of ``readout_block`` bins are hidden (all patches), at ``readout_shifts``
+        phase shifts and both parities; a bin's latent is the mean of its outputs over the passes
+        that hid it, so it never depends on the bin's own input, only on its context.
         """
         readout = readout or self.cfg.readout
         T = x.shape[1]
-        if readout == "visible" or T < 2:
+        if readout == "visible" or T < 2 or self.cfg.causal:  # causal: one pass, see ModelConfig
             return self.forward(x, sessions, widths, reconstruct=False).latents
         if readout != "held_out":
             raise ValueError(f"unknown readout '{readout}'")
@@ -205,6 +207,18 @@ class NeuralTransformer(nn.Module):
             count += sel
         assert acc is not None
         return acc / count.clamp_min(1)[None, :, None].to(acc.dtype)
+
+    def last_latent(self, x: torch.Tensor, session: str) -> torch.Tensor:
+        """Latent ``[B, d]`` of the last bin of each window ``x [B, L, C]`` of one session, in one
+        pass with nothing hidden: how a causal model is streamed (each window holds a bin and its
+        ``L - 1`` predecessors). The session and its channel count are the caller's to check
+        (:meth:`PatchTokenizer.check_sessions`): nothing here depends on the data's values, so
+        the method can be traced for export."""
+        widths = torch.full((x.shape[0],), x.shape[2], dtype=torch.long, device=x.device)
+        patches, chan_valid, patch_valid = self.tokenizer.patchify(x, widths)
+        out = self._encode(patches, chan_valid, patch_valid, [session] * x.shape[0], None, None,
+                           reconstruct=False)
+        return out.latents[:, -1]
 
 
 def held_out_patterns(T: int, block: int, shifts: int, device: torch.device | None = None
