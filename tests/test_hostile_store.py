@@ -12,11 +12,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from rich.console import Console
 from tests.conftest import make_session
 
+import lfpdistill.data.store as store_module
 from lfpdistill.cli import main
 from lfpdistill.data import open_store, save_session, write_json_atomic, write_store
 from lfpdistill.data.store import MANIFEST, atomic_path
@@ -169,6 +171,24 @@ def test_bit_rot_with_the_same_size_is_refused(tmp_path):
     path.write_bytes(bytes(blob))
     with pytest.raises(StoreError, match="content differs from the manifest's checksum"):
         open_store(store)
+
+
+def test_bit_rot_that_keeps_size_and_modification_time_is_refused_on_load(tmp_path):
+    store = tmp_path / "S"
+    write_store(_sessions(0), store, segment_s=1.0)
+    path = store / "sim02.h5"
+    with h5py.File(path, "r") as f:
+        at = f["lfp"].id.get_chunk_info(0).byte_offset + 400  # inside the LFP samples
+    st = path.stat()
+    with open(path, "r+b") as f:  # change bytes in place, then put the old times back
+        f.seek(at)
+        f.write(bytes(b ^ 0x01 for b in f.read(8)))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    store_module._DIGESTS.clear()  # as in a later process
+    opened = open_store(store)  # size, time and inode as recorded: the cheap check passes
+    assert opened.session("sim00").name == "sim00"
+    with pytest.raises(StoreError, match="'sim02.h5' .*content differs from the manifest"):
+        opened.session("sim02")
 
 
 def test_a_copied_store_still_opens(tmp_path):

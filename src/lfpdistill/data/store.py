@@ -323,7 +323,9 @@ class Store:
         """Load session ``name`` (cached in memory after the first load)."""
         if name in self._cache:
             return self._cache[name]
-        s = load_session(self.path(name))
+        path = self.path(name)
+        self._check_content(name, path)
+        s = load_session(path)
         self._check_name(name, s.name)
         if cache:
             self._cache[name] = s
@@ -333,6 +335,18 @@ class Store:
         lazy = LazySession(self.path(name))
         self._check_name(name, lazy.name)
         return lazy
+
+    def _check_content(self, name: str, path: Path) -> None:
+        """The whole file against the manifest's checksum (once per process and file version):
+        bytes damaged on disk leave size and modification time as they were, so
+        :func:`open_store` alone would not see them, and they may still decode to finite
+        numbers."""
+        entry = next(e for e in self.manifest["sessions"] if e["name"] == name)
+        if entry.get("sha256") and file_digest(path) != entry["sha256"]:
+            raise StoreError(
+                f"store '{self.root}': '{path.name}' (session '{name}') is not the file the "
+                "manifest describes (content differs from the manifest's checksum) -- damaged on "
+                "disk or replaced; re-create the store (simulate/prepare --out again)")
 
     def _check_name(self, listed: str, stored: str) -> None:
         if listed != stored:
