@@ -8,7 +8,9 @@ later command loads.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,10 @@ def test_checkpoints_of_every_stage_load_with_tensors_and_plain_values_only(runs
             assert ckpt[CKPT_KEY]["stage"] == stage, path
         model, _ = load_model(runs[name])
         assert model.vocab()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("model.ckpt", "summary.json", "run_config.json"):  # not mkstemp's 0600
+        assert stat.S_IMODE((runs["pretrain"] / name).stat().st_mode) == 0o666 & ~mask, name
 
 
 def test_a_checkpoint_whose_metadata_runs_code_is_refused_without_running_it(runs, store, tmp_path,
