@@ -49,6 +49,10 @@ def store(tmp_path_factory) -> Path:
 def test_cpu_devices_beyond_the_usable_cores_are_refused_by_the_config():
     with pytest.raises(ValueError, match="only .* cores are usable; use devices="):
         TrainConfig(accelerator="cpu", devices=64)
+    with pytest.raises(ValueError, match="only .* cores are usable"):
+        TrainConfig(accelerator="cpu", devices="64")  # a count written as a string (YAML)
+    with pytest.raises(ValueError, match="lists GPU indices but accelerator is cpu"):
+        TrainConfig(accelerator="cpu", devices="0,1")
     TrainConfig(accelerator="cpu", devices=usable_cpus())  # as many as there are is fine
     TrainConfig(accelerator="gpu", devices=8)  # GPUs are checked where torch is loaded
 

@@ -176,6 +176,8 @@ def usable_cpus() -> int:
 def check_devices(devices: int | str, accelerator: str) -> None:
     """``devices`` must be 'auto', a positive count or (on a GPU) a list of indices such as
     '0,1'; on a CPU a count of at most the usable cores (each device is a process)."""
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)  # "2": a count, as Lightning reads it
     if isinstance(devices, str):
         text = devices.strip()
         if text == "auto":
