@@ -3,14 +3,27 @@ export, bin-by-bin decoding and its errors."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from tests.conftest import make_session
 
 from lfpdistill.cli import main
+from lfpdistill.commands.realtime import (
+    StreamingDecoder,
+    causal_decoder,
+    causal_predict,
+    causal_windows,
+    decode_run,
+    onnx_session,
+    readout_path,
+)
 from lfpdistill.config import ModelConfig, apply_overrides, recommended_model, recommended_train
-from lfpdistill.data import write_store
-from lfpdistill.models import NeuralTransformer, load_model
+from lfpdistill.data import open_store, write_store
+from lfpdistill.errors import CheckpointMismatchError, DataValidationError
+from lfpdistill.models import NeuralTransformer, load_checkpoint, load_model
 from lfpdistill.models.encoder import Encoder
 
 TINY = ["--set", "patch_size=8", "--set", "d_model=16", "--set", "n_layers=1", "--set", "n_heads=2",
@@ -131,3 +144,174 @@ def test_distill_builds_a_causal_student_from_the_bidirectional_teacher(teacher,
     assert model.cfg.causal and model.cfg.context_bins == 12 and model.cfg.readout == "visible"
     assert meta["model_config"]["causal"] is True
     assert model.encoder.causal_context == 12
+
+
+# ------------------------------------------------------------------ read-out, streaming, export
+def test_causal_windows_hold_each_bin_and_its_past():
+    x = np.arange(30.0, dtype=np.float32).reshape(10, 3)
+    fill = np.full(3, -1.0, dtype=np.float32)
+    w = causal_windows(x, 4, fill)
+    assert w.shape == (10, 4, 3)
+    np.testing.assert_array_equal(w[0, :3], np.repeat(fill[None], 3, 0))
+    for t in range(3, 10):
+        np.testing.assert_array_equal(w[t], x[t - 3:t + 1])
+    np.testing.assert_array_equal(causal_windows(x, 4, fill, 5, 8), w[5:8])
+
+
+def test_linear_readout_is_saved_with_the_run_and_reused(dirs, student):
+    s = open_store(dirs["store"]).session("a")
+    dec, _ = causal_decoder(student, s)
+    path = readout_path(student, "a")
+    assert path.exists() and dec.readout_kind == "linear_probe"
+    saved = np.load(path)
+    assert saved["weight"].shape == (2, 16) and saved["mean"].shape == (5,)
+    # the probe's fit: on the causal latents of the training bins, the least-squares optimum
+    train = s.split_mask("train")
+    z = causal_predict(dec.latents, s.lfp, 12, dec.mean.numpy())
+    pred = z @ saved["weight"].T + saved["bias"]
+    resid = (s.velocity - pred)[train]
+    np.testing.assert_allclose(z[train].T @ resid / train.sum(), 0, atol=1e-3)
+    mtime = path.stat().st_mtime_ns
+    causal_decoder(student, s)
+    assert path.stat().st_mtime_ns == mtime  # reused, not refit
+
+
+def test_streamed_output_equals_the_offline_causal_output(dirs, student):
+    s = open_store(dirs["store"]).session("a")
+    dec, _ = causal_decoder(student, s)
+    offline = causal_predict(dec, s.lfp[:300], 12, dec.mean.numpy())
+
+    def predict(window):
+        with torch.no_grad():
+            return dec(torch.from_numpy(window)[None])[0].numpy()
+
+    stream = StreamingDecoder(predict, 12, 5, dec.mean.numpy())
+    streamed = np.stack([stream.step(row) for row in s.lfp[:300]])
+    assert stream.window().shape == (12, 5)  # bounded state: the last context bins only
+    np.testing.assert_allclose(streamed, offline, rtol=0, atol=1e-5)
+
+
+def test_nan_bins_hold_the_last_value_or_are_refused():
+    seen = []
+    dec = StreamingDecoder(lambda w: seen.append(w.copy()) or np.zeros(2), 3, 2,
+                           np.array([5.0, 6.0], dtype=np.float32))
+    dec.step(np.array([np.nan, 1.0]))  # no finite value yet: the fill (normalisation mean)
+    dec.step(np.array([2.0, 3.0]))
+    dec.step(np.array([np.inf, np.nan]))
+    np.testing.assert_array_equal(seen[-1], [[5.0, 1.0], [2.0, 3.0], [2.0, 3.0]])
+    assert dec.n_held == 2
+    strict = StreamingDecoder(lambda w: np.zeros(2), 3, 2, np.zeros(2), nan_policy="error")
+    strict.step(np.zeros(2))
+    with pytest.raises(DataValidationError, match="bin 1 has NaN/inf in 1 of 2 channels"):
+        strict.step(np.array([0.0, np.nan]))
+    with pytest.raises(DataValidationError, match="reads one row of 2 channels"):
+        strict.step(np.zeros(3))
+
+
+@pytest.fixture(scope="module")
+def exported(dirs, student):
+    out = dirs["root"] / "onnx" / "model.onnx"
+    assert main(["export", str(student), "--store", str(dirs["store"]), "--session", "a",
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_onnx_graph_equals_the_eager_decoder(dirs, student, exported):
+    """Tolerance: 1e-5 absolute on velocity (whose scale here is ~1)."""
+    info = json.loads(exported.with_suffix(".json").read_text())
+    assert info["session"] == "a" and info["n_channels"] == 5 and info["context_bins"] == 12
+    assert info["input"]["shape"] == [1, 12, 5] and info["bin_size_s"] == 0.01
+    assert len(info["normalisation"]["mean"]) == 5 and info["readout"] == "linear_probe"
+    assert info["check"]["max_abs_diff_vs_eager"] <= 1e-4
+    s = open_store(dirs["store"]).session("a")
+    dec, _ = causal_decoder(student, s)
+    sess = onnx_session(exported)
+    windows = causal_windows(s.lfp, 12, dec.mean.numpy(), 0, 200)
+    got = np.concatenate([sess.run(["velocity"], {"lfp": np.ascontiguousarray(w[None])})[0]
+                          for w in windows])
+    with torch.no_grad():
+        want = dec(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert np.abs(want).max() > 0.1  # a real output, not a constant
+
+
+def test_decode_streams_onnx_and_eager_alike_with_r2_and_latency(dirs, student, exported, capsys):
+    store = dirs["store"]
+    out = dirs["root"] / "pred.npz"
+    assert main(["decode", str(exported), "--store", str(store), "--session", "a", "--stream",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "latency per bin on 1 thread(s)" in text
+    streamed_onnx = np.load(out)
+    assert streamed_onnx["pred"].shape == (1500, 2) and streamed_onnx["latency_ms"].shape == (1500,)
+    res = decode_run(student, store, "a")  # eager, offline batches
+    off = np.load(out)  # unchanged file
+    eager = decode_run(student, store, "a", out=dirs["root"] / "eager.npz")
+    np.testing.assert_allclose(np.load(dirs["root"] / "eager.npz")["pred"], off["pred"],
+                               rtol=0, atol=1e-4)
+    assert res["mode"] == "offline" and {"test_r2", "val_r2"} <= set(res)
+    assert eager["test_r2"] == pytest.approx(res["test_r2"])
+    streamed = decode_run(exported, store, "a", stream=True)
+    assert streamed["test_r2"] == pytest.approx(res["test_r2"], abs=1e-4)
+    assert 0 < streamed["latency_ms_median"] <= streamed["latency_ms_p99"]
+
+
+def _error(capsys, argv, fragment):
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert fragment in lines[0], lines[0]
+
+
+def test_bad_input_is_one_line(dirs, student, exported, teacher, capsys, tmp_path):
+    store, other = dirs["store"], dirs["other"]
+    # a session the exported graph was not made for (another channel count, too)
+    _error(capsys, ["decode", exported, "--store", store, "--session", "b"],
+           "was exported for session 'a', not 'b'")
+    # a session the model was never adapted to
+    _error(capsys, ["decode", student, "--store", other, "--session", "zz"],
+           "session 'zz' is not in the model's vocabulary")
+    _error(capsys, ["export", student, "--store", other, "--session", "zz", "--out",
+                    tmp_path / "m.onnx"], "session 'zz' is not in the model's vocabulary")
+    # wrong channel count: a store whose session 'a' has 7 channels
+    wide = tmp_path / "wide"
+    write_store([make_session("a", T=400, N=7, C=7, seed=5)], wide, segment_s=1.0)
+    _error(capsys, ["decode", exported, "--store", wide, "--session", "a"],
+           "reads 5 channels but session 'a' has 7")
+    _error(capsys, ["decode", student, "--store", wide, "--session", "a"],
+           "session 'a' has 7 lfp channels but the model was built for 5")
+    # a model that is not causal
+    _error(capsys, ["export", teacher, "--store", store, "--session", "a", "--out",
+                    tmp_path / "t.onnx"], "is a spikes model but a lfp model is needed")
+    _error(capsys, ["decode", exported, "--store", store, "--session", "a", "--nan", "skip"],
+           "unknown nan policy 'skip'")
+    _error(capsys, ["export", student, "--store", store, "--session", "a", "--out",
+                    tmp_path / "m.pt"], "must end in .onnx")
+
+
+def test_a_non_causal_lfp_run_is_refused(dirs, capsys, tmp_path):
+    run = tmp_path / "lfp"
+    assert main(["pretrain", "--modality", "lfp", "--store", str(dirs["store"]), "--sessions", "a",
+                 "--out", str(run), *TINY]) == 0
+    _error(capsys, ["decode", run, "--store", dirs["store"], "--session", "a"],
+           "is not a causal model")
+
+
+def test_a_finetuned_causal_run_decodes_with_its_head(dirs, student, tmp_path):
+    ft = tmp_path / "ft"
+    assert main(["finetune", str(student), "--store", str(dirs["store"]), "--session", "a",
+                 "--out", str(ft), "--set", "max_epochs=1", "--set", "window_s=0.2",
+                 "--set", "progress=false", "--set", "accelerator=cpu"]) == 0
+    s = open_store(dirs["store"]).session("a")
+    dec, _ = causal_decoder(ft, s)
+    assert dec.readout_kind == "finetune_head"
+    state = load_checkpoint(ft)["state_dict"]
+    z = torch.randn(4, 16)
+    want = state["head.weight"]  # the head of FinetuneModule: velocity = head(z) * v_std + v_mean
+    ref = (z @ want.T + state["head.bias"]) * state["v_std"] + state["v_mean"]
+    torch.testing.assert_close(z @ dec.weight.T + dec.bias, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(CheckpointMismatchError, match="was trained on session 'a', not 'b'"):
+        causal_decoder(ft, open_store(dirs["store"]).session("b"))

@@ -18,11 +18,11 @@ from pathlib import Path
 import typer
 
 from ..errors import LfpDistillError
-from . import data, evaluate, models, study
+from . import data, evaluate, models, realtime, study
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Cross-modal distillation from spike transformers to LFP transformers.")
-for _group in (data, models, evaluate, study):
+for _group in (data, models, evaluate, study, realtime):
     _group.register(app)
 
 

@@ -1,0 +1,461 @@
+"""``lfpdistill export`` and ``decode``: a causal LFP model decoding velocity bin by bin.
+
+A *causal decoder* is one function of a window of the last ``context_bins`` LFP bins of one
+session (oldest first, the newest last): normalise each channel with the statistics of the
+session's training bins, run the causal model (:meth:`NeuralTransformer.last_latent`), and map
+the newest bin's latent to velocity with a linear read-out. The read-out is the fine-tuned head
+of a ``finetune`` run, or else a linear regression (the linear probe) fit on the causal latents
+of the session's training bins, saved with the run under ``realtime/SESSION.npz``.
+
+Decoding a session feeds its bins one at a time into a ring buffer of the last ``context_bins``
+bins (:class:`StreamingDecoder`: bounded state); before the first bin the buffer holds the
+normalisation mean (zero after normalisation). The offline twin (:func:`causal_predict`) cuts the
+same windows out of the whole session and runs them in batches: the two give the same output.
+The whole session is streamed continuously, as a recording would be (the windows of test bins
+contain the LFP, never the velocity, of whatever precedes them); R² is scored on the test bins.
+
+Dropped bins: a bin with NaN/inf channels is, by default, read with each such channel holding
+its last finite value (``nan_policy="hold"``; the normalisation mean before any); with
+``nan_policy="error"`` it is refused. The exported ONNX graph itself does not check its input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LinearRegression
+from torch import nn
+
+from .. import __version__
+from ..data import open_store, write_json_atomic
+from ..data.store import atomic_path
+from ..errors import CheckpointMismatchError, ConfigError, DataValidationError
+from ..evaluation import r2_xy
+from ..models import NeuralTransformer, load_checkpoint, load_model
+from ..session import Session
+from .common import load_selected
+
+READOUT_DIR = "realtime"
+NAN_POLICIES = ("hold", "error")
+FORMAT = "lfpdistill-realtime/1"
+#: largest |ONNX - eager| velocity difference accepted by the export's own check
+EXPORT_ATOL = 1e-4
+
+
+@dataclass
+class Readout:
+    """What maps a causal model's latents to velocity for one session, and the input
+    normalisation it was fit with."""
+
+    session: str
+    kind: str            # "linear_probe" or "finetune_head"
+    weight: np.ndarray   # [2, d]
+    bias: np.ndarray     # [2]
+    mean: np.ndarray     # [C] per-channel input mean (training bins)
+    std: np.ndarray      # [C] per-channel input standard deviation (training bins)
+
+
+class CausalDecoder(nn.Module):
+    """``forward(lfp [B, L, C]) -> velocity [B, 2]`` of each window's last bin: normalisation,
+    causal model, linear read-out — the one graph that is exported."""
+
+    def __init__(self, model: NeuralTransformer, readout: Readout):
+        super().__init__()
+        self.model = model.eval()
+        self.session, self.readout_kind = readout.session, readout.kind
+        self.register_buffer("mean", torch.as_tensor(readout.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(readout.std, dtype=torch.float32))
+        self.register_buffer("weight", torch.as_tensor(readout.weight, dtype=torch.float32))
+        self.register_buffer("bias", torch.as_tensor(readout.bias, dtype=torch.float32))
+
+    def latents(self, lfp: torch.Tensor) -> torch.Tensor:
+        return self.model.last_latent((lfp - self.mean) / self.std, self.session)
+
+    def forward(self, lfp: torch.Tensor) -> torch.Tensor:
+        return self.latents(lfp) @ self.weight.T + self.bias
+
+
+# ------------------------------------------------------------------ windows
+def causal_windows(x: np.ndarray, context: int, fill: np.ndarray, start: int = 0,
+                   stop: int | None = None) -> np.ndarray:
+    """Windows ``[stop - start, context, C]`` ending at bins ``start..stop-1`` of ``x [T, C]``
+    (each holds its bin and the ``context - 1`` before it, rows before bin 0 set to ``fill``).
+
+    >>> causal_windows(np.arange(4.0)[:, None], 3, np.zeros(1))[:, :, 0].tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 2.0], [1.0, 2.0, 3.0]]
+    """
+    stop = x.shape[0] if stop is None else stop
+    lo = start - context + 1
+    part = x[max(lo, 0):stop].astype(np.float32)
+    if lo < 0:
+        part = np.concatenate([np.repeat(np.asarray(fill, np.float32)[None], -lo, 0), part])
+    view = np.lib.stride_tricks.sliding_window_view(part, context, axis=0)  # [n, C, context]
+    return view.transpose(0, 2, 1)
+
+
+@torch.no_grad()
+def causal_predict(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, context: int,
+                   fill: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``fn`` (windows ``[B, context, C]`` -> ``[B, D]``) on the causal window of every bin of
+    ``x [T, C]``, in batches: the offline twin of :class:`StreamingDecoder`. Returns ``[T, D]``."""
+    out = []
+    for a in range(0, x.shape[0], batch_size):
+        w = causal_windows(x, context, fill, a, min(a + batch_size, x.shape[0]))
+        out.append(fn(torch.from_numpy(np.ascontiguousarray(w))).float().numpy())
+    return np.concatenate(out)
+
+
+class StreamingDecoder:
+    """Decode one bin at a time with bounded state: a ring buffer of the last ``context`` bins.
+
+    ``predict`` maps a window ``[context, C]`` (float32, oldest bin first) to a velocity ``[2]``.
+    The buffer starts full of ``fill`` (the normalisation mean). ``nan_policy``: ``hold`` (a
+    non-finite channel of a bin takes that channel's last finite value) or ``error``.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], context: int, channels: int,
+                 fill: np.ndarray, nan_policy: str = "hold"):
+        if nan_policy not in NAN_POLICIES:
+            raise ConfigError(f"unknown nan policy '{nan_policy}'; use {' or '.join(NAN_POLICIES)}")
+        self.predict, self.context, self.channels = predict, int(context), int(channels)
+        self.nan_policy = nan_policy
+        self.fill = np.asarray(fill, dtype=np.float32).reshape(self.channels)
+        # two copies of every bin: the last `context` bins are always one contiguous slice
+        self._buf = np.empty((2 * self.context, self.channels), dtype=np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf[:] = self.fill
+        self._last = self.fill.copy()
+        self._pos = 0
+        self.n_bins = 0
+        self.n_held = 0
+
+    def window(self) -> np.ndarray:
+        """The last ``context`` bins, oldest first (a view of the buffer)."""
+        return self._buf[self._pos:self._pos + self.context]
+
+    def push(self, lfp_bin: np.ndarray) -> np.ndarray:
+        """Add one bin ``[C]``; return the window that ends with it."""
+        x = np.asarray(lfp_bin, dtype=np.float32)
+        if x.shape != (self.channels,):
+            raise DataValidationError(
+                f"bin {self.n_bins} has shape {list(x.shape)} but the decoder reads one row of "
+                f"{self.channels} channels per bin; feed the session it was exported for")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            if self.nan_policy == "error":
+                raise DataValidationError(
+                    f"bin {self.n_bins} has NaN/inf in {int(bad.sum())} of {self.channels} "
+                    "channels; drop or repair it, or decode with nan_policy 'hold' (each such "
+                    "channel holds its last finite value)")
+            x = np.where(bad, self._last, x)
+            self.n_held += 1
+        self._last = x
+        i = self._pos
+        self._buf[i] = x
+        self._buf[i + self.context] = x
+        self._pos = (i + 1) % self.context
+        self.n_bins += 1
+        return self.window()
+
+    def step(self, lfp_bin: np.ndarray) -> np.ndarray:
+        """Add one bin and return the velocity decoded for it."""
+        return self.predict(self.push(lfp_bin))
+
+
+# ------------------------------------------------------------------ models and read-outs
+def load_causal(run_dir: Path) -> tuple[NeuralTransformer, dict[str, Any]]:
+    """The causal LFP model of a run (distill, pretrain or finetune)."""
+    model, meta = load_model(Path(run_dir), modality="lfp")
+    if not model.cfg.causal:
+        raise ConfigError(f"run '{run_dir}' is not a causal model; streaming needs one trained "
+                          "with --set causal=true (e.g. lfpdistill distill ... --set causal=true)")
+    return model, meta
+
+
+def _checkpoint_hash(run_dir: Path) -> str:
+    path = Path(run_dir)
+    path = path / "model.ckpt" if path.is_dir() else path
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _session(store_dir: Path, session: str) -> Session:
+    sel = load_selected(open_store(store_dir), [session], "lfp")
+    if len(sel) != 1:
+        raise DataValidationError(f"--session must name one session; '{session}' matches "
+                                  f"{len(sel)} ({', '.join(s.name for s in sel)})")
+    return sel[0]
+
+
+def _check_model_session(model: NeuralTransformer, meta: dict[str, Any], s: Session) -> None:
+    model.tokenizer.check_sessions([s.name], [s.n_channels])
+    if abs(float(meta["bin_size"]) - s.bin_size) > 1e-9:
+        raise DataValidationError(f"the model was trained on {meta['bin_size']}s bins but session "
+                                  f"'{s.name}' has {s.bin_size}s bins")
+
+
+def fit_readout(model: NeuralTransformer, meta: dict[str, Any], run_dir: Path, s: Session
+                ) -> Readout:
+    """The velocity read-out of a causal model on session ``s``: the fine-tuned head of a
+    ``finetune`` run (it must be that run's session), else the linear probe fit on the causal
+    latents of the training bins."""
+    train = s.split_mask("train")
+    if not train.any():
+        raise DataValidationError(f"session '{s.name}' has no training bins to fit a read-out on")
+    mean = s.lfp[train].mean(0).astype(np.float32)
+    std = np.maximum(s.lfp[train].std(0), 1e-6).astype(np.float32)
+    if meta.get("stage") == "finetune":
+        if meta.get("session") != s.name:
+            raise CheckpointMismatchError(
+                f"the fine-tuned head of run '{run_dir}' was trained on session "
+                f"'{meta.get('session')}', not '{s.name}'; decode that session, or use a "
+                "distill/pretrain run (a linear read-out is then fit on the session)")
+        state = load_checkpoint(Path(run_dir))["state_dict"]
+        v_std = state["v_std"].float().numpy()
+        weight = state["head.weight"].float().numpy() * v_std[:, None]
+        bias = state["head.bias"].float().numpy() * v_std + state["v_mean"].float().numpy()
+        return Readout(s.name, "finetune_head", weight, bias, mean, std)
+    probe = Readout(s.name, "linear_probe", np.zeros((2, model.cfg.d_model), np.float32),
+                    np.zeros(2, np.float32), mean, std)
+    dec = CausalDecoder(model, probe)
+    z = causal_predict(dec.latents, s.lfp, model.cfg.context_bins, mean)
+    reg = LinearRegression().fit(z[train], s.velocity[train])
+    probe.weight = reg.coef_.astype(np.float32)
+    probe.bias = np.asarray(reg.intercept_, dtype=np.float32)
+    return probe
+
+
+def readout_path(run_dir: Path, session: str) -> Path:
+    return Path(run_dir) / READOUT_DIR / f"{session}.npz"
+
+
+def load_or_fit_readout(run_dir: Path, s: Session, model: NeuralTransformer,
+                        meta: dict[str, Any], refit: bool = False) -> Readout:
+    """The read-out saved with the run for session ``s`` (fit and saved when missing, when the
+    checkpoint changed since, or when ``refit``)."""
+    path = readout_path(run_dir, s.name)
+    ckpt = _checkpoint_hash(run_dir)
+    if path.exists() and not refit:
+        with np.load(path) as f:
+            if str(f["checkpoint_sha256"]) == ckpt and f["mean"].shape == (s.n_channels,):
+                return Readout(s.name, str(f["kind"]), f["weight"], f["bias"], f["mean"], f["std"])
+    r = fit_readout(model, meta, run_dir, s)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, kind=r.kind, weight=r.weight, bias=r.bias, mean=r.mean, std=r.std,
+                 checkpoint_sha256=ckpt, context_bins=model.cfg.context_bins)
+    return r
+
+
+def causal_decoder(run_dir: Path, s: Session, refit: bool = False
+                   ) -> tuple[CausalDecoder, dict[str, Any]]:
+    """The eager causal decoder of a run for session ``s`` (its read-out fit if needed)."""
+    model, meta = load_causal(run_dir)
+    _check_model_session(model, meta, s)
+    return CausalDecoder(model, load_or_fit_readout(run_dir, s, model, meta, refit)).eval(), meta
+
+
+# ------------------------------------------------------------------ export
+def _onnx_modules() -> tuple[Any, Any]:
+    try:
+        import onnx  # noqa: F401  # optional dependency (extra 'realtime'), needed by the exporter
+        import onnxruntime as ort
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"ONNX needs the optional packages onnx, onnxscript and onnxruntime "
+                          f"({e.name} is missing): pip install 'lfpdistill[realtime]'") from None
+    return onnx, ort
+
+
+def onnx_session(path: Path, threads: int = 1) -> Any:
+    """An onnxruntime session on ``threads`` intra-op threads (CPU)."""
+    _, ort = _onnx_modules()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def export_decoder(decoder: CausalDecoder, context: int, channels: int, out: Path) -> None:
+    """Write ``decoder`` as an ONNX graph: input ``lfp [1, context, channels]`` float32, output
+    ``velocity [1, 2]`` (the last bin's)."""
+    _onnx_modules()
+    example = torch.zeros(1, context, channels)
+    with atomic_path(Path(out), suffix=".onnx") as tmp, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes about its own internals
+        torch.onnx.export(decoder.eval(), (example,), str(tmp), input_names=["lfp"],
+                          output_names=["velocity"], dynamo=True, external_data=False,
+                          verbose=False)
+
+
+def export_run(run_dir: Path, store_dir: Path, session: str, out: Path, refit: bool = False,
+               check_bins: int = 256) -> dict[str, Any]:
+    """Export the causal decoder of ``run_dir`` for ``session`` to ``out`` (ONNX) plus its
+    metadata ``out.with_suffix('.json')``; checks the graph against the eager decoder on
+    ``check_bins`` windows of the session (largest difference kept in the metadata)."""
+    _onnx_modules()
+    out = Path(out)
+    s = _session(store_dir, session)
+    dec, meta = causal_decoder(run_dir, s, refit)
+    context, C = dec.model.cfg.context_bins, s.n_channels
+    export_decoder(dec, context, C, out)
+    # the check: windows from the middle of the session, one at a time as a stream feeds them
+    a = max(0, s.n_bins // 2 - check_bins // 2)
+    windows = causal_windows(s.lfp, context, dec.mean.numpy(), a, min(s.n_bins, a + check_bins))
+    sess = onnx_session(out)
+    with torch.no_grad():
+        eager = dec(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+    got = np.concatenate([sess.run(["velocity"], {"lfp": np.ascontiguousarray(w[None])})[0]
+                          for w in windows])
+    diff = float(np.abs(got - eager).max())
+    if not diff <= EXPORT_ATOL:
+        out.unlink(missing_ok=True)
+        raise CheckpointMismatchError(
+            f"the ONNX graph differs from the eager model by {diff:.2e} (> {EXPORT_ATOL}); "
+            "the export is not trustworthy — report this with the run")
+    info = {
+        "format": FORMAT,
+        "lfpdistill_version": __version__,
+        "onnx": out.name,
+        "run": str(run_dir),
+        "stage": meta.get("stage"),
+        "session": s.name,
+        "n_channels": C,
+        "bin_size_s": s.bin_size,
+        "context_bins": context,
+        "input": {"name": "lfp", "shape": [1, context, C], "dtype": "float32",
+                  "layout": "[batch=1, time, channel]: the last context_bins bins, oldest first "
+                            "and the bin to decode last; channels in the session's order",
+                  "units": "LFP as in the lfpdistill store (the LFP chain's output, z-scored "
+                           "per channel)",
+                  "before_first_bin": "rows before the recording's first bin hold the "
+                                      "normalisation mean (zero after normalisation)"},
+        "output": {"name": "velocity", "shape": [1, 2], "dtype": "float32",
+                   "meaning": "velocity (x, y) at the input's last bin, in the session's units"},
+        "normalisation": {"formula": "(lfp - mean) / std per channel, inside the graph",
+                          "fit_on": "the session's training bins",
+                          "mean": [float(v) for v in dec.mean],
+                          "std": [float(v) for v in dec.std]},
+        "readout": dec.readout_kind,
+        "nan_policy": "not checked inside the graph; lfpdistill decode holds each non-finite "
+                      "channel at its last finite value (or refuses the bin: --nan error)",
+        "check": {"windows": len(windows), "max_abs_diff_vs_eager": diff, "atol": EXPORT_ATOL},
+    }
+    write_json_atomic(out.with_suffix(".json"), info)
+    return info
+
+
+# ------------------------------------------------------------------ decode
+def _onnx_backend(path: Path, s: Session, threads: int
+                  ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    meta_path = Path(path).with_suffix(".json")
+    if not meta_path.exists():
+        raise CheckpointMismatchError(f"'{path}' has no metadata file '{meta_path.name}' next to "
+                                      "it; export it with lfpdistill export")
+    info = json.loads(meta_path.read_text())
+    if info.get("format") != FORMAT:
+        raise CheckpointMismatchError(f"'{meta_path}' is not an lfpdistill real-time metadata file")
+    if info["session"] != s.name:
+        raise CheckpointMismatchError(
+            f"'{path}' was exported for session '{info['session']}', not '{s.name}'; export the "
+            f"run for it (lfpdistill export RUN --session {s.name} ...)")
+    if info["n_channels"] != s.n_channels:
+        raise DataValidationError(f"'{path}' reads {info['n_channels']} channels but session "
+                                  f"'{s.name}' has {s.n_channels}")
+    if abs(float(info["bin_size_s"]) - s.bin_size) > 1e-9:
+        raise DataValidationError(f"'{path}' was exported for {info['bin_size_s']}s bins but "
+                                  f"session '{s.name}' has {s.bin_size}s bins")
+    sess = onnx_session(path, threads)
+
+    def predict(window: np.ndarray) -> np.ndarray:
+        return sess.run(["velocity"], {"lfp": window[None]})[0][0]
+
+    def batch(windows: torch.Tensor) -> torch.Tensor:  # the graph reads one window at a time
+        return torch.from_numpy(np.stack([predict(w) for w in windows.numpy()]))
+
+    fill = np.asarray(info["normalisation"]["mean"], dtype=np.float32)
+    return predict, {"context": int(info["context_bins"]), "fill": fill, "backend": "onnx",
+                     "batch": batch}
+
+
+def _eager_backend(run_dir: Path, s: Session, refit: bool
+                   ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    dec, _ = causal_decoder(run_dir, s, refit)
+
+    def predict(window: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return dec(torch.from_numpy(window)[None])[0].numpy()
+
+    return predict, {"context": dec.model.cfg.context_bins, "fill": dec.mean.numpy(),
+                     "backend": "eager", "batch": dec}
+
+
+def decode_run(source: Path, store_dir: Path, session: str, out: Path | None = None,
+               stream: bool = False, nan_policy: str = "hold", threads: int = 1,
+               refit: bool = False) -> dict[str, Any]:
+    """Decode velocity from ``session``'s LFP with a causal run (eager) or an exported ``.onnx``
+    file; R² on the validation and test bins. ``stream``: one bin at a time through a
+    :class:`StreamingDecoder` on ``threads`` CPU threads, with per-bin latency (median, p99);
+    otherwise the same windows in batches. ``out``: ``.npz`` with ``pred``, ``velocity`` and,
+    streamed, ``latency_ms`` per bin."""
+    if nan_policy not in NAN_POLICIES:
+        raise ConfigError(f"unknown nan policy '{nan_policy}'; use {' or '.join(NAN_POLICIES)}")
+    if threads < 1:
+        raise ConfigError(f"threads={threads} must be >= 1")
+    source = Path(source)
+    s = _session(store_dir, session)
+    is_onnx = source.suffix == ".onnx"
+    if is_onnx and not source.is_file():
+        raise CheckpointMismatchError(f"no ONNX file at '{source}'; export one with lfpdistill export")
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        predict, b = (_onnx_backend(source, s, threads) if is_onnx
+                      else _eager_backend(source, s, refit))
+        latency = None
+        if stream:
+            dec = StreamingDecoder(predict, b["context"], s.n_channels, b["fill"], nan_policy)
+            pred = np.empty((s.n_bins, 2), dtype=np.float32)
+            latency = np.empty(s.n_bins, dtype=np.float64)
+            clock = time.perf_counter_ns
+            for t in range(s.n_bins):
+                t0 = clock()
+                pred[t] = dec.step(s.lfp[t])
+                latency[t] = (clock() - t0) / 1e6
+        else:
+            pred = causal_predict(b["batch"], s.lfp, b["context"], b["fill"])
+    finally:
+        torch.set_num_threads(old_threads)
+    result: dict[str, Any] = {"session": s.name, "source": str(source), "backend": b["backend"],
+                              "mode": "stream" if stream else "offline", "bins": s.n_bins,
+                              "context_bins": b["context"]}
+    for split in ("val", "test"):
+        m = s.split_mask(split)
+        if m.any():
+            result.update({f"{split}_{k}": v for k, v in r2_xy(s.velocity[m], pred[m]).items()})
+    if latency is not None:
+        result.update({"threads": threads, "latency_ms_median": float(np.median(latency)),
+                       "latency_ms_p99": float(np.percentile(latency, 99)),
+                       "latency_ms_max": float(latency.max())})
+    if out is not None:
+        with atomic_path(Path(out), suffix=".npz") as tmp:
+            extra = {} if latency is None else {"latency_ms": latency}
+            np.savez(tmp, pred=pred, velocity=s.velocity, **extra)
+    return result
