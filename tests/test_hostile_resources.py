@@ -132,3 +132,14 @@ def test_a_wiener_probe_too_large_for_memory_is_refused_with_its_size(store, tmp
         assert not (tmp_path / "p.json").exists()
         assert main([str(a) for a in probe]) == 0  # the default lags fit under the same limit
     assert (tmp_path / "p.json").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_classic_decoders_with_too_many_lags_are_refused_with_their_size(store, tmp_path, capsys):
+    import lfpdistill.commands.evaluate  # noqa: F401 - loaded before the limit
+
+    with threadpool_limits(1), address_space_limit(1 << 30):
+        _error(capsys, ["classic", "--store", store, "--n-lags", "5000", "--out",
+                        tmp_path / "c.json"], "the Wiener filter would need about", "5000 lags x",
+               "lower --n-lags")
+    assert not (tmp_path / "c.json").exists()
