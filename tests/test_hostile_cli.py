@@ -101,8 +101,27 @@ def test_an_unwritable_output_folder_is_one_line_naming_it(tmp_path, capsys):
     locked.mkdir(mode=0o555)
     os.chmod(tmp_path, 0o755)
     with unprivileged():
-        _error(capsys, [*SIMULATE, "--out", locked / "S"], f"'{locked / 'S'}'", "permission denied",
-               "choose a folder you can write to")
+        _error(capsys, [*SIMULATE, "--out", locked / "S"], f"'{locked / 'S'}'",
+               "permission denied", "choose a folder you can write to")
+    assert list(locked.iterdir()) == []
+
+
+def test_unwritable_outputs_are_found_before_the_work(store, latents, tmp_path, capsys):
+    import lfpdistill.commands.evaluate  # noqa: F401
+    import lfpdistill.simulate  # noqa: F401
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    os.chmod(tmp_path, 0o755)
+    with unprivileged():
+        capsys.readouterr()
+        assert main([*SIMULATE, "--out", str(locked / "S")]) == 2
+        err = capsys.readouterr().err
+        assert "permission denied" in err and "simulated" not in err, err  # nothing simulated
+        _error(capsys, ["probe", latents, "--store", store, "--out", locked / "p.json"],
+               f"'{locked}", "permission denied")
+        _error(capsys, ["classic", "--store", store, "--out", locked / "c.json"],
+               f"'{locked}", "permission denied")
     assert list(locked.iterdir()) == []
 
 

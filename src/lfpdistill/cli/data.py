@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate paired spikes + LFP + velocity sessions into a store."""
         from ..data import write_store
+        from ..data.store import check_writable
         from ..simulate import resolve_variant, simulate_sessions
 
         try:
@@ -55,6 +56,7 @@ def register(app: typer.Typer) -> None:
         if cfg.drawn_from:
             console.print(f"{cfg.drawn_from}: {cfg.units_min}-{cfg.units_max} units, task {cfg.task}, "
                           f"lead {cfg.lead_s * 1000:.0f} ms (all drawn values in the store's manifest)")
+        check_writable(out)  # before the simulation, not after it
         sess = simulate_sessions(cfg, progress=True)
         store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},
                             segment_s=segment_s, seed=seed)

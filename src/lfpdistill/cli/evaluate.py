@@ -22,6 +22,9 @@ def check_output_file(path: Path | None, example: str) -> None:
     bad = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if bad is not None:
         raise ConfigError(f"--out '{path}': '{bad}' is a file, not a folder; choose another path")
+    from ..data.store import check_writable  # lfpdistill.data loads torch: not at --help
+
+    check_writable(path.parent)
 
 
 def register(app: typer.Typer) -> None:

@@ -114,6 +114,17 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and a file in it, then remove the file: a command that will
+    write there at the end of its work finds out at the start whether it can (permission,
+    read-only disk, a file in the way). Raises the ``OSError`` naming the path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".lfpdistill-write-check.", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` atomically (temp file + rename)."""
     with atomic_path(Path(path)) as tmp:
