@@ -195,3 +195,19 @@ def test_finetune_with_a_pattern_matching_several_sessions_is_refused(runs, stor
                     "--out", tmp_path / "ft", *TRAIN], "--session '*' matches 2 sessions (a, b)",
            "name it exactly")
     assert not (tmp_path / "ft").exists()
+
+
+def test_retraining_after_the_store_is_rewritten_with_the_same_options_trains_anew(tmp_path):
+    """A run folder resumes only runs of the same data: a store re-written with the same options
+    (other content) must not hand back the finished model of the old data."""
+    store = tmp_path / "S"
+    write_store([make_session("a", T=800, N=7, C=5, seed=0),
+                 make_session("b", T=800, N=9, C=6, seed=1)], store, segment_s=1.0)
+    out = tmp_path / "run"
+    pretrain_run(store, None, "spikes", out, tiny_model_cfg(), tiny_train_cfg())
+    before = load_checkpoint(out)["state_dict"]
+    write_store([make_session("a", T=800, N=7, C=5, seed=10),
+                 make_session("b", T=800, N=9, C=6, seed=11)], store, segment_s=1.0)
+    pretrain_run(store, None, "spikes", out, tiny_model_cfg(), tiny_train_cfg())
+    after = load_checkpoint(out)["state_dict"]
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())

@@ -165,6 +165,7 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                              require=("spikes", "lfp"))
     val_ds = WindowDataset(sel, "val", train_cfg.window_s, None, mods, require=("spikes", "lfp"))
     run_config = {"stage": "distill", "store": str(store.root), "store_hash": store.options_hash,
+                  "store_content": store.content_key,
                   "teacher": str(teacher_run), "sessions": [s.name for s in sel],
                   "student": model.cfg.model_dump(), "train": train_cfg.model_dump(),
                   "distill": dcfg.model_dump(),

@@ -49,6 +49,7 @@ def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_
     train_ds = WindowDataset([s], "train", train_cfg.window_s, train_cfg.stride_s, mods, require=mods)
     val_ds = WindowDataset([s], "val", train_cfg.window_s, None, mods, require=mods)
     run_config = {"stage": "finetune", "store": str(store.root), "store_hash": store.options_hash,
+                  "store_content": store.content_key,
                   "base_run": str(run_dir), "session": s.name, "as_session": as_session,
                   "train": train_cfg.model_dump()}
     summary = fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)

@@ -50,6 +50,7 @@ def pretrain_run(store_dir: Path, sessions: str | Sequence[str] | None, modality
     train_ds = window_dataset(sel, "train", train_cfg, modality, True)
     val_ds = window_dataset(sel, "val", train_cfg, modality, False)
     run_config = {"stage": "pretrain", "store": str(store.root), "store_hash": store.options_hash,
+                  "store_content": store.content_key,
                   "sessions": [s.name for s in sel], "modality": modality,
                   "model": model_cfg.model_dump(), "train": train_cfg.model_dump(),
                   "init_from": str(init_from) if init_from else None,
