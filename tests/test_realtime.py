@@ -102,6 +102,36 @@ def test_causal_filterbank_sees_only_the_past_and_keeps_the_weights_shape():
     assert torch.equal(f[:, :12], f2[:, :12]) and not torch.equal(f[:, 12], f2[:, 12])
 
 
+def test_causal_filterbank_is_a_left_padded_convolution_and_a_trailing_energy_mean():
+    model = causal_model()
+    tok = model.tokenizer
+    x = torch.randn(2, 25, 2, 4)  # [B, T, Np, P]
+    with torch.no_grad():
+        got = tok.filterbank(x, torch.ones(2, 2, 4, dtype=torch.bool))
+        B, T, NP, P = x.shape
+        flat = x.permute(0, 2, 3, 1).reshape(-1, 1, T)
+        k, kb = tok.filters.kernel_size[0], 3
+        h = torch.nn.functional.conv1d(torch.nn.functional.pad(flat, (k - 1, 0)), tok.filters.weight)
+        e = torch.stack([h[..., max(0, t - kb + 1):t + 1].pow(2).mean(-1) for t in range(T)], -1)
+        want = torch.cat([flat, h, torch.log(e + 1e-3)], 1).view(B, NP, P, -1, T)
+        want = want.permute(0, 4, 1, 2, 3).reshape(B, T, NP, -1)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("context", [None, 4])
+def test_encoder_last_tokens_only_equal_the_full_pass(context):
+    torch.manual_seed(0)
+    enc = Encoder(16, 3, 2, 32, dropout=0.0, causal_context=context).eval()
+    x = torch.randn(2, 12, 16)
+    pos = torch.arange(6.0).repeat_interleave(2)[None].expand(2, 12)  # 2 tokens per bin
+    valid = torch.ones(2, 12, dtype=torch.bool)
+    valid[1, 1::2] = False
+    with torch.no_grad():
+        full, last = enc(x, pos, valid), enc(x, pos, valid, last=2)
+    assert last.shape == (2, 2, 16)
+    torch.testing.assert_close(last, full[:, -2:], rtol=0, atol=1e-5)
+
+
 def test_last_latent_is_the_last_bin_of_the_one_pass_latents():
     model = causal_model()
     x = torch.randn(3, 8, 6)
