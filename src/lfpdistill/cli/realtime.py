@@ -63,8 +63,7 @@ def register(app: typer.Typer) -> None:
         check_output_file(out, "pred.npz")
         res = decode_run(source, store, session, out, stream=stream, nan_policy=nan,
                          threads=threads, refit=refit)
-        keep = ("session", "backend", "mode", "bins", "val_r2", "test_r2", "test_r2_x", "test_r2_y",
-                "latency_ms_median", "latency_ms_p99")
+        keep = ("session", "backend", "mode", "bins", "val_r2", "test_r2", "test_r2_x", "test_r2_y")
         print_table([{k: res[k] for k in keep if k in res}], title="causal decoder")
         if out is not None:
             console.print(f"predictions written to {out}")

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -273,7 +274,8 @@ def causal_decoder(run_dir: Path, s: Session, refit: bool = False
 # ------------------------------------------------------------------ export
 def _onnx_modules() -> tuple[Any, Any]:
     try:
-        import onnx  # noqa: F401  # optional dependency (extra 'realtime'), needed by the exporter
+        # optional dependencies (the 'realtime' extra), imported only where ONNX is used
+        import onnx  # noqa: F401  # torch's exporter needs onnx and onnxscript
         import onnxruntime as ort
         import onnxscript  # noqa: F401
     except ImportError as e:
@@ -297,12 +299,21 @@ def export_decoder(decoder: CausalDecoder, context: int, channels: int, out: Pat
     ``velocity [1, 2]`` (the last bin's)."""
     _onnx_modules()
     example = torch.zeros(1, context, channels)
-    with atomic_path(Path(out), suffix=".onnx") as tmp, warnings.catch_warnings(), \
-            contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's notes about its own internals
-        torch.onnx.export(decoder.eval(), (example,), str(tmp), input_names=["lfp"],
-                          output_names=["velocity"], dynamo=True, external_data=False,
-                          verbose=False)
+    # the exporter reports its progress on stdout and notes about its own internals (e.g. that
+    # torchvision's operators are not registered) as warnings and log records: keep them out of
+    # the command's output
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with atomic_path(Path(out), suffix=".onnx") as tmp, warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(decoder.eval(), (example,), str(tmp), input_names=["lfp"],
+                              output_names=["velocity"], dynamo=True, external_data=False,
+                              verbose=False)
+    finally:
+        log.setLevel(level)
 
 
 def export_run(run_dir: Path, store_dir: Path, session: str, out: Path, refit: bool = False,
