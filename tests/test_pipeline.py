@@ -67,6 +67,9 @@ def test_run_writes_parseable_report(tiny_run):
     # every number in the report's tables comes from results.json
     numbers = {f"{s['mean']:.3f}" for s in res["summary"]} | {f"{s['sd']:.3f}" for s in res["summary"]}
     numbers |= {f"{r['r2']:.3f}" for r in rows}
+    numbers |= {f"{d['r2']:.3f}" for diag in res["diagnostics"].values()
+                for d in diag["sessions"].values()}
+    assert res["diagnostics"], "the distillation diagnostics are missing from results.json"
     table_lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
     for ln in table_lines:
         for num in re.findall(r"-?\d+\.\d{3}", ln):
