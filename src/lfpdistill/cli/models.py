@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         diag = summary.get("diagnostics")
         if diag:
             rows = [{"session": name, "teacher variance explained (val)": d["r2"],
+                     "(train)": d.get("r2_train"),
                      "first 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3]),
                      "last 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])}
                     for name, d in diag["sessions"].items()]

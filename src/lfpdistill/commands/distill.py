@@ -199,7 +199,8 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
     targets are the teacher latents in the space the student is aligned in (after the PCA basis
     and normalisation). ``r2``: 1 - SSE/SST over every target dimension; ``r2_per_dim``: one per
     dimension (the principal components, in order, when ``target_pcs`` is set); ``sd_per_dim``:
-    the targets' spread on these bins.
+    the targets' spread on these bins; ``r2_train``: the overall value on the training bins (the
+    fit the student reached; far above ``r2`` means it did not generalise across segments).
     """
     module.eval()
     module.to("cpu")
@@ -224,10 +225,14 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
         t, p = target[mask].astype(np.float64), pred[mask].astype(np.float64)
         sse = ((t - p) ** 2).sum(0)
         sst = ((t - t.mean(0)) ** 2).sum(0)
+        train = s.split_mask("train")
+        tt, pt = target[train].astype(np.float64), pred[train].astype(np.float64)
         out["sessions"][s.name] = {
             "r2": float(1 - sse.sum() / max(sst.sum(), 1e-12)),
             "r2_per_dim": [float(v) for v in 1 - sse / np.maximum(sst, 1e-12)],
             "sd_per_dim": [float(v) for v in t.std(0)],
             "bins": int(mask.sum()),
+            # the same on the training bins: far above the validation value = overfitting
+            "r2_train": float(1 - ((tt - pt) ** 2).sum() / max(((tt - tt.mean(0)) ** 2).sum(), 1e-12)),
         }
     return out

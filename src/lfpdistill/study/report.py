@@ -211,12 +211,16 @@ def diagnostics_markdown(diagnostics: dict[int, dict[str, Any]]) -> str:
       "explains on each session's **validation** bins (test bins are never used; distillation "
       "keeps its last weights, so no labels choose anything). Near 0 or negative: distillation did "
       "not take on that session. Per dimension: the first and last three dimensions, in order.\n\n")
-    w("| seed | session | explained (all dims) | first 3 dims | last 3 dims |\n|---|---|---|---|---|\n")
+    w("R² is 1 − SSE/SST around the validation bins' own mean, so a slow drift of a component between "
+      "segments counts against it; the training-bin value shows how far the fit itself got.\n\n")
+    w("| seed | session | explained (all dims) | on training bins | first 3 dims | last 3 dims |\n"
+      "|---|---|---|---|---|---|\n")
     for seed, diag in sorted(diagnostics.items()):
         for name, d in diag.get("sessions", {}).items():
             first = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3])
             last = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])
-            w(f"| {seed} | {name} | {d['r2']:.3f} | {first} | {last} |\n")
+            train = f"{d['r2_train']:.2f}" if "r2_train" in d else "—"
+            w(f"| {seed} | {name} | {d['r2']:.3f} | {train} | {first} | {last} |\n")
     return buf.getvalue()
 
 
