@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from lfpdistill.commands import distill_run, pretrain_run
 from lfpdistill.config import DistillConfig, TrainConfig
 from lfpdistill.data import WindowDataset, collate_windows, open_store, write_store
-from lfpdistill.errors import CheckpointMismatchError, DataValidationError, LfpDistillError
+from lfpdistill.errors import CheckpointMismatchError, ConfigError, DataValidationError, LfpDistillError
 from lfpdistill.evaluation import session_latents
 from lfpdistill.models import CKPT_KEY, ModelConfig, NeuralTransformer, load_checkpoint, load_model
 from lfpdistill.training import (
@@ -385,3 +385,12 @@ def test_distill_run_with_predictability_weighting(store_dir, teacher_run, tmp_p
                           DistillConfig(target_pcs=4, target_weighting="lfp_predictable"))
     w = summary["diagnostics"]["target_weights"]
     assert len(w) == 4 and min(w) >= 0 and max(w) > 0
+
+
+def test_a_causal_student_cannot_silently_start_from_a_bidirectional_run(store_dir, teacher_run,
+                                                                        tmp_path):
+    pretrain_run(store_dir, None, "lfp", tmp_path / "lfp", mcfg("lfp"), tcfg(max_epochs=1))
+    with pytest.raises(ConfigError, match="keeps its architecture") as e:
+        distill_run(teacher_run, store_dir, None, tmp_path / "s", mcfg("lfp", causal=True),
+                    tcfg(max_epochs=1), student_init=tmp_path / "lfp")
+    assert "\n" not in str(e.value)

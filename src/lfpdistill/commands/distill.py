@@ -68,6 +68,13 @@ def _build_student(sel: Sequence[Session], student_cfg: ModelConfig, student_ini
     if abs(smeta["bin_size"] - bin_size) > 1e-9:
         raise DataValidationError(f"student init '{student_init}' uses {smeta['bin_size']}s bins "
                                   f"but the store uses {bin_size}s bins")
+    wants, has = student_cfg, model.cfg
+    if wants.causal != has.causal or (wants.causal and wants.context_bins != has.context_bins):
+        raise ConfigError(
+            f"student init '{student_init}' is {'a causal' if has.causal else 'a bidirectional'} "
+            f"model (context_bins={has.context_bins}) but causal={wants.causal}, "
+            f"context_bins={wants.context_bins} was asked; a student started from a run keeps its "
+            "architecture: distil this student from scratch, or start from a run built that way")
     model.tokenizer.extend(lfp_vocab)
     model.train()
     model.with_readout("visible")
