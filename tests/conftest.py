@@ -28,3 +28,18 @@ def make_session(name: str = "s0", T: int = 3000, N: int = 7, C: int = 5, seed: 
 @pytest.fixture
 def session_factory():
     return make_session
+
+
+def cli_error(capsys, argv, *fragments) -> str:
+    """Run the CLI; it must print one ``error:`` line holding every fragment and exit 2."""
+    from lfpdistill.cli import main  # the CLI only for the tests that drive it
+
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]

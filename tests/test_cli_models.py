@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from tests.conftest import make_session
+from tests.conftest import cli_error, make_session
 
 from lfpdistill.cli import main
 from lfpdistill.data import write_store
@@ -47,14 +47,6 @@ def lfp_run(dirs):
     return out
 
 
-def _error(capsys, argv, fragment):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0], lines[0]
 
 
 def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
@@ -78,7 +70,7 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
     assert main(["probe", str(spike_run / "latents.npz"), "--store", str(dirs["store"]),
                  "--out", str(lagged_json), "--lag-ms", "100"]) == 0
     assert [r["lag_s"] for r in json.loads(lagged_json.read_text())] == [pytest.approx(0.1)] * 2
-    _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--lag-ms", "-20"],
+    cli_error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--lag-ms", "-20"],
            "probe lag must be >= 0")
     # the classic decoders on the same store, as a command
     classic_json = dirs["root"] / "classic.json"
@@ -88,12 +80,12 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
     assert [r["model"] for r in crows] == ["wiener_spikes", "wiener_lfp", "wiener_bandpower",
                                            "kalman_bandpower"]
     assert all(r["session"] == "a" and np.isfinite(r["r2"]) for r in crows)
-    _error(capsys, ["classic", "--store", dirs["store"], "--sessions", "zz*"], "zz")
+    cli_error(capsys, ["classic", "--store", dirs["store"], "--sessions", "zz*"], "zz")
     # LFP without spikes (what most LFP users have): the LFP decoders only
     assert main(["classic", "--store", str(dirs["lfp_only"]), "--out", str(classic_json)]) == 0
     assert [r["model"] for r in json.loads(classic_json.read_text())] == [
         "wiener_lfp", "wiener_bandpower", "kalman_bandpower"]
-    _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--decoder",
+    cli_error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--decoder",
                     "wiener", "--lag-ms", "100"], "lag applies to the linear probe only")
     # the classic Wiener filter on the latents (decoder-matched comparison)
     wiener_json = dirs["root"] / "probe_wiener.json"
@@ -101,7 +93,7 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
                  "--out", str(wiener_json), "--decoder", "wiener", "--n-lags", "5"]) == 0
     wrows = json.loads(wiener_json.read_text())
     assert [r["decoder"] for r in wrows] == ["wiener"] * 2 and all(np.isfinite(r["r2"]) for r in wrows)
-    _error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--decoder", "knn"],
+    cli_error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--decoder", "knn"],
            "unknown probe decoder 'knn'")
     # a chosen subset and output path
     sub = dirs["root"] / "sub.npz"
@@ -115,7 +107,7 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
                  "--out", str(vis), "--readout", "visible"]) == 0
     assert np.load(vis)["b"].shape == lat["b"].shape
     assert not np.allclose(np.load(vis)["b"], lat["b"])
-    _error(capsys, ["embed", spike_run, "--store", dirs["store"], "--readout", "hidden"],
+    cli_error(capsys, ["embed", spike_run, "--store", dirs["store"], "--readout", "hidden"],
            "unknown readout 'hidden'")
 
 
@@ -133,67 +125,67 @@ def test_distill_then_embed_the_student(dirs, spike_run, capsys):
 
 
 def test_unknown_session_pattern(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "spikes", "--store", dirs["store"], "--out", tmp_path,
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", dirs["store"], "--out", tmp_path,
                     "--sessions", "a,nope*", *TINY], "session pattern 'nope*' matches no session")
 
 
 def test_unknown_set_key(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
+    cli_error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
                     "--set", "d_modle=32"], "unknown option 'd_modle'")
 
 
 def test_invalid_set_value(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
+    cli_error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
                     "--set", "d_model=30", "--set", "n_heads=4"], "invalid option")
-    _error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
+    cli_error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
                     "--set", "mask_ratio=abc"], "mask_ratio")
-    _error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
+    cli_error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["store"], "--out", tmp_path,
                     "--set", "d_model"], "is not key=value")
 
 
 def test_bad_modality(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "eeg", "--store", dirs["store"], "--out", tmp_path],
+    cli_error(capsys, ["pretrain", "--modality", "eeg", "--store", dirs["store"], "--out", tmp_path],
            "--modality must be 'spikes' or 'lfp'")
 
 
 def test_missing_store(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "lfp", "--store", tmp_path / "nowhere",
+    cli_error(capsys, ["pretrain", "--modality", "lfp", "--store", tmp_path / "nowhere",
                     "--out", tmp_path / "o"], "does not exist")
 
 
 def test_store_without_spikes_for_a_spike_model(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "spikes", "--store", dirs["lfp_only"],
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", dirs["lfp_only"],
                     "--out", tmp_path, *TINY], "have no spikes")
 
 
 def test_embed_with_a_checkpoint_of_the_wrong_modality(dirs, spike_run, lfp_run, capsys):
-    _error(capsys, ["embed", spike_run, "--store", dirs["lfp_only"]], "have no spikes")
-    _error(capsys, ["embed", lfp_run, "--store", dirs["spk_only"]], "have no lfp")
+    cli_error(capsys, ["embed", spike_run, "--store", dirs["lfp_only"]], "have no spikes")
+    cli_error(capsys, ["embed", lfp_run, "--store", dirs["spk_only"]], "have no lfp")
 
 
 def test_embed_unknown_session_and_bad_as_session(dirs, spike_run, capsys):
-    _error(capsys, ["embed", spike_run, "--store", dirs["new"]],
+    cli_error(capsys, ["embed", spike_run, "--store", dirs["new"]],
            "'zz' is not in the model's vocabulary")
-    _error(capsys, ["embed", spike_run, "--store", dirs["store"], "--as-session", "b",
+    cli_error(capsys, ["embed", spike_run, "--store", dirs["store"], "--as-session", "b",
                     "--sessions", "a"], "same channel count ('a' has 7, 'b' has 9)")
 
 
 def test_embed_without_a_checkpoint(dirs, capsys, tmp_path):
-    _error(capsys, ["embed", tmp_path, "--store", dirs["store"]], "no model checkpoint")
+    cli_error(capsys, ["embed", tmp_path, "--store", dirs["store"]], "no model checkpoint")
 
 
 def test_distill_with_a_teacher_of_the_wrong_modality(dirs, lfp_run, capsys, tmp_path):
-    _error(capsys, ["distill", "--teacher", lfp_run, "--store", dirs["store"], "--out", tmp_path,
+    cli_error(capsys, ["distill", "--teacher", lfp_run, "--store", dirs["store"], "--out", tmp_path,
                     *TINY], "is a lfp model but a spikes model is needed")
 
 
 def test_distill_on_a_store_without_spikes(dirs, spike_run, capsys, tmp_path):
-    _error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["lfp_only"],
+    cli_error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["lfp_only"],
                     "--out", tmp_path, *TINY], "have no spikes")
 
 
 def test_distill_with_an_invalid_distillation_option(dirs, spike_run, capsys, tmp_path):
-    _error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["store"], "--out", tmp_path,
+    cli_error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["store"], "--out", tmp_path,
                     "--set", "align_loss=l1"], "invalid distillation option")
 
 
@@ -206,19 +198,19 @@ def test_patch_larger_than_the_channel_count_gives_one_token_per_bin(dirs, tmp_p
 
 
 def test_window_longer_than_the_data(dirs, capsys, tmp_path):
-    _error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["short"], "--out", tmp_path,
+    cli_error(capsys, ["pretrain", "--modality", "lfp", "--store", dirs["short"], "--out", tmp_path,
                     *TINY, "--set", "window_s=2.0"], "use a shorter window")
 
 
 def test_probe_errors(dirs, spike_run, capsys, tmp_path):
-    _error(capsys, ["probe", tmp_path / "missing.npz", "--store", dirs["store"]], "unreadable")
+    cli_error(capsys, ["probe", tmp_path / "missing.npz", "--store", dirs["store"]], "unreadable")
     np.savez(tmp_path / "only_a.npz", a=np.zeros((1500, 4), dtype=np.float32))
-    _error(capsys, ["probe", tmp_path / "only_a.npz", "--store", dirs["store"], "--sessions", "b"],
+    cli_error(capsys, ["probe", tmp_path / "only_a.npz", "--store", dirs["store"], "--sessions", "b"],
            "has no latents for b")
 
 
 def test_adapt_with_nothing_new(dirs, spike_run, capsys, tmp_path):
-    _error(capsys, ["adapt", spike_run, "--store", dirs["store"], "--sessions", "a",
+    cli_error(capsys, ["adapt", spike_run, "--store", dirs["store"], "--sessions", "a",
                     "--out", tmp_path], "already in the model")
 
 
@@ -240,6 +232,6 @@ def test_finetune_command_writes_result_and_rejects_model_options(dirs, lfp_run,
     res = json.loads((out / "result.json").read_text())
     assert res["session"] == "a" and {"test_r2", "val_r2"} <= set(res)
     assert (out / "predictions.npz").exists() and (out / "model.ckpt").exists()
-    _error(capsys, ["finetune", str(lfp_run), "--store", str(dirs["store"]), "--session", "a",
+    cli_error(capsys, ["finetune", str(lfp_run), "--store", str(dirs["store"]), "--session", "a",
                     "--out", str(dirs["root"] / "ft2"), "--set", "d_model=64"],
            "'d_model' is a model option")

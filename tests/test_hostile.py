@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import make_session
+from tests.conftest import cli_error, make_session
 
 from lfpdistill.cli import main
 from lfpdistill.commands import pretrain_run
@@ -43,17 +43,6 @@ def tiny_train_cfg(**kw) -> TrainConfig:
                                  checkpoint_every_steps=2), **kw})
 
 
-def _error(capsys, argv, *fragments) -> str:
-    """Run the CLI; it must print one ``error:`` line holding every fragment and exit 2."""
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +110,11 @@ def test_a_checkpoint_whose_metadata_runs_code_is_refused_without_running_it(run
     torch.save(ckpt, evil / "model.ckpt")
     with pytest.raises(CheckpointMismatchError, match="other than tensors and plain values"):
         load_model(evil)
-    _error(capsys, ["embed", evil, "--store", store, "--out", tmp_path / "l.npz"],
+    cli_error(capsys, ["embed", evil, "--store", store, "--out", tmp_path / "l.npz"],
            "other than tensors", "could run code")
-    _error(capsys, ["distill", "--teacher", evil, "--store", store, "--out", tmp_path / "d", *TINY],
+    cli_error(capsys, ["distill", "--teacher", evil, "--store", store, "--out", tmp_path / "d", *TINY],
            "other than tensors")
-    _error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "p",
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "p",
                     "--init-from", evil, *TINY], "other than tensors")
     assert not marker.exists()
     assert not (tmp_path / "l.npz").exists()
@@ -136,7 +125,7 @@ def test_a_bare_pickle_as_model_ckpt_is_refused_without_running_it(store, tmp_pa
     evil = tmp_path / "evil"
     evil.mkdir()
     (evil / "model.ckpt").write_bytes(pickle.dumps(_RunsCode(marker)))
-    _error(capsys, ["embed", evil, "--store", store, "--out", tmp_path / "l.npz"],
+    cli_error(capsys, ["embed", evil, "--store", store, "--out", tmp_path / "l.npz"],
            f"checkpoint '{evil / 'model.ckpt'}'")
     assert not marker.exists()
 
@@ -187,11 +176,11 @@ def test_a_killed_retrain_leaves_no_old_model_next_to_the_new_run_config(store, 
     assert json.loads((out / "run_config.json").read_text())["train"]["seed"] == 7
     for name in ("model.ckpt", "summary.json", "latents.npz"):
         assert not (out / name).exists(), name
-    _error(capsys, ["embed", out, "--store", store], "no model checkpoint")
+    cli_error(capsys, ["embed", out, "--store", store], "no model checkpoint")
 
 
 def test_finetune_with_a_pattern_matching_several_sessions_is_refused(runs, store, tmp_path, capsys):
-    _error(capsys, ["finetune", runs["distill"], "--store", store, "--session", "*",
+    cli_error(capsys, ["finetune", runs["distill"], "--store", store, "--session", "*",
                     "--out", tmp_path / "ft", *TRAIN], "--session '*' matches 2 sessions (a, b)",
            "name it exactly")
     assert not (tmp_path / "ft").exists()

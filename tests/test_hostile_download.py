@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.conftest import cli_error
 
 from lfpdistill.cli import main
 
@@ -58,16 +59,6 @@ def _download(base: str, to: Path, *extra: str) -> list[str]:
             "--timeout", "5", *extra]
 
 
-def _error(capsys, argv, *fragments) -> str:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def _files_under(root: Path) -> list[str]:
@@ -81,7 +72,7 @@ def test_a_listed_name_that_escapes_to_is_refused(hostile, tmp_path, capsys, key
     to = tmp_path / "a" / "b" / "to"
     key = key.format(abs=tmp_path)
     listing["files"] = [_entry(base, "indy_20160407_02.mat"), _entry(base, key)]
-    _error(capsys, _download(base, to), "outside the download folder", f"'{key}'")
+    cli_error(capsys, _download(base, to), "outside the download folder", f"'{key}'")
     assert _files_under(tmp_path) == []  # nothing written anywhere, not even the good file
 
 
@@ -101,15 +92,15 @@ def test_a_safe_listing_still_downloads(hostile, tmp_path, capsys):
 def test_a_malformed_listing_is_one_line(hostile, tmp_path, capsys, files, fragment):
     base, listing = hostile
     listing["files"] = files
-    _error(capsys, _download(base, tmp_path / "to"), "listing is malformed", fragment)
+    cli_error(capsys, _download(base, tmp_path / "to"), "listing is malformed", fragment)
 
 
 def test_bad_download_options_are_one_line(hostile, tmp_path, capsys):
     base, listing = hostile
     listing["files"] = [_entry(base, "indy_20160407_02.mat")]
-    _error(capsys, [*_download(base, tmp_path / "to")[:-2], "--timeout", "-1"], "--timeout")
-    _error(capsys, _download("notaurl", tmp_path / "to"), "--base-url 'notaurl'")
+    cli_error(capsys, [*_download(base, tmp_path / "to")[:-2], "--timeout", "-1"], "--timeout")
+    cli_error(capsys, _download("notaurl", tmp_path / "to"), "--base-url 'notaurl'")
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    _error(capsys, _download(base, a_file), "is a file")
+    cli_error(capsys, _download(base, a_file), "is a file")
     assert a_file.read_text() == "x"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import make_session
+from tests.conftest import cli_error, make_session
 from threadpoolctl import threadpool_limits
 
 from lfpdistill.cli import main
@@ -26,16 +26,6 @@ TINY = ["--set", "patch_size=4", "--set", "d_model=16", "--set", "n_layers=1", "
         "--set", "max_steps=2", "--set", "progress=false"]
 
 
-def _error(capsys, argv, *fragments) -> str:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +49,7 @@ def test_cpu_devices_beyond_the_usable_cores_are_refused_by_the_config():
 
 def test_cpu_devices_beyond_the_usable_cores_stop_the_command_in_one_line(store, tmp_path, capsys):
     too_many = usable_cpus() + 1  # bounded even if the check regressed
-    _error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
                     *TINY, "--set", "accelerator=cpu", "--set", f"devices={too_many}"],
            f"devices={too_many}", "cores are usable")
     assert not (tmp_path / "r").exists()
@@ -77,7 +67,7 @@ def test_auto_accelerator_on_a_cpu_machine_caps_devices_at_the_cores(store, tmp_
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_gpu_asked_for_on_a_machine_without_one(store, tmp_path, capsys):
-    _error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
                     *TINY, "--set", "accelerator=gpu"], "no usable CUDA GPU", "accelerator=cpu")
 
 
@@ -92,7 +82,7 @@ def test_a_gpu_asked_for_on_a_machine_without_one(store, tmp_path, capsys):
 ])
 def test_invalid_training_options_are_refused_before_any_work(store, tmp_path, capsys, option,
                                                               fragment):
-    _error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
                     *TINY, "--set", option], "invalid option", fragment)
     assert not (tmp_path / "r").exists()
 
@@ -126,7 +116,7 @@ def test_a_wiener_probe_too_large_for_memory_is_refused_with_its_size(store, tmp
     np.savez(lat, a=np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32))
     probe = ["probe", lat, "--store", store, "--decoder", "wiener", "--out", tmp_path / "p.json"]
     with threadpool_limits(1), address_space_limit(1 << 30):
-        line = _error(capsys, [*probe, "--n-lags", "5000"], "80000 features = 5000 lags x 16 inputs",
+        line = cli_error(capsys, [*probe, "--n-lags", "5000"], "80000 features = 5000 lags x 16 inputs",
                       "lower --n-lags")
         assert line.startswith("error: the Wiener filter would need about ")
         assert not (tmp_path / "p.json").exists()
@@ -139,7 +129,7 @@ def test_classic_decoders_with_too_many_lags_are_refused_with_their_size(store, 
     import lfpdistill.commands.evaluate  # noqa: F401 - loaded before the limit
 
     with threadpool_limits(1), address_space_limit(1 << 30):
-        _error(capsys, ["classic", "--store", store, "--n-lags", "5000", "--out",
+        cli_error(capsys, ["classic", "--store", store, "--n-lags", "5000", "--out",
                         tmp_path / "c.json"], "the Wiener filter would need about", "5000 lags x",
                "lower --n-lags")
     assert not (tmp_path / "c.json").exists()

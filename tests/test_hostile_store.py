@@ -16,10 +16,9 @@ import h5py
 import numpy as np
 import pytest
 from rich.console import Console
-from tests.conftest import make_session
+from tests.conftest import cli_error, make_session
 
 import lfpdistill.data.store as store_module
-from lfpdistill.cli import main
 from lfpdistill.data import open_store, save_session, write_json_atomic, write_store
 from lfpdistill.data.store import MANIFEST, atomic_path
 from lfpdistill.errors import StoreError
@@ -33,16 +32,6 @@ def _sessions(seed: int, n: int = 3, units: int = 7) -> list:
             for i in range(n)]
 
 
-def _error(capsys, argv, *fragments) -> str:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture
@@ -102,8 +91,8 @@ def test_a_rewrite_killed_half_way_leaves_a_store_that_is_refused_not_mixed(tmp_
     assert json.loads((store / MANIFEST).read_text()) == before  # the old manifest ...
     with pytest.raises(StoreError, match="'sim00.h5' .*is not the file the manifest describes"):
         open_store(store)  # ... next to a new sim00.h5: refused, not loaded as the old session
-    _error(capsys, ["inspect", store], "interrupted", "re-create the store")
-    _error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r"],
+    cli_error(capsys, ["inspect", store], "interrupted", "re-create the store")
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r"],
            "is not the file the manifest describes")
     write_store(_sessions(7), store, segment_s=1.0)  # writing it again repairs it
     assert open_store(store).session("sim00").n_units == 14
@@ -159,7 +148,7 @@ def test_a_replaced_session_file_is_refused(tmp_path, capsys):
     other = _sessions(7)[0]
     other.segments = open_store(store).session("sim00").segments
     save_session(other, store / "sim00.h5")
-    _error(capsys, ["inspect", store], "'sim00.h5' (session 'sim00') is not the file")
+    cli_error(capsys, ["inspect", store], "'sim00.h5' (session 'sim00') is not the file")
 
 
 def test_bit_rot_with_the_same_size_is_refused(tmp_path):
@@ -212,7 +201,7 @@ def test_hand_edited_manifest_entries_are_one_line_errors(tmp_path, capsys, edit
     manifest = json.loads((store / MANIFEST).read_text())
     edit(manifest["sessions"][0])
     (store / MANIFEST).write_text(json.dumps(manifest))
-    _error(capsys, ["inspect", store], fragment)
+    cli_error(capsys, ["inspect", store], fragment)
 
 
 def test_an_old_manifest_pointing_to_another_sessions_file_is_refused(tmp_path):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from tests.conftest import make_session
+from tests.conftest import cli_error, make_session
 
 from lfpdistill.cli import main
 from lfpdistill.commands.realtime import (
@@ -286,39 +286,31 @@ def test_decode_streams_onnx_and_eager_alike_with_r2_and_latency(dirs, student, 
     assert 0 < streamed["latency_ms_median"] <= streamed["latency_ms_p99"]
 
 
-def _error(capsys, argv, fragment):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert fragment in lines[0], lines[0]
 
 
 def test_bad_input_is_one_line(dirs, student, exported, teacher, capsys, tmp_path):
     store, other = dirs["store"], dirs["other"]
     # a session the exported graph was not made for (another channel count, too)
-    _error(capsys, ["decode", exported, "--store", store, "--session", "b"],
+    cli_error(capsys, ["decode", exported, "--store", store, "--session", "b"],
            "was exported for session 'a', not 'b'")
     # a session the model was never adapted to
-    _error(capsys, ["decode", student, "--store", other, "--session", "zz"],
+    cli_error(capsys, ["decode", student, "--store", other, "--session", "zz"],
            "session 'zz' is not in the model's vocabulary")
-    _error(capsys, ["export", student, "--store", other, "--session", "zz", "--out",
+    cli_error(capsys, ["export", student, "--store", other, "--session", "zz", "--out",
                     tmp_path / "m.onnx"], "session 'zz' is not in the model's vocabulary")
     # wrong channel count: a store whose session 'a' has 7 channels
     wide = tmp_path / "wide"
     write_store([make_session("a", T=400, N=7, C=7, seed=5)], wide, segment_s=1.0)
-    _error(capsys, ["decode", exported, "--store", wide, "--session", "a"],
+    cli_error(capsys, ["decode", exported, "--store", wide, "--session", "a"],
            "reads 5 channels but session 'a' has 7")
-    _error(capsys, ["decode", student, "--store", wide, "--session", "a"],
+    cli_error(capsys, ["decode", student, "--store", wide, "--session", "a"],
            "session 'a' has 7 lfp channels but the model was built for 5")
     # a model that is not causal
-    _error(capsys, ["export", teacher, "--store", store, "--session", "a", "--out",
+    cli_error(capsys, ["export", teacher, "--store", store, "--session", "a", "--out",
                     tmp_path / "t.onnx"], "is a spikes model but a lfp model is needed")
-    _error(capsys, ["decode", exported, "--store", store, "--session", "a", "--nan", "skip"],
+    cli_error(capsys, ["decode", exported, "--store", store, "--session", "a", "--nan", "skip"],
            "unknown nan policy 'skip'")
-    _error(capsys, ["export", student, "--store", store, "--session", "a", "--out",
+    cli_error(capsys, ["export", student, "--store", store, "--session", "a", "--out",
                     tmp_path / "m.pt"], "must end in .onnx")
 
 
@@ -326,7 +318,7 @@ def test_a_non_causal_lfp_run_is_refused(dirs, capsys, tmp_path):
     run = tmp_path / "lfp"
     assert main(["pretrain", "--modality", "lfp", "--store", str(dirs["store"]), "--sessions", "a",
                  "--out", str(run), *TINY]) == 0
-    _error(capsys, ["decode", run, "--store", dirs["store"], "--session", "a"],
+    cli_error(capsys, ["decode", run, "--store", dirs["store"], "--session", "a"],
            "is not a causal model")
 
 
