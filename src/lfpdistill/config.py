@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import yaml
@@ -437,6 +437,17 @@ def _over(role: str, part: str, given: Any) -> Any:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: field -> (role, part) of RECOMMENDED that a YAML mapping for that field is laid over
+    _recommended_fields: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recommended(cls, data: Any) -> Any:
+        if isinstance(data, dict) and cls._recommended_fields:
+            data = {**data, **{f: _over(role, part, data.get(f))
+                               for f, (role, part) in cls._recommended_fields.items()}}
+        return data
+
 
 class DataSection(_Strict):
     """Where the sessions come from: an existing store, or the built-in simulator."""
@@ -467,28 +478,14 @@ class TeacherSection(_Strict):
     model: ModelConfig = Field(default_factory=lambda: recommended_model("teacher"))
     train: TrainConfig = Field(default_factory=lambda: recommended_train("teacher"))
     per_seed: bool = Field(False, description="train one teacher per seed (else one, seed 0)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recommended(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = {**data, "model": _over("teacher", "model", data.get("model")),
-                    "train": _over("teacher", "train", data.get("train"))}
-        return data
+    _recommended_fields = {"model": ("teacher", "model"), "train": ("teacher", "train")}
 
 
 class DistillSection(_Strict):
     objective: DistillConfig = Field(default_factory=recommended_distill)
     train: TrainConfig = Field(default_factory=lambda: recommended_train("distill"))
     student_init: Literal["scratch", "ms_lfp"] = "scratch"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recommended(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = {**data, "objective": _over("distill", "objective", data.get("objective")),
-                    "train": _over("distill", "train", data.get("train"))}
-        return data
+    _recommended_fields = {"objective": ("distill", "objective"), "train": ("distill", "train")}
 
 
 class FinetuneSection(_Strict):
@@ -498,13 +495,7 @@ class FinetuneSection(_Strict):
     sessions: Literal["distill", "all"] = Field(
         "distill", description="fine-tune on the distilled sessions only, or also on held-out ones")
     train: TrainConfig = Field(default_factory=lambda: recommended_train("finetune"))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recommended(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = {**data, "train": _over("finetune", "train", data.get("train"))}
-        return data
+    _recommended_fields = {"train": ("finetune", "train")}
 
 
 class ClassicSection(_Strict):
@@ -522,13 +513,7 @@ class ProbeSection(_Strict):
 class GeneralizeSection(_Strict):
     modes: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"])
     adapt: TrainConfig = Field(default_factory=lambda: recommended_train("adapt"))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recommended(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = {**data, "adapt": _over("adapt", "train", data.get("adapt"))}
-        return data
+    _recommended_fields = {"adapt": ("adapt", "train")}
 
 
 class ExperimentConfig(_Strict):
@@ -549,15 +534,8 @@ class ExperimentConfig(_Strict):
     probe: ProbeSection = Field(default_factory=ProbeSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     classic: ClassicSection = Field(default_factory=ClassicSection)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recommended(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = {**data, "lfp_model": _over("lfp", "model", data.get("lfp_model")),
-                    "ss_lfp": _over("ss_lfp", "train", data.get("ss_lfp")),
-                    "ms_lfp": _over("ms_lfp", "train", data.get("ms_lfp"))}
-        return data
+    _recommended_fields = {"lfp_model": ("lfp", "model"), "ss_lfp": ("ss_lfp", "train"),
+                           "ms_lfp": ("ms_lfp", "train")}
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
