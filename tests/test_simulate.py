@@ -224,3 +224,18 @@ def test_variant_sessions_are_reproducible():
     assert np.array_equal(a.spikes, b.spikes) and np.array_equal(a.lfp, b.lfp)
     other = simulate_sessions(cfg.model_copy(update={"seed": 4}))[0]
     assert a.spikes.shape[1] != other.spikes.shape[1] or not np.array_equal(a.lfp, other.lfp)
+
+
+def test_simulate_command_records_the_drawn_variant(tmp_path, capsys):
+    import json
+
+    from tests.conftest import cli_error
+
+    from lfpdistill.cli import main
+
+    assert main(["simulate", "--out", str(tmp_path / "v"), "--sessions", "1", "--seconds", "20",
+                 "--seed", "3", "--variant", "random", "--segment-s", "2"]) == 0
+    opts = json.loads((tmp_path / "v" / "manifest.json").read_text())["options"]["simulate"]
+    assert opts["drawn_from"] == "random variant, seed 3" and opts["variant"] == "default"
+    cli_error(capsys, ["simulate", "--out", tmp_path / "w", "--variant", "bogus"],
+              "invalid simulation option", "variant")
