@@ -12,10 +12,15 @@ from lfpdistill.data import open_store, write_store
 from lfpdistill.errors import LfpDistillError
 from lfpdistill.preprocess import broadband_to_lfp, sample_at_bins
 from lfpdistill.readers import export_nwb, prepare_store, read_raw
+from lfpdistill.readers.nwb_export import ExportMetadata
 from lfpdistill.session import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures_real import expected_counts, make_nwb2, make_odoherty  # noqa: E402
+
+#: what a user passes on the command line for a source that records no subject or start time
+GIVEN = ExportMetadata(species="Macaca mulatta", sex="M", age="P8Y",
+                       session_start="2016-04-07T10:00:00+00:00")
 
 
 def test_read_nwb2_raw_series_position_units(tmp_path: Path) -> None:
@@ -47,7 +52,7 @@ def test_nwb_series_chosen_by_name(tmp_path: Path) -> None:
 def test_export_then_read_back_exactly(tmp_path: Path) -> None:
     make_odoherty(tmp_path / "raw", beh_dur=6.0, bb_t0=1000.0, bb_dur=7.0)
     store = prepare_store("odoherty", tmp_path / "raw", tmp_path / "st", segment_s=1.0)
-    paths = export_nwb(store, tmp_path / "nwb")
+    paths = export_nwb(store, tmp_path / "nwb", metadata=GIVEN)
     assert [p.name for p in paths] == ["indy_20160407_02.nwb"]
     back = prepare_store("nwb", tmp_path / "nwb", tmp_path / "st2", segment_s=1.0)
     a = open_store(store).session("indy_20160407_02")
@@ -66,7 +71,9 @@ def test_export_lfp_only_and_spikes_only_sessions(tmp_path: Path) -> None:
                  electrode_positions=rng.normal(size=(3, 2)), t0=2.0)
     s2 = Session(name="spk", velocity=vel, spikes=rng.poisson(1.0, size=(500, 4)), t0=-1.0)
     write_store([s1, s2], tmp_path / "st", options={}, segment_s=1.0)
-    export_nwb(tmp_path / "st", tmp_path / "nwb")
+    export_nwb(tmp_path / "st", tmp_path / "nwb", metadata=ExportMetadata(
+        species="Macaca mulatta", sex="F", age="P6Y", subject_id="monkey",
+        session_start="2020-01-01T09:30:00-05:00"))
     r1, r2 = read_raw("nwb", tmp_path / "nwb", ["lfponly", "spk"])
     assert r1.spikes is None and np.abs(r1.lfp - s1.lfp).max() == 0
     np.testing.assert_allclose(r1.electrode_positions, s1.electrode_positions, rtol=1e-6)

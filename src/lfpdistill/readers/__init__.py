@@ -253,8 +253,10 @@ def _modalities(s: Session) -> str:
     return "spikes only" if s.lfp is None else "LFP only"
 
 
-def export_nwb(store_dir: Path, out_dir: Path, sessions: list[str] | None = None) -> list[Path]:
-    """Write each stored session as an NWB 2.x file ``OUT/<name>.nwb`` (see :mod:`.nwb`)."""
-    from .nwb import export_nwb as _export
+def export_nwb(store_dir: Path, out_dir: Path, sessions: list[str] | None = None,
+               metadata: Any = None) -> list[Path]:
+    """Write each stored session as an NWB 2.x file ``OUT/<name>.nwb`` (see :mod:`.nwb_export`;
+    ``metadata``: an :class:`~.nwb_export.ExportMetadata` of subject fields and start time)."""
+    from .nwb_export import export_nwb as _export
 
-    return _export(store_dir, out_dir, sessions)
+    return _export(store_dir, out_dir, sessions, metadata)

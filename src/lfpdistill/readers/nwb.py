@@ -21,24 +21,25 @@ The bin grid covers the overlap of the behaviour and LFP time spans. A series sa
 rate counts as one value per bin centred on its timestamps, so a file written by
 :func:`export_nwb` reads back on exactly the same bins.
 
-Writing (:func:`export_nwb`): each stored session becomes ``OUT/<name>.nwb`` with the processed LFP
-as ``processing/ecephys/LFP/LFP`` (an ``ElectricalSeries`` at the bin rate, starting at the first
-bin centre), velocity as ``processing/behavior/velocity``, spikes as a ``Units`` table (a bin's
-count becomes that many spike times at the bin centre) and trials as the trials table. The
-train/val/test segments are not exported; a store prepared from these files recomputes them
-deterministically (same seed and segment length -> same splits).
+Also read: a plain ``TimeSeries`` of LFP or of binned spike counts written by :func:`export_nwb`
+(``comments`` starting ``lfpdistill:``; counts are taken as they are, their unit names from the
+``Units`` table), and the subject's species/sex/age and the session start time into
+``meta['nwb_subject']`` and ``meta['session_start_time']``, so a re-export keeps them.
 
-Why ~440 lines: reader and exporter share the NWB layout conventions (names, comments, units)
-and are tested as a round trip; pynwb is imported inside the functions that use it (~1 s to
-import), so the other readers never pay for it.
+Writing (:func:`export_nwb`, in :mod:`.nwb_export`): each stored session becomes
+``OUT/<name>.nwb`` with DANDI's required metadata, the LFP in the unit it has and the spike counts
+as a binned series. The train/val/test segments are not exported; a store prepared from these
+files recomputes them deterministically (same seed and segment length -> same splits).
+
+Reader and exporter share the NWB layout conventions (names, comments, units) and are tested as
+a round trip; pynwb is imported inside the functions that use it (~1 s to import), so the other
+readers never pay for it.
 """
 
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,12 +47,23 @@ import h5py
 import numpy as np
 import pydantic
 
-from ..errors import StoreError
 from ..preprocess import LfpChainConfig, bin_spike_times, broadband_to_lfp_chunked, sample_at_bins
 from ..session import Session
 from ._common import RawDataError, file_kind, first_line, log, overlap_grid
+from .nwb_export import (
+    COUNTS_MARK,
+    LFP_MARK,
+    PROCESSED_MARK,
+    UNITS_TABLE,
+    ZSCORE_UNIT,
+    ExportMetadata,
+    export_nwb,
+    nwb_subject_meta,
+    write_session_nwb,
+)
 
-PROCESSED_MARK = "lfpdistill:"
+__all__ = ["ExportMetadata", "NwbOptions", "export_nwb", "read_session", "read_sessions",
+           "write_session_nwb"]
 
 
 class NwbOptions(pydantic.BaseModel, extra="forbid"):
@@ -121,13 +133,19 @@ def _pick(candidates: list[Any], name: str | None, kind: str, option: str, path:
     return hits[0]
 
 
-def _channel_info(es: Any) -> tuple[list[str] | None, np.ndarray | None]:
+def _channel_info(es: Any, nwb: Any = None,
+                  n_c: int = 0) -> tuple[list[str] | None, np.ndarray | None]:
+    """Channel ids and positions of an ElectricalSeries' electrodes, or, for a series written by
+    :func:`export_nwb` as a plain TimeSeries, of the electrodes table's rows in order."""
     try:
         region = es.electrodes
         idx = np.asarray(region.data[:], dtype=np.int64)
         table = region.table
     except Exception:  # noqa: BLE001 - electrodes are optional metadata here
-        return None, None
+        table = getattr(nwb, "electrodes", None) if nwb is not None else None
+        if table is None or len(table) != n_c:
+            return None, None
+        idx = np.arange(n_c)
     cols = set(table.colnames)
     ids = None
     for col in ("channel_name", "label"):
@@ -151,6 +169,16 @@ def _channel_info(es: Any) -> tuple[list[str] | None, np.ndarray | None]:
     if len(set(ids)) != len(ids):
         ids = None
     return ids, pos
+
+
+def _counts_unit_names(nwb: Any) -> list[str] | None:
+    """Unit names of a ``spike_counts`` series written by :func:`export_nwb`."""
+    for module in nwb.processing.values():
+        table = module.data_interfaces.get(UNITS_TABLE)
+        if table is not None and "unit_name" in table.colnames:
+            return [v.decode() if isinstance(v, bytes) else str(v)
+                    for v in table["unit_name"].data[:]]
+    return None
 
 
 # ---------------------------------------------------------------------------------- reader
@@ -200,11 +228,14 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
         subject = "unknown"
         if nwb.subject is not None and nwb.subject.subject_id:
             subject = str(nwb.subject.subject_id)
-        meta: dict[str, Any] = {"source": "nwb", "nwb_file": path.name}
+        meta: dict[str, Any] = {"source": "nwb", "nwb_file": path.name, **nwb_subject_meta(nwb)}
 
         # --- behaviour
         vel_ts = None
         series = [o for o in _by_type(nwb, TimeSeries) if not isinstance(o, ElectricalSeries)]
+        marked_lfp = [o for o in series if str(o.comments or "").startswith(LFP_MARK)]
+        counts_ts = next((o for o in series if str(o.comments or "").startswith(COUNTS_MARK)),
+                         None)
         if opts.velocity_series is not None:
             vel_ts = _pick(series, opts.velocity_series, "TimeSeries", "velocity_series", path)
         elif opts.position_series is None:
@@ -224,6 +255,8 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
             data = np.asarray(pos_ts.data[()], dtype=np.float64)
             beh_field = pos_ts.name
         beh = vel_ts if vel_ts is not None else pos_ts
+        if vel_ts is not None and str(vel_ts.unit or "unknown") != "unknown":
+            meta["velocity_units"] = str(vel_ts.unit)
         if data.ndim != 2 or data.shape[1] < 2 or data.shape[0] < 2:
             raise RawDataError(
                 f"'{path}': field '{beh_field}.data' has shape {list(data.shape)}; expected [n, 2+]"
@@ -248,7 +281,7 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
         if opts.lfp:
             all_es = _by_type(nwb, ElectricalSeries)
             in_lfp = [s for c in _by_type(nwb, LFP) for s in c.electrical_series.values()]
-            ordered = in_lfp + [s for s in all_es if s not in in_lfp]
+            ordered = marked_lfp + in_lfp + [s for s in all_es if s not in in_lfp]
             es = _pick(ordered, opts.lfp_series, "ElectricalSeries", "lfp_series", path)
         if es is not None:
             ed = es.data
@@ -271,6 +304,15 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
             spans.append(_span(e_start, e_last, e_rate, bin_size) if processed
                          else (e_start, e_last))
             what.append(f"'{es.name}'")
+        if counts_ts is not None and opts.units:
+            c_n = int(counts_ts.data.shape[0])
+            _, c_start, c_rate, c_last = _times(counts_ts, c_n, path)
+            if not _is_bin_rate(c_rate, bin_size):
+                raise RawDataError(
+                    f"'{path}': field '{counts_ts.name}' holds spike counts in "
+                    f"{1000.0 / c_rate:g} ms bins; prepare it with --bin-size {1.0 / c_rate:g}")
+            spans.append(_span(c_start, c_last, c_rate, bin_size))
+            what.append(f"'{counts_ts.name}'")
         grid_start, n_bins = overlap_grid(spans, bin_size, f"'{path}' {' and '.join(what)}")
         velocity = sample_at_bins(bt, data, grid_start, n_bins, bin_size)
 
@@ -303,6 +345,8 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
                 tt = et if et is not None else e_start + np.arange(n_s) / e_rate
                 lfp = sample_at_bins(tt, x, grid_start, n_bins, bin_size).astype(np.float32)
                 meta["lfp_processing"] = "taken as processed (already on the bin grid)"
+                meta["lfp_unit"] = (str(es.unit) if not isinstance(es, ElectricalSeries)
+                                    else "volts")
             else:
                 lfp = broadband_to_lfp_chunked(
                     read, n_s, n_c, e_rate, bin_size, chain, e_start, chunk_s=opts.chunk_s,
@@ -310,7 +354,8 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
                     scale=conv,
                 )
                 meta["lfp_processing"] = "lfp chain"
-            channel_ids, positions = _channel_info(es)
+                meta["lfp_unit"] = ZSCORE_UNIT if chain.zscore else "volts"
+            channel_ids, positions = _channel_info(es, nwb, n_c)
             meta.update(lfp_source=es.name, lfp_rate=e_rate)
         else:
             meta["lfp_source"] = None
@@ -319,7 +364,18 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
         # --- spikes
         spikes = unit_ids = None
         units = nwb.units if opts.units else None
-        if units is not None and len(units) > 0:
+        if counts_ts is not None and opts.units:
+            skip = int(round((grid_start - (c_start - bin_size / 2)) / bin_size))
+            spikes = np.asarray(counts_ts.data[()])[max(skip, 0):max(skip, 0) + n_bins]
+            if skip < 0 or spikes.ndim != 2 or spikes.shape[0] != n_bins:
+                raise RawDataError(f"'{path}': field '{counts_ts.name}' does not cover the bins "
+                                   f"of {' and '.join(what)}")
+            names = _counts_unit_names(nwb)
+            if names is not None and len(names) == spikes.shape[1] \
+                    and len(set(names)) == len(names):
+                unit_ids = names
+            meta["spikes_from"] = f"{counts_ts.name} (binned counts)"
+        elif units is not None and len(units) > 0:
             trains = [np.asarray(units.get_unit_spike_times(i), dtype=np.float64)
                       for i in range(len(units))]
             spikes = bin_spike_times(trains, grid_start, n_bins, bin_size)
@@ -364,82 +420,3 @@ def read_sessions(raw_dir: Path, sessions: list[str], bin_size: float = 0.01,
                   chain: LfpChainConfig | None = None) -> Iterator[Session]:
     for name in sessions:
         yield read_session(Path(raw_dir) / f"{name}.nwb", bin_size, options, chain)
-
-
-# ---------------------------------------------------------------------------------- writer
-def write_session_nwb(session: Session, path: Path) -> Path:
-    """Write one :class:`Session` as an NWB 2.x file (atomically)."""
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
-    from pynwb.ecephys import LFP
-    from pynwb.file import Subject
-
-    from ..data import atomic_path
-
-    s = session
-    b = s.bin_size
-    centres0 = s.t0 + b / 2
-    nwb = NWBFile(
-        session_description=f"lfpdistill session {s.name}",
-        identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfpdistill/{s.name}/{s.t0}")),
-        session_start_time=datetime(1970, 1, 1, tzinfo=UTC),
-        session_id=s.name, subject=Subject(subject_id=s.subject),
-    )
-    beh = nwb.create_processing_module("behavior", "behaviour on the bin grid")
-    unit = str(s.meta.get("velocity_units", "unknown"))
-    beh.add(TimeSeries(
-        name="velocity", data=s.velocity, unit=unit, starting_time=centres0, rate=1.0 / b,
-        description="velocity (x, y), one value per bin centred on its timestamp",
-        comments=f"{PROCESSED_MARK} velocity per bin",
-    ))
-    if s.lfp is not None:
-        device = nwb.create_device(name="array", description="recording array")
-        group = nwb.create_electrode_group(name="array", description="all channels",
-                                           location="unknown", device=device)
-        nwb.add_electrode_column(name="channel_name", description="lfpdistill channel id")
-        pos = s.electrode_positions
-        for c, cid in enumerate(s.channel_ids or []):
-            kw: dict[str, Any] = {}
-            if pos is not None:
-                kw.update(rel_x=float(pos[c, 0]), rel_y=float(pos[c, 1]))
-                if pos.shape[1] > 2:
-                    kw["rel_z"] = float(pos[c, 2])
-            nwb.add_electrode(group=group, location="unknown", channel_name=cid, **kw)
-        region = nwb.create_electrode_table_region(list(range(s.n_channels)), "all channels")
-        ecephys = nwb.create_processing_module("ecephys", "processed LFP")
-        lfp_container = LFP(name="LFP")
-        ecephys.add(lfp_container)
-        lfp_container.create_electrical_series(
-            name="LFP", data=s.lfp, electrodes=region, starting_time=centres0, rate=1.0 / b,
-            description="processed LFP (z-scored per channel), one value per bin",
-            comments=f"{PROCESSED_MARK} processed LFP on the bin grid",
-            filtering="lfpdistill LFP chain (see session meta)",
-        )
-    if s.spikes is not None:
-        nwb.add_unit_column(name="unit_name", description="lfpdistill unit id")
-        centres = centres0 + np.arange(s.n_bins) * b
-        for i, uid in enumerate(s.unit_ids or []):
-            times = np.repeat(centres, s.spikes[:, i])
-            nwb.add_unit(spike_times=times, unit_name=uid)
-    if s.trials is not None:
-        for a, z in s.trials:
-            nwb.add_trial(start_time=s.t0 + int(a) * b, stop_time=s.t0 + int(z) * b)
-    path = Path(path)
-    with atomic_path(path, suffix=".nwb") as tmp, NWBHDF5IO(str(tmp), "w") as io:
-        io.write(nwb)
-    return path
-
-
-def export_nwb(store_dir: Path, out_dir: Path, sessions: list[str] | None = None) -> list[Path]:
-    """Write every (or each selected) session of the store as ``OUT/<name>.nwb``."""
-    from ..data import open_store
-
-    store = open_store(Path(store_dir))
-    names = store.select(sessions) if sessions else store.names
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StoreError(f"output '{out_dir}' exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in names:
-        paths.append(write_session_nwb(store.session(name, cache=False), out_dir / f"{name}.nwb"))
-    return paths
