@@ -30,14 +30,20 @@ def session_factory():
     return make_session
 
 
-def cli_error(capsys, argv, *fragments) -> str:
-    """Run the CLI; it must print one ``error:`` line holding every fragment and exit 2."""
+#: the CLI's exit statuses of user errors (README, "Exit codes"): usage, data, environment
+USER_ERROR_CODES = (2, 3, 4)
+
+
+def cli_error(capsys, argv, *fragments, code: int | None = None) -> str:
+    """Run the CLI; it must print one ``error:`` line holding every fragment and exit with
+    ``code`` (by default: one of the user-error statuses, which tests/test_cli_conventions.py
+    checks kind by kind)."""
     from lfpdistill.cli import main  # the CLI only for the tests that drive it
 
     capsys.readouterr()
-    code = main([str(a) for a in argv])
+    got = main([str(a) for a in argv])
     err = capsys.readouterr().err
-    assert code == 2, err
+    assert got == code if code is not None else got in USER_ERROR_CODES, (got, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     for f in fragments:

@@ -94,7 +94,7 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
     wrows = json.loads(wiener_json.read_text())
     assert [r["decoder"] for r in wrows] == ["wiener"] * 2 and all(np.isfinite(r["r2"]) for r in wrows)
     cli_error(capsys, ["probe", spike_run / "latents.npz", "--store", dirs["store"], "--decoder", "knn"],
-           "unknown probe decoder 'knn'")
+           "Invalid value for '--decoder': 'knn' is not one of 'linear', 'wiener'", code=2)
     # a chosen subset and output path
     sub = dirs["root"] / "sub.npz"
     assert main(["embed", str(spike_run), "--store", str(dirs["store"]), "--sessions", "b",
@@ -108,7 +108,7 @@ def test_pretrain_embed_probe_write_files(dirs, spike_run, capsys):
     assert np.load(vis)["b"].shape == lat["b"].shape
     assert not np.allclose(np.load(vis)["b"], lat["b"])
     cli_error(capsys, ["embed", spike_run, "--store", dirs["store"], "--readout", "hidden"],
-           "unknown readout 'hidden'")
+           "Invalid value for '--readout': 'hidden' is not one of", code=2)
 
 
 def test_distill_then_embed_the_student(dirs, spike_run, capsys):

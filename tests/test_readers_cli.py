@@ -55,11 +55,12 @@ def test_main_cli_reports_user_errors_in_one_line(tmp_path: Path, capsys) -> Non
     rc = main(["prepare", "--format", "odoherty", "--raw", str(tmp_path / "raw"), "--out",
                str(tmp_path / "st"), "--sessions", "indy_1,indy_2"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.startswith("error: session 'indy_1' is not in raw data folder")
+    assert rc == 3 and err.startswith("error: session 'indy_1' is not in raw data folder")
     assert "\n" not in err and not (tmp_path / "st").exists()
     rc = main(["prepare", "--format", "blackrock", "--raw", str(tmp_path / "raw"), "--out",
                str(tmp_path / "st")])
-    assert rc == 2 and "unknown raw format 'blackrock'" in capsys.readouterr().err
+    assert rc == 2 and "Invalid value for '--format': 'blackrock' is not one of 'odoherty'" \
+        in capsys.readouterr().err
 
 
 def test_parse_sets() -> None:

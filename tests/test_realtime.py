@@ -309,7 +309,7 @@ def test_bad_input_is_one_line(dirs, student, exported, teacher, capsys, tmp_pat
     cli_error(capsys, ["export", teacher, "--store", store, "--session", "a", "--out",
                     tmp_path / "t.onnx"], "is a spikes model but a lfp model is needed")
     cli_error(capsys, ["decode", exported, "--store", store, "--session", "a", "--nan", "skip"],
-           "unknown nan policy 'skip'")
+           "Invalid value for '--nan': 'skip' is not one of 'hold', 'error'", code=2)
     cli_error(capsys, ["export", student, "--store", store, "--session", "a", "--out",
                     tmp_path / "m.pt"], "must end in .onnx")
 

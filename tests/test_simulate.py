@@ -238,4 +238,4 @@ def test_simulate_command_records_the_drawn_variant(tmp_path, capsys):
     opts = json.loads((tmp_path / "v" / "manifest.json").read_text())["options"]["simulate"]
     assert opts["drawn_from"] == "random variant, seed 3" and opts["variant"] == "default"
     cli_error(capsys, ["simulate", "--out", tmp_path / "w", "--variant", "bogus"],
-              "invalid simulation option", "variant")
+              "Invalid value for '--variant': 'bogus' is not one of 'default', 'random'", code=2)

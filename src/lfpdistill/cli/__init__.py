@@ -1,11 +1,20 @@
 """Command-line interface: ``lfpdistill COMMAND``.
 
 One module per group of commands (:mod:`.data`, :mod:`.models`, :mod:`.evaluate`,
-:mod:`.study`), each adding its commands to the one Typer ``app`` here. User errors
-(:class:`~lfpdistill.errors.LfpDistillError`) are printed as one line and exit with status 2,
-and so are the operating system's refusals to read or write a file (permission, disk full, name
-too long, a folder where a file is needed, ...): one line naming the path and the fix. Anything
-else is a bug and keeps its traceback.
+:mod:`.study`, :mod:`.realtime`), each adding its commands to the one Typer ``app`` here.
+
+Every error a user can cause is printed as one ``error: ...`` line, and the exit status says
+which kind it was (README, "Exit codes"):
+
+- ``0`` done; ``1`` a bug (anything unexpected keeps its traceback);
+- ``2`` usage: the command line or a config is wrong (an unknown option, a value outside an
+  option's choices, :class:`~lfpdistill.errors.ConfigError`);
+- ``3`` data: an input file, store, raw recording or checkpoint is missing, damaged or does not
+  fit (:class:`~lfpdistill.errors.DataValidationError`, ``StoreError``, ``RawDataError``,
+  ``CheckpointMismatchError`` and any other :class:`~lfpdistill.errors.LfpDistillError`);
+- ``4`` environment: the operating system refused to read or write a file (permission, disk
+  full, name too long, ...; one line naming the path and the fix) or a download failed;
+- ``130`` interrupted.
 """
 
 from __future__ import annotations
@@ -14,11 +23,14 @@ import errno
 import re
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from ..errors import LfpDistillError
+from ..errors import ConfigError, LfpDistillError
 from . import data, evaluate, models, realtime, study
+
+EXIT_OK, EXIT_BUG, EXIT_USAGE, EXIT_DATA, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Cross-modal distillation from spike transformers to LFP transformers.")
@@ -26,22 +38,84 @@ for _group in (data, models, evaluate, study, realtime):
     _group.register(app)
 
 
+def version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _version
+
+    try:
+        return _version("lfpdistill")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "unknown"
+
+
+def _show_version(show: bool) -> None:
+    if show:
+        typer.echo(f"lfpdistill {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_show_version,
+        help="print the version and exit")] = False,
+) -> None:
+    """Cross-modal distillation from spike transformers to LFP transformers."""
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit status of an error (module docstring)."""
+    from ..readers.download import DownloadError  # standard library only: cheap
+
+    if isinstance(e, ConfigError):
+        return EXIT_USAGE
+    if isinstance(e, DownloadError | OSError):
+        return EXIT_ENVIRONMENT
+    if isinstance(e, LfpDistillError):
+        return EXIT_DATA
+    return EXIT_BUG
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lfpdistill`` console script."""
     try:
-        app(args=argv, prog_name="lfpdistill")
+        code = app(args=argv, prog_name="lfpdistill", standalone_mode=False)
     except LfpDistillError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return 2
+        return EXIT_ENVIRONMENT
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        # click's exceptions (vendored by newer typer, the click package under older ones),
+        # recognised by name so that either works
+        kinds = {c.__name__ for c in type(e).__mro__}
+        if "NoArgsIsHelpError" in kinds:  # plain 'lfpdistill': the help, as a usage error
+            e.show()  # type: ignore[attr-defined]
+            return EXIT_USAGE
+        if "ClickException" in kinds:
+            print(f"error: {_usage_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        if "Abort" in kinds:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def _usage_line(e: Exception) -> str:
+    """A command-line mistake in one line, with where to find the right usage."""
+    message = e.format_message()  # type: ignore[attr-defined]
+    text = " ".join(message.split()).replace("Value error, ", "")
+    ctx = getattr(e, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{text}{where}"
 
 
 _FIXES = {

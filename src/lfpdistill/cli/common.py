@@ -7,6 +7,7 @@ Command bodies import their implementation when they run (torch, Lightning, pynw
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -26,6 +27,71 @@ from ..config import (
 from ..errors import ConfigError
 
 console = Console()
+
+
+# The fixed choices of options: typer checks them and lists them in --help ([a|b|c]).
+class Modality(StrEnum):
+    spikes = "spikes"
+    lfp = "lfp"
+
+
+class ProbeDecoder(StrEnum):
+    linear = "linear"
+    wiener = "wiener"
+
+
+class RawFormat(StrEnum):
+    odoherty = "odoherty"
+    flint = "flint"
+    nwb = "nwb"
+    temporaldata = "temporaldata"
+
+
+class Dataset(StrEnum):
+    odoherty = "odoherty"
+    flint = "flint"
+
+
+class Task(StrEnum):
+    random_target = "random_target"
+    center_out = "center_out"
+
+
+class SimPath(StrEnum):
+    fast = "fast"
+    raw = "raw"
+
+
+class Variant(StrEnum):
+    default = "default"
+    random = "random"
+
+
+class BinBy(StrEnum):
+    channel = "channel"
+    unit = "unit"
+
+
+class Readout(StrEnum):
+    visible = "visible"
+    held_out = "held_out"
+
+
+class NanPolicy(StrEnum):
+    hold = "hold"
+    error = "error"
+
+
+class Sex(StrEnum):
+    M = "M"
+    F = "F"
+    U = "U"
+    O = "O"  # noqa: E741 - DANDI's code for 'other'
+
+
+def value(choice: StrEnum | None) -> str | None:
+    """The plain string of a choice (None stays None)."""
+    return None if choice is None else str(choice.value)
 
 _SHORT = {"subject": "subj", "n_units": "units", "n_channels": "channels", "duration_s": "dur (s)",
           "mean_rate_hz": "rate (Hz)", "train_s": "train (s)", "val_s": "val (s)", "test_s": "test (s)"}

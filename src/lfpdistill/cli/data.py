@@ -12,7 +12,18 @@ from pydantic import ValidationError
 
 from ..config import SimConfig, one_line, parse_overrides
 from ..errors import ConfigError
-from .common import console, print_table
+from .common import (
+    BinBy,
+    Dataset,
+    RawFormat,
+    Sex,
+    SimPath,
+    Task,
+    Variant,
+    console,
+    print_table,
+    value,
+)
 
 SessionsOpt = Annotated[list[str] | None, typer.Option(
     "--sessions", help="session names (repeat the option or separate with commas; default: all)")]
@@ -34,12 +45,13 @@ def register(app: typer.Typer) -> None:
         sessions: Annotated[int, typer.Option(help="number of sessions")] = 8,
         seconds: Annotated[float, typer.Option(help="duration of each session (s)")] = 300.0,
         seed: Annotated[int, typer.Option(help="random seed (same seed -> same data)")] = 0,
-        task: Annotated[str, typer.Option(help="random_target or center_out")] = "random_target",
-        path: Annotated[str, typer.Option(help="fast (100 Hz LFP directly) or raw (1 kHz + chain)")] = "fast",
+        task: Annotated[Task, typer.Option(help="reaching task")] = Task.random_target,
+        path: Annotated[SimPath, typer.Option(
+            help="fast (100 Hz LFP directly) or raw (1 kHz + chain)")] = SimPath.fast,
         degradation: Annotated[float, typer.Option(help="per-session decay of unit yield/tuning")] = 0.0,
-        variant: Annotated[str, typer.Option(
+        variant: Annotated[Variant, typer.Option(
             help="default, or random: generative parameters drawn from the documented ranges "
-                 "(docs/simulator.md), one variant per --seed")] = "default",
+                 "(docs/simulator.md), one variant per --seed")] = Variant.default,
         segment_s: Annotated[float, typer.Option(help="split segment length (s)")] = 5.0,
     ) -> None:
         """Simulate paired spikes + LFP + velocity sessions into a store."""
@@ -49,8 +61,9 @@ def register(app: typer.Typer) -> None:
 
         try:
             cfg = resolve_variant(SimConfig(n_sessions=sessions, seconds=seconds, seed=seed,
-                                            task=task, path=path, degradation=degradation,
-                                            variant=variant, segment_s=segment_s))
+                                            task=value(task), path=value(path),
+                                            degradation=degradation, variant=value(variant),
+                                            segment_s=segment_s))
         except ValidationError as e:
             raise ConfigError(f"invalid simulation option: {one_line(e)}") from None
         if cfg.drawn_from:
@@ -81,12 +94,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("prepare")
     def prepare(
-        fmt: Annotated[str, typer.Option("--format", help="odoherty, flint or nwb")],
+        fmt: Annotated[RawFormat, typer.Option(
+            "--format", help="raw format (temporaldata: files of lfpdistill export-temporaldata "
+                             "or torch_brain-style Data files)")],
         raw: Annotated[Path, typer.Option("--raw", help="folder with the raw files")],
         out: Annotated[Path, typer.Option("--out", help="store folder to write")],
         sessions: SessionsOpt = None,
         bin_size: Annotated[float, typer.Option(help="bin size (s)")] = 0.01,
-        bin_by: Annotated[str | None, typer.Option(
+        bin_by: Annotated[BinBy | None, typer.Option(
             help="odoherty: 'channel' (threshold crossings) or 'unit' (sorted units)")] = None,
         no_lfp: Annotated[bool, typer.Option("--no-lfp", help="spikes only")] = False,
         segment_s: Annotated[float, typer.Option(help="split segment length (s)")] = 5.0,
@@ -102,10 +117,10 @@ def register(app: typer.Typer) -> None:
         options = parse_overrides(sets, nested=("chain",))
         options.update(bin_size=bin_size, segment_s=segment_s, seed=seed)
         if bin_by is not None:
-            options["bin_by"] = bin_by
+            options["bin_by"] = value(bin_by)
         if no_lfp:
             options["lfp"] = False
-        path = prepare_store(fmt, raw, out, _sessions(sessions), force=force,
+        path = prepare_store(str(fmt.value), raw, out, _sessions(sessions), force=force,
                              progress=typer.echo, **options)
         typer.echo(f"store: {path}")
 
@@ -114,16 +129,32 @@ def register(app: typer.Typer) -> None:
         store: Annotated[Path, typer.Argument(help="store folder")],
         out: Annotated[Path, typer.Argument(help="folder for the .nwb files")],
         sessions: SessionsOpt = None,
+        species: Annotated[str | None, typer.Option(
+            help="subject species, Latin binomial (e.g. 'Macaca mulatta'); required unless the "
+                 "source recorded it")] = None,
+        sex: Annotated[Sex | None, typer.Option(
+            help="subject sex (M, F, U unknown, O other); required unless recorded")] = None,
+        age: Annotated[str | None, typer.Option(
+            help="subject age as an ISO 8601 duration (e.g. P8Y); required unless recorded")] = None,
+        subject_id: Annotated[str | None, typer.Option(
+            help="subject id (default: the store's subject)")] = None,
+        session_start: Annotated[str | None, typer.Option(
+            help="session start, ISO 8601 with time zone (e.g. 2016-04-07T10:00:00+00:00); "
+                 "required unless recorded")] = None,
     ) -> None:
-        """Write each stored session as an NWB 2.x file."""
+        """Write each stored session as an NWB 2.x file that DANDI's checks accept (subject and
+        start time required; LFP in its real unit; spikes as binned counts)."""
         from ..readers import export_nwb
+        from ..readers.nwb_export import ExportMetadata
 
-        for p in export_nwb(store, out, _sessions(sessions)):
+        meta = ExportMetadata(species=species, sex=None if sex is None else sex.value, age=age,
+                              subject_id=subject_id, session_start=session_start)
+        for p in export_nwb(store, out, _sessions(sessions), meta):
             typer.echo(f"wrote {p}")
 
     @app.command("download")
     def download_cmd(
-        dataset: Annotated[str, typer.Argument(help="odoherty or flint")],
+        dataset: Annotated[Dataset, typer.Argument(help="dataset to fetch")],
         to: Annotated[Path, typer.Option("--to", help="folder to download into")],
         sessions: SessionsOpt = None,
         base_url: Annotated[str, typer.Option(help="Zenodo (or mirror) base URL")] =
@@ -142,7 +173,7 @@ def register(app: typer.Typer) -> None:
             if not sep or not s or not r:
                 raise ConfigError(f"--broadband-record '{item}' is not SESSION=RECORD")
             bb[s.strip()] = r.strip()
-        paths = download(dataset, _sessions(sessions), to, base_url=base_url, record=record,
+        paths = download(str(dataset.value), _sessions(sessions), to, base_url=base_url, record=record,
                          broadband_records=bb, timeout=timeout, progress=typer.echo)
         for p in paths:
             typer.echo(f"ok {p}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from .common import console, print_table
+from .common import ProbeDecoder, Readout, console, print_table, value
 
 
 def check_output_file(path: Path | None, example: str) -> None:
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="output .npz (default RUN/latents.npz)")] = None,
         as_session: Annotated[str | None, typer.Option(
             help="read the data with this known session's embeddings")] = None,
-        readout: Annotated[str | None, typer.Option(
+        readout: Annotated[Readout | None, typer.Option(
             help="visible (one pass) or held_out (each bin from a pass where it is hidden); "
                  "default: the model's own")] = None,
     ) -> None:
@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
         from ..commands.evaluate import embed_run
 
         check_output_file(out, "latents.npz")
-        path = embed_run(run, store, sessions, out, as_session=as_session, readout=readout)
+        path = embed_run(run, store, sessions, out, as_session=as_session,
+                         readout=value(readout))
         console.print(f"latents written to {path}")
 
 
@@ -59,9 +60,9 @@ def register(app: typer.Typer) -> None:
         lag_ms: Annotated[float, typer.Option(
             help="linear decoder: read velocity at t from the latents at t - lag (0: the paper's "
                  "protocol; motor cortex leads movement by ~100 ms)")] = 0.0,
-        decoder: Annotated[str, typer.Option(
+        decoder: Annotated[ProbeDecoder, typer.Option(
             help="linear (per-timestep linear regression, the paper's protocol) or wiener (ridge on "
-                 "lagged latents, the same decoder as the classic Wiener filter)")] = "linear",
+                 "lagged latents, the same decoder as the classic Wiener filter)")] = ProbeDecoder.linear,
         n_lags: Annotated[int, typer.Option(min=1, help="wiener decoder: lags")] = 10,
         lag_step: Annotated[int, typer.Option(min=1, help="wiener decoder: bins between lags")] = 2,
     ) -> None:
@@ -69,9 +70,10 @@ def register(app: typer.Typer) -> None:
         from ..commands.evaluate import probe_run
 
         check_output_file(out, "probe.json")
-        rows = probe_run(latents, store, sessions, out, lag_s=lag_ms / 1000.0, decoder=decoder,
+        rows = probe_run(latents, store, sessions, out, lag_s=lag_ms / 1000.0,
+                         decoder=str(decoder.value),
                          n_lags=n_lags, lag_step=lag_step)
-        print_table(rows, title=f"{decoder} probe (test R², mean over x, y)")
+        print_table(rows, title=f"{decoder.value} probe (test R², mean over x, y)")
         if rows:
             mean = sum(r["r2"] for r in rows) / len(rows)
             console.print(f"mean R² over {len(rows)} sessions: {mean:.3f}")

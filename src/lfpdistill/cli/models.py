@@ -7,8 +7,18 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ConfigError
-from .common import SetOpt, configs, defaults_help, distill_configs, done, fmt, kept, print_table, train_only
+from .common import (
+    Modality,
+    SetOpt,
+    configs,
+    defaults_help,
+    distill_configs,
+    done,
+    fmt,
+    kept,
+    print_table,
+    train_only,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(epilog=defaults_help("pretrain_spikes", "pretrain_lfp"))
     def pretrain(
-        modality: Annotated[str, typer.Option(help="spikes or lfp")],
+        modality: Annotated[Modality, typer.Option(help="which signal to pretrain on")],
         store: Annotated[Path, typer.Option(help="store directory")],
         out: Annotated[Path, typer.Option(help="run directory to write")],
         sessions: Annotated[str, typer.Option(help="session names/glob patterns, comma-separated")] = "*",
@@ -27,11 +37,9 @@ def register(app: typer.Typer) -> None:
         """Masked-autoencoding pretraining (spike teacher, SS-LFP or MS-LFP)."""
         from ..commands.pretrain import pretrain_run
 
-        if modality not in ("spikes", "lfp"):
-            raise ConfigError(f"--modality must be 'spikes' or 'lfp', got '{modality}'")
-        mcfg, tcfg = configs(f"pretrain_{modality}", overrides)
-        summary = pretrain_run(store, sessions, modality, out, mcfg, tcfg, init_from=init_from,
-                               resume=not no_resume)
+        mcfg, tcfg = configs(f"pretrain_{modality.value}", overrides)
+        summary = pretrain_run(store, sessions, str(modality.value), out, mcfg, tcfg,
+                               init_from=init_from, resume=not no_resume)
         done(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
              f"{fmt(summary.get('best_val_loss'))}; model ({kept(summary)}) in "
              f"{out / 'model.ckpt'}")

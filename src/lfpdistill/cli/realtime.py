@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from .common import console, fmt, print_table
+from .common import NanPolicy, console, fmt, print_table
 from .evaluate import check_output_file
 
 
@@ -49,9 +49,9 @@ def register(app: typer.Typer) -> None:
             "--stream", help="feed the bins one at a time (ring buffer of the last context_bins) "
                              "and time each; otherwise the same windows in batches")] = False,
         out: Annotated[Path | None, typer.Option(help="write pred/velocity(/latency_ms) .npz")] = None,
-        nan: Annotated[str, typer.Option(
+        nan: Annotated[NanPolicy, typer.Option(
             help="bins with NaN/inf channels: hold (each such channel keeps its last finite "
-                 "value) or error")] = "hold",
+                 "value) or error")] = NanPolicy.hold,
         threads: Annotated[int, typer.Option(help="CPU threads (1: a real-time core)")] = 1,
         refit: Annotated[bool, typer.Option(
             "--refit", help="run directory: fit the linear read-out again")] = False,
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from ..commands.realtime import decode_run
 
         check_output_file(out, "pred.npz")
-        res = decode_run(source, store, session, out, stream=stream, nan_policy=nan,
+        res = decode_run(source, store, session, out, stream=stream, nan_policy=str(nan.value),
                          threads=threads, refit=refit)
         keep = ("session", "backend", "mode", "bins", "val_r2", "test_r2", "test_r2_x", "test_r2_y")
         print_table([{k: res[k] for k in keep if k in res}], title="causal decoder")
