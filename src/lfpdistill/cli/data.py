@@ -1,5 +1,5 @@
-"""Data commands: ``simulate``, ``inspect``, and for real recordings ``prepare``, ``export-nwb``
-and ``download``."""
+"""Data commands: ``simulate``, ``inspect``, and for real recordings ``prepare``, ``export-nwb``,
+``export-temporaldata`` and ``download``."""
 
 from __future__ import annotations
 
@@ -150,6 +150,19 @@ def register(app: typer.Typer) -> None:
         meta = ExportMetadata(species=species, sex=None if sex is None else sex.value, age=age,
                               subject_id=subject_id, session_start=session_start)
         for p in export_nwb(store, out, _sessions(sessions), meta):
+            typer.echo(f"wrote {p}")
+
+    @app.command("export-temporaldata")
+    def export_temporaldata_cmd(
+        store: Annotated[Path, typer.Argument(help="store folder")],
+        out: Annotated[Path, typer.Argument(help="folder for the .h5 files")],
+        sessions: SessionsOpt = None,
+    ) -> None:
+        """Write each stored session as a temporaldata Data file (torch_brain's format; read
+        back with prepare --format temporaldata)."""
+        from ..readers import export_temporaldata
+
+        for p in export_temporaldata(store, out, _sessions(sessions)):
             typer.echo(f"wrote {p}")
 
     @app.command("download")

@@ -5,7 +5,9 @@ Formats (docs/real_data.md):
 - ``odoherty`` -- O'Doherty/Makin/Sabes ``indy_*.mat`` (v7.3) + NWB 1.0.6 broadband ``indy_*.nwb``
   (:mod:`.odoherty`);
 - ``flint`` -- Flint et al. 2012 ``Flint_2012_e*.mat`` (MAT 5) (:mod:`.flint`);
-- ``nwb`` -- generic NWB 2.x files (:mod:`.nwb`, also :func:`export_nwb`).
+- ``nwb`` -- generic NWB 2.x files (:mod:`.nwb`, also :func:`export_nwb`);
+- ``temporaldata`` -- temporaldata ``Data`` files, torch_brain's format (:mod:`.temporaldata`,
+  also :func:`export_temporaldata`).
 
 :func:`prepare_store` reads raw files and writes a session store through
 :func:`lfpdistill.data.write_store`. The options that produced the store (format, reader options,
@@ -36,10 +38,10 @@ from ..preprocess import LfpChainConfig
 from ..session import Session
 from ._common import RawDataError, log
 
-__all__ = ["FORMATS", "RawDataError", "export_nwb", "list_raw_sessions", "prepare_store",
-           "read_raw"]
+__all__ = ["FORMATS", "RawDataError", "export_nwb", "export_temporaldata", "list_raw_sessions",
+           "prepare_store", "read_raw"]
 
-FORMATS = ("odoherty", "flint", "nwb")
+FORMATS = ("odoherty", "flint", "nwb", "temporaldata")
 PREPARE_VERSION = 1
 _COMMON = {"bin_size", "chain", "segment_s", "seed"}
 
@@ -51,13 +53,15 @@ def _reader(fmt: str) -> Any:
         from . import flint as mod
     elif fmt == "nwb":  # format modules load on demand: pynwb alone takes ~1 s to import
         from . import nwb as mod
+    elif fmt == "temporaldata":
+        from . import temporaldata as mod
     else:
         raise ConfigError(f"unknown raw format '{fmt}'; expected one of {', '.join(FORMATS)}")
     return mod
 
 
 def _options_model(mod: Any) -> type[pydantic.BaseModel]:
-    for attr in ("ODohertyOptions", "FlintOptions", "NwbOptions"):
+    for attr in ("ODohertyOptions", "FlintOptions", "NwbOptions", "TemporaldataOptions"):
         if hasattr(mod, attr):
             return getattr(mod, attr)
     raise AssertionError(mod)
@@ -260,3 +264,12 @@ def export_nwb(store_dir: Path, out_dir: Path, sessions: list[str] | None = None
     from .nwb_export import export_nwb as _export
 
     return _export(store_dir, out_dir, sessions, metadata)
+
+
+def export_temporaldata(store_dir: Path, out_dir: Path,
+                        sessions: list[str] | None = None) -> list[Path]:
+    """Write each stored session as a temporaldata ``Data`` file ``OUT/<name>.h5`` (see
+    :mod:`.temporaldata`)."""
+    from .temporaldata import export_temporaldata as _export
+
+    return _export(store_dir, out_dir, sessions)
