@@ -176,3 +176,23 @@ def test_flint_prints_steps(tmp_path: Path) -> None:
     msgs: list[str] = []
     assert download("flint", None, tmp_path, progress=msgs.append) == []
     assert "Flint_2012_e1.mat" in msgs[0] and str(tmp_path) in msgs[0]
+
+
+def test_byte_progress_bar_shows_bytes_and_resume(server, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from lfpdistill.readers.download import progress_bar
+
+    base, _ = server
+    blob = FILES["indy_20160411_01.mat"]
+    (tmp_path / "indy_20160411_01.mat.part").write_bytes(blob[:4000])
+    screen = io.StringIO()
+    bar = progress_bar(Console(file=screen, force_terminal=True, width=150))
+    download("odoherty", ["indy_20160411_01"], tmp_path, base_url=base, timeout=5, bar=bar)
+    shown = screen.getvalue()
+    assert "indy_20160411_01.mat (resumed at 4.0 kB)" in shown, shown
+    total = f"{len(blob) / 1000:.1f}/{len(blob) / 1000:.1f} kB"  # rich counts in kB (1000 bytes)
+    assert total in shown, shown
+    assert (tmp_path / "indy_20160411_01.mat").read_bytes() == blob

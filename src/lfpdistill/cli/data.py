@@ -187,6 +187,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--broadband-record '{item}' is not SESSION=RECORD")
             bb[s.strip()] = r.strip()
         paths = download(str(dataset.value), _sessions(sessions), to, base_url=base_url, record=record,
-                         broadband_records=bb, timeout=timeout, progress=typer.echo)
+                         broadband_records=bb, timeout=timeout, progress=typer.echo,
+                         bar=True)
         for p in paths:
             typer.echo(f"ok {p}")

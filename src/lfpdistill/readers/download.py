@@ -10,7 +10,8 @@ and each file from the link given there, or else from
 Downloads go to ``NAME.part`` and resume with an HTTP ``Range`` request after an interruption
 (restarting if the server ignores ranges); the finished file is checked against the listed size
 and checksum (md5/sha256) before it is renamed into place. Files already present and verified
-are skipped.
+are skipped. With ``bar`` (the CLI's default) each file shows a byte progress bar (rich): bytes
+done of the listed size, speed and time left, and "resumed at N MB" when it continues a ``.part``.
 
 **Flint et al. 2012** -- the files need a (free) login at their host, so :func:`download`
 prints the steps to get them instead (:data:`FLINT_STEPS`).
@@ -183,9 +184,31 @@ def _verify(path: Path, f: RemoteFile) -> str | None:
     return None
 
 
+def progress_bar(console: Any = None) -> Any:
+    """A rich byte progress bar (on stderr unless ``console`` is given) for :func:`fetch`."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=console or Console(stderr=True))
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 def fetch(f: RemoteFile, to_dir: Path, timeout: float = 60.0, retries: int = 3,
-          progress: Callable[[str], None] | None = None) -> Path:
-    """Download ``f`` into ``to_dir`` (resuming a ``.part`` file) and verify it."""
+          progress: Callable[[str], None] | None = None, bar: Any = None) -> Path:
+    """Download ``f`` into ``to_dir`` (resuming a ``.part`` file) and verify it; ``bar``: a
+    :func:`progress_bar` to show the bytes on."""
     to_dir = Path(to_dir)
     if to_dir.exists() and not to_dir.is_dir():
         raise ConfigError(f"--to '{to_dir}' is a file; pass a folder to download into")
@@ -199,6 +222,7 @@ def fetch(f: RemoteFile, to_dir: Path, timeout: float = 60.0, retries: int = 3,
         dest.unlink()
     part = to_dir / f"{f.name}.part"
     failures = 0
+    task = bar.add_task(f.name, total=f.size) if bar is not None else None
     while True:
         have = part.stat().st_size if part.exists() else 0
         if f.size is not None and have > f.size:
@@ -222,9 +246,14 @@ def fetch(f: RemoteFile, to_dir: Path, timeout: float = 60.0, retries: int = 3,
                     append = start == str(have)
                 with open(part, "ab" if append else "wb") as out:
                     got = have if append else 0
+                    if bar is not None:
+                        what = f"{f.name} (resumed at {_mb(have)})" if append else f.name
+                        bar.update(task, description=what, completed=got)
                     while block := resp.read(CHUNK):
                         out.write(block)
                         got += len(block)
+                        if bar is not None:
+                            bar.update(task, completed=got)
                 if progress:
                     what = f"resumed at {have} bytes" if append else "downloaded"
                     progress(f"{f.name}: {what}, {got} bytes")
@@ -250,13 +279,15 @@ def fetch(f: RemoteFile, to_dir: Path, timeout: float = 60.0, retries: int = 3,
 
 def download(dataset: str, sessions: list[str] | None, to_dir: Path, base_url: str = ZENODO,
              record: str = ODOHERTY_RECORD, broadband_records: dict[str, str] | None = None,
-             timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> list[Path]:
+             timeout: float = 60.0, progress: Callable[[str], None] | None = None,
+             bar: Any = False) -> list[Path]:
     """Download the raw files of ``sessions`` of ``dataset`` ('odoherty' or 'flint') to ``to_dir``.
 
     For 'odoherty', ``sessions`` are names like ``indy_20160407_02`` (None: every ``.mat`` in
     the record); ``broadband_records`` maps a session to the Zenodo record holding its ``.nwb``.
     For 'flint', nothing is downloaded: the steps are passed to ``progress`` (default ``print``)
-    and an empty list returned. Returns the local paths.
+    and an empty list returned. ``bar``: True for a byte progress bar on stderr, or a
+    :func:`progress_bar` to draw on. Returns the local paths.
     """
     report = progress or print
     to_dir = Path(to_dir)
@@ -284,4 +315,9 @@ def download(dataset: str, sessions: list[str] | None, to_dir: Path, base_url: s
         if fname not in bb:
             raise DownloadError(f"record {rec} has no '{fname}' (it has: {', '.join(sorted(bb))})")
         wanted.append(bb[fname])
-    return [fetch(f, to_dir, timeout, progress=progress) for f in wanted]
+    if bar is True:
+        bar = progress_bar()
+    if not bar:
+        return [fetch(f, to_dir, timeout, progress=progress) for f in wanted]
+    with bar:
+        return [fetch(f, to_dir, timeout, progress=progress, bar=bar) for f in wanted]
