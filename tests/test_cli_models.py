@@ -145,7 +145,7 @@ def test_invalid_set_value(dirs, capsys, tmp_path):
 
 def test_bad_modality(dirs, capsys, tmp_path):
     cli_error(capsys, ["pretrain", "--modality", "eeg", "--store", dirs["store"], "--out", tmp_path],
-           "--modality must be 'spikes' or 'lfp'")
+           "Invalid value for '--modality': 'eeg' is not one of 'spikes', 'lfp'", code=2)
 
 
 def test_missing_store(dirs, capsys, tmp_path):

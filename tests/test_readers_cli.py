@@ -42,7 +42,9 @@ def test_prepare_export_download_commands(tmp_path: Path) -> None:
                             "--out", str(tmp_path / "st"), "--bin-by", "unit",
                             "--segment-s", "2", "--set", "chain.line_freq=50"])
     assert "up to date" in r.output
-    r = runner.invoke(app, ["export-nwb", str(tmp_path / "st"), str(tmp_path / "nwb")])
+    r = runner.invoke(app, ["export-nwb", str(tmp_path / "st"), str(tmp_path / "nwb"),
+                            "--species", "Macaca mulatta", "--sex", "M", "--age", "P8Y",
+                            "--session-start", "2016-04-07T10:00:00-07:00"])
     assert r.exit_code == 0 and (tmp_path / "nwb" / "indy_20160407_02.nwb").exists()
     r = runner.invoke(app, ["download", "flint", "--to", str(tmp_path / "fl")])
     assert r.exit_code == 0 and "Flint_2012_e5.mat" in r.output
