@@ -1,48 +1,140 @@
-"""The classic velocity decoders a neuroscientist reaches for first (numpy in, numpy out).
+"""The classic velocity decoders a neuroscientist reaches for first, as scikit-learn regressors.
 
 - :class:`WienerDecoder` -- ridge regression on causally lagged features (a Wiener filter),
-  the penalty chosen by contiguous cross-validation on the training bins only;
+  the penalty chosen by contiguous cross-validation on the training rows only;
 - :class:`KalmanDecoder` -- linear-Gaussian Kalman filter with velocity as the state;
-- :func:`fit_predict` -- fit on one mask, predict another, report R².
+- :func:`fit_predict` -- fit on one mask of a recording, predict another, report R².
 
-Decoders treat every run of a mask as its own recording (:mod:`.features`): lags are zero-padded
-and the Kalman filter restarts at the start of each run, so no prediction uses features from
-outside its run and nothing outside the training mask (features or targets) enters the fit.
-(Features themselves, e.g. causal band power, are computed by the caller on the whole recording;
-they only ever look backwards in time.) The same :class:`WienerDecoder` reads frozen latents in
-:mod:`.probes`: the decoder-matched comparison with hand-made features.
+Both are scikit-learn estimators (``clone``, ``get_params``/``set_params``, ``score``, usable in
+a ``Pipeline`` or ``GridSearchCV``). Unlike most regressors their rows are *time bins*, in order:
+a prediction depends on the rows before it in its run (lags, filter state). ``fit`` and
+``predict`` take ``groups`` (one label per row): a new run starts wherever the label changes,
+lags are zero-padded and the Kalman filter restarts there, so no prediction uses features from
+another run. Split-aware use on one recording, two equivalent spellings::
+
+    dec.fit(X[train], Y[train], groups=mask_groups(train)); dec.predict(X[test], groups=mask_groups(test))
+    dec.fit(X, Y, train); dec.predict(X, test)      # mask: the rows of the mask, run by run
+
+Cross-validation over segments: ``cross_validate(dec, X, Y, groups=seg, cv=GroupKFold(5),
+params={"groups": seg})`` (the fit sees the segment runs; scoring does not without
+scikit-learn's metadata routing). Nothing outside the training rows (features or targets)
+enters a fit. (Features themselves, e.g. causal band power, are computed by the caller on the
+whole recording; they only ever look backwards in time.) The same :class:`WienerDecoder` reads
+frozen latents in :mod:`.probes`: the decoder-matched comparison with hand-made features, and
+(zero lags, no penalty) the per-timestep linear probe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import linalg
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
 
 from ..errors import ConfigError, DataValidationError
-from .features import check_mask, lagged_runs, mask_runs
+from .features import check_mask, group_runs, lagged_in_runs, mask_groups
 from .metrics import r2_mean
+
+try:
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # scikit-learn < 1.6
+    def _validate_data(est: Any, X: Any = "no_validation", y: Any = "no_validation",
+                       **kw: Any) -> Any:
+        kw["force_all_finite"] = kw.pop("ensure_all_finite", True)
+        return est._validate_data(X, y, **kw)
 
 #: Default ridge penalties, as multiples of the number of training rows (features standardised).
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-4, 2, 13))
 
 
-def _check_xy(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X)
-    Y = np.asarray(Y, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
-    if Y.ndim == 1:
-        Y = Y[:, None]
-    if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
-        raise DataValidationError(f"X {list(X.shape)} and Y {list(Y.shape)} must be [T, F] and "
-                                  "[T, D] with the same T")
-    if not (np.isfinite(X).all() and np.isfinite(Y).all()):
-        raise DataValidationError("X and Y must be finite (no NaN/inf)")
-    return X, Y
+class DecoderNotFittedError(DataValidationError, NotFittedError):
+    """A decoder was asked to predict before it was fit (scikit-learn's ``NotFittedError``)."""
+
+
+def _one_line(e: Exception) -> str:
+    """A scikit-learn validation message on one line (without the echoed array)."""
+    return " ".join(ln.strip() for ln in str(e).splitlines()
+                    if ln.strip() and not ln.lstrip().startswith("array="))
+
+
+def _check_finite(A: np.ndarray, what: str) -> None:
+    if not np.isfinite(A).all():
+        r, *c = np.argwhere(~np.isfinite(A))[0]
+        where = f"row {r}" + (f", column {c[0]}" if c else "")
+        raise DataValidationError(f"{what} contains NaN or inf (first at {where}); decoders need "
+                                  "finite values")
+
+
+class _TimeBinRegressor(RegressorMixin, BaseEstimator):
+    """Input handling shared by the decoders: scikit-learn validation, the optional ``mask``
+    of a whole recording or ``groups`` of the rows, and the runs that follow from them."""
+
+    def _fit_inputs(self, X: Any, y: Any, mask: np.ndarray | None, groups: Any
+                    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        name = type(self).__name__
+        if y is None:
+            raise DataValidationError(f"{name} requires y to be passed, but the target y is None")
+        try:
+            X, y = _validate_data(self, X, y, reset=True, dtype="numeric", multi_output=True,
+                                  y_numeric=True, ensure_all_finite=False)
+        except ValueError as e:
+            raise DataValidationError(f"{name}.fit: {_one_line(e)}") from None
+        X = X.astype(np.result_type(X.dtype, np.float32), copy=False)
+        y = np.asarray(y, dtype=np.float64)
+        _check_finite(X, f"{name}.fit: X")
+        _check_finite(y, f"{name}.fit: y")
+        self._y_1d = y.ndim == 1
+        Y = y[:, None] if y.ndim == 1 else y
+        X, Y, runs = self._rows(X, Y, mask, groups, "fit")
+        return X, Y, runs
+
+    def _predict_inputs(self, X: Any, mask: np.ndarray | None, groups: Any
+                        ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        name = type(self).__name__
+        if not hasattr(self, "n_features_in_"):
+            raise DecoderNotFittedError(f"this {name} is not fitted yet; call fit first")
+        try:
+            X = _validate_data(self, X, reset=False, dtype="numeric", ensure_all_finite=False)
+        except ValueError as e:
+            raise DataValidationError(f"{name}.predict: {_one_line(e)}") from None
+        X = X.astype(np.result_type(X.dtype, np.float32), copy=False)
+        _check_finite(X, f"{name}.predict: X")
+        X, _, runs = self._rows(X, None, mask, groups, "predict")
+        return X, runs
+
+    def _rows(self, X: np.ndarray, Y: np.ndarray | None, mask: np.ndarray | None, groups: Any,
+              method: str) -> tuple[np.ndarray, np.ndarray | None, list[tuple[int, int]]]:
+        where = f"{type(self).__name__}.{method}"
+        if mask is not None:
+            if groups is not None:
+                raise ConfigError(f"{where}: pass either a mask of the recording or groups of "
+                                  "its rows, not both")
+            m = check_mask(mask, X.shape[0], f"{where}: mask")
+            X = X[m]
+            Y = None if Y is None else Y[m]
+            groups = mask_groups(m)
+        try:
+            return X, Y, group_runs(groups, X.shape[0])
+        except DataValidationError as e:
+            raise DataValidationError(f"{where}: {e}") from None
+
+    def _output(self, pred: np.ndarray) -> np.ndarray:
+        return pred[:, 0] if self._y_1d else pred
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None, *, groups: Any = None) -> float:
+        """R² of :meth:`predict` (with ``groups``) against ``y``, averaged over the outputs."""
+        return float(r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
 
 
 def _gram(A: np.ndarray) -> np.ndarray:
@@ -174,54 +266,67 @@ def check_wiener_memory(n_rows: int, n_inputs: int, n_lags: int, cv_folds: int =
     return need
 
 
-class WienerDecoder:
+class WienerDecoder(_TimeBinRegressor):
     """Wiener filter: ridge regression on causally lagged features.
 
-    Features are lagged inside every run of the mask (:func:`lagged_runs`), standardised with
-    the training rows' mean and standard deviation, targets centred with the training mean
+    Features are lagged inside every run of the rows (see the module docstring), standardised
+    with the training rows' mean and standard deviation, targets centred with the training mean
     (intercept). The penalty ``alpha`` (a multiple of the number of training rows, i.e. on the
     mean-squared-error scale) is picked from ``alphas`` by ``cv_folds``-fold cross-validation
-    over *contiguous* blocks of the training rows, then the model is refit on all of them.
-    Fitting never looks at bins outside ``train_mask``.
+    over *contiguous* blocks of the training rows, then the model is refit on all of them. A
+    single alpha skips the search; a single ``0`` is ordinary least squares (the per-timestep
+    linear probe is ``WienerDecoder(n_lags=1, lag_step=1, alphas=(0.0,))``).
 
-    Parameters: ``n_lags`` and ``lag_step`` as in :func:`lagged` (default 10 lags x 20 ms at
-    10 ms bins); ``integrate=True`` sums the bins between lags (use for spike counts).
+    Parameters: ``n_lags`` and ``lag_step`` as in :func:`.features.lagged` (default 10 lags x
+    20 ms at 10 ms bins); ``integrate=True`` sums the bins between lags (use for spike counts).
+    They are stored as given and checked by :meth:`fit`.
+
+    Fitted attributes: ``alpha_``, ``cv_scores_`` (mean validation R² per alpha, NaN where not
+    evaluated), ``coef_`` (``[n_lags * n_features_in_, n_outputs]``, on standardised features),
+    ``n_features_in_``.
     """
 
     def __init__(self, n_lags: int = 10, lag_step: int = 2, integrate: bool = False,
                  alphas: Sequence[float] = DEFAULT_ALPHAS, cv_folds: int = 5) -> None:
-        if n_lags < 1 or lag_step < 1:
-            raise ConfigError(f"n_lags={n_lags} and lag_step={lag_step} must be >= 1")
-        if cv_folds < 2:
-            raise ConfigError(f"cv_folds={cv_folds} must be >= 2")
-        if len(alphas) < 1 or min(alphas) <= 0:
-            raise ConfigError("alphas must be a non-empty sequence of positive numbers")
-        self.n_lags, self.lag_step, self.integrate = int(n_lags), int(lag_step), bool(integrate)
-        self.alphas = tuple(float(a) for a in alphas)
-        self.cv_folds = int(cv_folds)
-        self.alpha_: float | None = None
-        self.cv_scores_: np.ndarray | None = None
-        self.coef_: np.ndarray | None = None
-        self._mu: np.ndarray | None = None
-        self._sd: np.ndarray | None = None
-        self._ymu: np.ndarray | None = None
-        self._n_features: int | None = None
+        self.n_lags = n_lags
+        self.lag_step = lag_step
+        self.integrate = integrate
+        self.alphas = alphas
+        self.cv_folds = cv_folds
 
-    def _design(self, X: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        return lagged_runs(X, mask, self.n_lags, self.lag_step, self.integrate)
+    def _checked_params(self) -> tuple[int, int, tuple[float, ...], int]:
+        n_lags, lag_step, cv_folds = self.n_lags, self.lag_step, self.cv_folds
+        for name, v, lo in (("n_lags", n_lags, 1), ("lag_step", lag_step, 1),
+                            ("cv_folds", cv_folds, 2)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ConfigError(f"WienerDecoder: {name}={v!r} must be an integer >= {lo}")
+        try:
+            alphas = tuple(float(a) for a in np.ravel(np.asarray(self.alphas, dtype=np.float64)))
+        except (TypeError, ValueError):
+            alphas = ()
+        if not alphas or not all(np.isfinite(a) and a >= 0 for a in alphas) or (
+                0.0 in alphas and len(alphas) > 1):
+            raise ConfigError(f"WienerDecoder: alphas={self.alphas!r} must be positive numbers "
+                              "(or a single 0: ordinary least squares)")
+        return int(n_lags), int(lag_step), alphas, int(cv_folds)
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, train_mask: np.ndarray | None = None
+    def _design(self, X: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
+        return lagged_in_runs(X, runs, int(self.n_lags), int(self.lag_step), bool(self.integrate))
+
+    def fit(self, X: Any, y: Any, mask: np.ndarray | None = None, *, groups: Any = None
             ) -> WienerDecoder:
-        """Fit on the bins of ``train_mask`` (all bins if ``None``). Returns ``self``."""
-        X, Y = _check_xy(X, Y)
-        m = check_mask(train_mask, X.shape[0], "train_mask")
-        n = int(m.sum())
-        if n < 2 * self.cv_folds:
-            raise DataValidationError(f"WienerDecoder.fit: only {n} training bins; expected at "
-                                      f"least {2 * self.cv_folds}")
-        check_wiener_memory(X.shape[0], X.shape[1], self.n_lags, self.cv_folds,
-                            np.result_type(X.dtype, np.float32).itemsize)
-        D = self._design(X, m)
+        """Fit on the rows of ``X`` ``[n, F]`` and ``y`` ``[n]`` or ``[n, D]`` (runs from
+        ``groups``), or, with ``mask``, on the bins of ``mask`` of a whole recording. Returns
+        ``self``."""
+        n_lags, _, alphas, cv_folds = self._checked_params()
+        X, Y, runs = self._fit_inputs(X, y, mask, groups)
+        n = X.shape[0]
+        need = 2 if alphas == (0.0,) else 2 * cv_folds
+        if n < need:
+            raise DataValidationError(f"WienerDecoder.fit: {n} sample{'s' * (n != 1)} to fit on; "
+                                      f"expected at least {need}")
+        check_wiener_memory(n, X.shape[1], n_lags, cv_folds, X.dtype.itemsize)
+        D = self._design(X, runs)
         if D.shape[1] > 1500:  # large designs: float32 halves memory and time
             D = D.astype(np.float32, copy=False)
         mu = D.mean(axis=0, dtype=np.float64)
@@ -229,45 +334,47 @@ class WienerDecoder:
         sd[sd < 1e-12] = 1.0
         D -= mu.astype(D.dtype)
         D /= sd.astype(D.dtype)
-        Yt = Y[m]
-        ymu = Yt.mean(axis=0)
-        Yc = Yt - ymu
-        folds, grams, cross = _fold_grams(D, Yc, self.cv_folds)
-        G = np.zeros(grams[0].shape)
-        for g in grams:
-            G += g
-        rhs = sum(cross)
-        if len(self.alphas) > 1:
-            alpha, scores = _select_alpha(D, Yc, folds, grams, cross, G, rhs, self.alphas)
+        ymu = Y.mean(axis=0)
+        Yc = Y - ymu
+        if alphas == (0.0,):  # ordinary least squares (minimum norm where rank deficient)
+            alpha, scores = 0.0, np.full(1, np.nan)
+            coef = linalg.lstsq(D.astype(np.float64), Yc, check_finite=False)[0]
+        elif len(alphas) == 1:
+            alpha, scores = alphas[0], np.full(1, np.nan)
+            G = _gram(D).astype(np.float64)
+            G[np.diag_indices_from(G)] += alpha * n
+            coef = linalg.solve(G, D.T.astype(np.float64) @ Yc, assume_a="pos",
+                                check_finite=False)
         else:
-            alpha, scores = self.alphas[0], np.full(1, np.nan)
-        del grams
-        G[np.diag_indices_from(G)] += alpha * n
-        coef = linalg.solve(G, rhs, assume_a="pos", check_finite=False)
+            folds, grams, cross = _fold_grams(D, Yc, cv_folds)
+            G = np.zeros(grams[0].shape)
+            for g in grams:
+                G += g
+            rhs = sum(cross)
+            alpha, scores = _select_alpha(D, Yc, folds, grams, cross, G, rhs, alphas)
+            del grams
+            G[np.diag_indices_from(G)] += alpha * n
+            coef = linalg.solve(G, rhs, assume_a="pos", check_finite=False)
         self.alpha_, self.cv_scores_, self.coef_ = alpha, scores, coef
-        self._mu, self._sd, self._ymu, self._n_features = mu, sd, ymu, X.shape[1]
+        self._mu, self._sd, self._ymu = mu, sd, ymu
         return self
 
-    def predict(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Predictions ``[n, D]`` for the bins of ``mask`` (all bins if ``None``), in order."""
-        if self.coef_ is None:
-            raise DataValidationError("WienerDecoder.predict called before fit")
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[:, None]
-        if X.shape[1] != self._n_features:
-            raise DataValidationError(f"WienerDecoder.predict: X has {X.shape[1]} features; the "
-                                      f"decoder was fit on {self._n_features}")
-        D = self._design(X, None if mask is None else check_mask(mask, X.shape[0], "mask"))
-        return ((D - self._mu) / self._sd) @ self.coef_ + self._ymu
+    def predict(self, X: Any, mask: np.ndarray | None = None, *, groups: Any = None
+                ) -> np.ndarray:
+        """Predictions for every row of ``X`` (runs from ``groups``), in order: ``[n]`` or
+        ``[n, D]`` as ``y`` was. With ``mask`` (``X`` a whole recording): for the bins of
+        ``mask`` only, lagged inside each of its runs."""
+        X, runs = self._predict_inputs(X, mask, groups)
+        D = self._design(X, runs)
+        return self._output(((D - self._mu) / self._sd) @ self.coef_ + self._ymu)
 
 
 # ------------------------------------------------------------------------------------- Kalman
-class KalmanDecoder:
+class KalmanDecoder(_TimeBinRegressor):
     """Linear-Gaussian Kalman filter decoder with the (centred) velocity as the state.
 
-    Model, fit by least squares on the training bins (transitions only between consecutive
-    bins of one run)::
+    Model, fit by least squares on the training rows (transitions only between consecutive
+    rows of one run)::
 
         x[t+1] = A x[t] + w,   w ~ N(0, W)        x: velocity minus its training mean
         z[t]   = H x[t] + q,   q ~ N(0, Q)        z: features at t - obs_lag, standardised,
@@ -275,31 +382,39 @@ class KalmanDecoder:
 
     ``obs_lag`` (bins) pairs the state with *earlier* features (neural activity leads
     movement). ``n_pca`` (``None``: no projection) keeps the observation model well conditioned
-    with many channels; the PCA, like the standardisation, is fit on training bins only.
-    ``steady_state=True`` uses the converged gain; ``False`` runs the full time-varying filter.
-    The filter restarts from the training mean (with the stationary covariance) at every run.
+    with many channels; the PCA, like the standardisation, is fit on training rows only.
+    ``steady_state=True`` uses the steady-state gain, from the discrete algebraic Riccati
+    equation (:func:`scipy.linalg.solve_discrete_are`); ``False`` runs the full time-varying
+    filter. The filter restarts from the training mean (with the stationary covariance) at
+    every run. Parameters are stored as given and checked by :meth:`fit`.
+
+    Fitted attributes: ``A_``, ``W_``, ``H_``, ``Q_``, ``P0_`` (the model), ``K_`` (the
+    steady-state gain; ``None`` with ``steady_state=False``), ``n_features_in_``.
     """
 
     def __init__(self, n_pca: int | None = 30, obs_lag: int = 0, steady_state: bool = True,
                  ridge: float = 1e-6) -> None:
-        if n_pca is not None and n_pca < 1:
-            raise ConfigError(f"n_pca={n_pca} must be >= 1 or None")
-        if obs_lag < 0:
-            raise ConfigError(f"obs_lag={obs_lag} must be >= 0")
-        self.n_pca, self.obs_lag, self.steady_state = n_pca, int(obs_lag), bool(steady_state)
-        self.ridge = float(ridge)
-        self.A_: np.ndarray | None = None
-        self.W_: np.ndarray | None = None
-        self.H_: np.ndarray | None = None
-        self.Q_: np.ndarray | None = None
-        self.K_: np.ndarray | None = None
-        self.P0_: np.ndarray | None = None
-        self._mu = self._sd = self._proj = self._ymu = None
-        self._n_features: int | None = None
+        self.n_pca = n_pca
+        self.obs_lag = obs_lag
+        self.steady_state = steady_state
+        self.ridge = ridge
 
-    def _obs(self, X: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        runs = mask_runs(mask)
-        L = self.obs_lag
+    def _check_params(self) -> None:
+        n_pca, obs_lag = self.n_pca, self.obs_lag
+        if n_pca is not None and (isinstance(n_pca, bool) or not isinstance(n_pca, (int, np.integer))
+                                  or n_pca < 1):
+            raise ConfigError(f"KalmanDecoder: n_pca={n_pca!r} must be an integer >= 1 or None")
+        if isinstance(obs_lag, bool) or not isinstance(obs_lag, (int, np.integer)) or obs_lag < 0:
+            raise ConfigError(f"KalmanDecoder: obs_lag={obs_lag!r} must be an integer >= 0")
+        try:
+            ridge = float(self.ridge)
+        except (TypeError, ValueError):
+            ridge = -1.0
+        if not (np.isfinite(ridge) and ridge >= 0):
+            raise ConfigError(f"KalmanDecoder: ridge={self.ridge!r} must be a number >= 0")
+
+    def _obs(self, X: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
+        L = int(self.obs_lag)
         parts = []
         for a, b in runs:
             seg = X[a:b].astype(np.float64)
@@ -309,21 +424,28 @@ class KalmanDecoder:
                     sh[L:] = seg[:-L]
                 seg = sh
             parts.append(seg)
-        Z = np.concatenate(parts, axis=0) if parts else np.zeros((0, X.shape[1]))
-        return Z, runs
+        return np.concatenate(parts, axis=0) if parts else np.zeros((0, X.shape[1]))
 
     def _project(self, Z: np.ndarray) -> np.ndarray:
         Z = (Z - self._mu) / self._sd
         return Z if self._proj is None else Z @ self._proj
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, train_mask: np.ndarray | None = None
+    def fit(self, X: Any, y: Any, mask: np.ndarray | None = None, *, groups: Any = None
             ) -> KalmanDecoder:
-        """Fit on the bins of ``train_mask`` (all bins if ``None``). Returns ``self``."""
-        X, Y = _check_xy(X, Y)
-        m = check_mask(train_mask, X.shape[0], "train_mask")
-        if m.sum() < 10:
-            raise DataValidationError(f"KalmanDecoder.fit: only {int(m.sum())} training bins")
-        Z, runs = self._obs(X, m)
+        """Fit on the rows of ``X`` ``[n, F]`` and ``y`` ``[n]`` or ``[n, D]`` (runs from
+        ``groups``), or, with ``mask``, on the bins of ``mask`` of a whole recording. Returns
+        ``self``."""
+        self._check_params()
+        X, Y, runs = self._fit_inputs(X, y, mask, groups)
+        n = X.shape[0]
+        if n < 10:
+            raise DataValidationError(f"KalmanDecoder.fit: {n} sample{'s' * (n != 1)} to fit on; "
+                                      "expected at least 10")
+        if n - len(runs) < 2:
+            raise DataValidationError("KalmanDecoder.fit: fewer than 2 transitions between "
+                                      "consecutive rows of one run; the state model needs them")
+        ridge = float(self.ridge)
+        Z = self._obs(X, runs)
         self._mu = Z.mean(axis=0)
         sd = Z.std(axis=0)
         sd[sd < 1e-12] = 1.0
@@ -332,35 +454,28 @@ class KalmanDecoder:
         self._proj = None
         if self.n_pca is not None and self.n_pca < Zs.shape[1]:
             _, _, Vt = np.linalg.svd(Zs, full_matrices=False)
-            self._proj = Vt[: self.n_pca].T
+            self._proj = Vt[: int(self.n_pca)].T
             Zs = Zs @ self._proj
-        Yt = Y[m]
-        self._ymu = Yt.mean(axis=0)
-        S = Yt - self._ymu
+        self._ymu = Y.mean(axis=0)
+        S = Y - self._ymu
         d = S.shape[1]
         # transitions inside runs only
-        prev, nxt, off = [], [], 0
-        for a, b in runs:
-            n = b - a
-            prev.append(S[off: off + n - 1])
-            nxt.append(S[off + 1: off + n])
-            off += n
-        Sp, Sn = np.concatenate(prev), np.concatenate(nxt)
-        reg = self.ridge * np.trace(Sp.T @ Sp) / d * np.eye(d)
+        Sp = np.concatenate([S[a: b - 1] for a, b in runs])
+        Sn = np.concatenate([S[a + 1: b] for a, b in runs])
+        reg = ridge * np.trace(Sp.T @ Sp) / d * np.eye(d)
         A = np.linalg.solve(Sp.T @ Sp + reg, Sp.T @ Sn).T
         R = Sn - Sp @ A.T
         W = R.T @ R / len(R)
-        reg = self.ridge * np.trace(S.T @ S) / d * np.eye(d)
+        reg = ridge * np.trace(S.T @ S) / d * np.eye(d)
         H = np.linalg.solve(S.T @ S + reg, S.T @ Zs).T
         E = Zs - S @ H.T
         Q = E.T @ E / len(E)
-        Q += self.ridge * np.trace(Q) / len(Q) * np.eye(len(Q))
+        Q += ridge * np.trace(Q) / len(Q) * np.eye(len(Q))
         self.A_, self.W_, self.H_, self.Q_ = A, W, H, Q
         self.P0_ = np.cov(S.T).reshape(d, d)
         self._HtQi = np.linalg.solve(Q, H).T  # H^T Q^-1  [d, k]
         self._HtQiH = self._HtQi @ H  # [d, d]
-        self.K_ = self._steady_gain()
-        self._n_features = X.shape[1]
+        self.K_ = self._steady_gain() if self.steady_state else None
         return self
 
     def _update(self, P_prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -369,67 +484,62 @@ class KalmanDecoder:
         return P_post, P_post @ self._HtQi
 
     def _steady_gain(self) -> np.ndarray:
-        A, W = self.A_, self.W_
-        P = self.P0_.copy()
-        K = None
-        for _ in range(10000):
-            prior = A @ P @ A.T + W
-            P_new, K = self._update(prior)
-            if np.max(np.abs(P_new - P)) < 1e-12 * max(1.0, float(np.max(np.abs(P)))):
-                P = P_new
-                break
-            P = P_new
-        return K
+        """The gain of the converged filter: the prior covariance solves the filtering DARE
+        ``P = A P A' - A P H' (H P H' + Q)^-1 H P A' + W`` (the control DARE of ``A'``, ``H'``)."""
+        try:
+            prior = linalg.solve_discrete_are(self.A_.T, self.H_.T, self.W_, self.Q_)
+        except (np.linalg.LinAlgError, ValueError) as e:
+            raise DataValidationError(
+                "KalmanDecoder.fit: the fitted model has no steady-state filter (Riccati "
+                f"equation: {_one_line(e)}); use steady_state=False") from None
+        return self._update(prior)[1]
 
-    def predict(self, X: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Filtered velocity ``[n, D]`` for the bins of ``mask`` (all bins if ``None``)."""
-        if self.A_ is None:
-            raise DataValidationError("KalmanDecoder.predict called before fit")
-        X = np.asarray(X)
-        if X.ndim == 1:
-            X = X[:, None]
-        if X.shape[1] != self._n_features:
-            raise DataValidationError(f"KalmanDecoder.predict: X has {X.shape[1]} features; the "
-                                      f"decoder was fit on {self._n_features}")
-        m = check_mask(mask, X.shape[0], "mask")
-        Z, runs = self._obs(X, m)
-        Zp = self._project(Z)
+    def predict(self, X: Any, mask: np.ndarray | None = None, *, groups: Any = None
+                ) -> np.ndarray:
+        """Filtered velocity for every row of ``X`` (the filter restarts at each run of
+        ``groups``): ``[n]`` or ``[n, D]`` as ``y`` was. With ``mask`` (``X`` a whole
+        recording): for the bins of ``mask`` only, restarting at each of its runs."""
+        X, runs = self._predict_inputs(X, mask, groups)
+        Zp = self._project(self._obs(X, runs))
         A = self.A_
         d = A.shape[0]
         out = np.empty((len(Zp), d))
-        off = 0
         for a, b in runs:
-            n = b - a
             x = np.zeros(d)
             if self.steady_state:
                 K = self.K_
                 F = A - K @ self.H_ @ A
-                KZ = Zp[off: off + n] @ K.T
-                for t in range(n):
+                KZ = Zp[a:b] @ K.T
+                for t in range(b - a):
                     x = F @ x + KZ[t]
-                    out[off + t] = x
+                    out[a + t] = x
             else:
                 P = self.P0_
-                for t in range(n):
+                for t in range(a, b):
                     xp = A @ x
                     Pp = A @ P @ A.T + self.W_
                     P, K = self._update(Pp)
-                    x = xp + K @ (Zp[off + t] - self.H_ @ xp)
-                    out[off + t] = x
-            off += n
-        return out + self._ymu
+                    x = xp + K @ (Zp[t] - self.H_ @ xp)
+                    out[t] = x
+        return self._output(out + self._ymu)
 
 
 # -------------------------------------------------------------------------------- convenience
 def fit_predict(kind: Literal["wiener", "kalman"], X: np.ndarray, Y: np.ndarray,
-                train_mask: np.ndarray, test_mask: np.ndarray, **kwargs
+                train_mask: np.ndarray, test_mask: np.ndarray, **kwargs: Any
                 ) -> tuple[np.ndarray, float]:
-    """Fit a ``kind`` decoder on ``train_mask`` and predict ``test_mask``.
+    """Fit a ``kind`` decoder on the bins of ``train_mask`` of a recording and predict the bins
+    of ``test_mask`` (every run of a mask its own recording).
 
     ``kwargs`` go to :class:`WienerDecoder` or :class:`KalmanDecoder`. Returns the test
     predictions ``[test_mask.sum(), D]`` and their :func:`r2_mean` against ``Y[test_mask]``.
     """
-    X, Y = _check_xy(X, Y)
+    X, Y = np.asarray(X), np.asarray(Y)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or Y.ndim not in (1, 2) or X.shape[0] != Y.shape[0]:
+        raise DataValidationError(f"X {list(X.shape)} and Y {list(Y.shape)} must be [T, F] and "
+                                  "[T, D] with the same T")
     train_mask = check_mask(train_mask, X.shape[0], "train_mask")
     test_mask = check_mask(test_mask, X.shape[0], "test_mask")
     if (train_mask & test_mask).any():
@@ -440,6 +550,6 @@ def fit_predict(kind: Literal["wiener", "kalman"], X: np.ndarray, Y: np.ndarray,
         model = KalmanDecoder(**kwargs)
     else:
         raise ConfigError(f"unknown decoder kind '{kind}'; expected 'wiener' or 'kalman'")
-    model.fit(X, Y, train_mask)
-    pred = model.predict(X, test_mask)
+    model.fit(X[train_mask], Y[train_mask], groups=mask_groups(train_mask))
+    pred = model.predict(X[test_mask], groups=mask_groups(test_mask))
     return pred, r2_mean(Y[test_mask], pred)

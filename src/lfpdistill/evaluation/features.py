@@ -70,6 +70,54 @@ def mask_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
+def mask_groups(mask: np.ndarray) -> np.ndarray:
+    """Run labels ``0, 1, ...`` of the ``True`` bins of a mask, one per masked bin: pass
+    ``X[mask]`` with ``groups=mask_groups(mask)`` to a decoder and every run of the mask stays
+    its own recording.
+
+    >>> mask_groups(np.array([0, 1, 1, 0, 1], dtype=bool)).tolist()
+    [0, 0, 1]
+    """
+    m = np.asarray(mask, dtype=bool)
+    starts = np.diff(np.r_[False, m].astype(np.int8)) == 1
+    return (np.cumsum(starts) - 1)[m]
+
+
+def group_runs(groups: np.ndarray | None, n: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of ``n`` rows: a new run starts wherever the label in
+    ``groups`` (one per row, any comparable type) differs from the previous row's; ``None`` is
+    one run of all rows.
+
+    >>> group_runs(np.array(["a", "a", "b", "a"]), 4)
+    [(0, 2), (2, 3), (3, 4)]
+    """
+    if groups is None:
+        return [(0, n)] if n else []
+    g = np.asarray(groups)
+    if g.shape != (n,):
+        raise DataValidationError(f"groups has shape {list(g.shape)}; expected one label per "
+                                  f"row, [{n}]")
+    if n == 0:
+        return []
+    edges = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1, n]
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def lagged_in_runs(X: np.ndarray, runs: Sequence[tuple[int, int]], n_lags: int = 10,
+                   lag_step: int = 2, integrate: bool = False) -> np.ndarray:
+    """:func:`lagged` applied inside every ``(start, stop)`` run of the rows of ``X``; the
+    rows of the runs, in order (zero-padded at each run start)."""
+    X = np.asarray(X)
+    if X.ndim == 1:
+        X = X[:, None]
+    if len(runs) == 1 and runs[0] == (0, X.shape[0]):
+        return lagged(X, n_lags, lag_step, integrate)
+    parts = [lagged(X[a:b], n_lags, lag_step, integrate) for a, b in runs]
+    if not parts:
+        return np.zeros((0, n_lags * X.shape[1]), dtype=np.result_type(X.dtype, np.float32))
+    return np.concatenate(parts, axis=0)
+
+
 def lagged_runs(X: np.ndarray, mask: np.ndarray | None, n_lags: int = 10, lag_step: int = 2,
                 integrate: bool = False) -> np.ndarray:
     """:func:`lagged` applied inside every run of ``mask``; rows of the masked bins only.
@@ -83,10 +131,7 @@ def lagged_runs(X: np.ndarray, mask: np.ndarray | None, n_lags: int = 10, lag_st
     if mask is None:
         return lagged(X, n_lags, lag_step, integrate)
     mask = check_mask(mask, X.shape[0], "mask")
-    parts = [lagged(X[a:b], n_lags, lag_step, integrate) for a, b in mask_runs(mask)]
-    if not parts:
-        return np.zeros((0, n_lags * X.shape[1]), dtype=np.result_type(X.dtype, np.float32))
-    return np.concatenate(parts, axis=0)
+    return lagged_in_runs(X, mask_runs(mask), n_lags, lag_step, integrate)
 
 
 def band_power_features(lfp: np.ndarray, fs: float = 100.0,

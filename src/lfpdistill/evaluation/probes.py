@@ -1,5 +1,7 @@
 """Read-outs of frozen latents: the paper's per-timestep linear probe and the classic Wiener
-filter fit on latents (the decoder-matched comparison with hand-made features)."""
+filter fit on latents (the decoder-matched comparison with hand-made features). Both are the
+same estimator, :class:`~lfpdistill.evaluation.decoders.WienerDecoder`: the linear probe is its
+zero-lag, unpenalised member (:func:`linear_probe_decoder`)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LinearRegression
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataValidationError
 from ..session import Session
 from .decoders import WienerDecoder, memory_budget, wiener_memory
+from .features import check_mask, mask_groups
 from .latents import lag_latents
 from .metrics import r2_xy
+
+
+def linear_probe_decoder() -> WienerDecoder:
+    """The per-timestep linear probe as a decoder: ordinary least squares with an intercept on
+    the same bin's latents (one lag, no penalty)."""
+    return WienerDecoder(n_lags=1, lag_step=1, alphas=(0.0,))
 
 
 def linear_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarray,
@@ -31,9 +39,11 @@ def linear_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarr
             f"latents have {latents.shape[0]} bins but velocity has {velocity.shape[0]}")
     if not np.isfinite(latents).all():
         raise DataValidationError("latents contain NaN/inf; the model diverged — retrain it")
+    train_mask = check_mask(train_mask, latents.shape[0], "train_mask")
+    test_mask = check_mask(test_mask, latents.shape[0], "test_mask")
     latents = lag_latents(latents, lag_bins)
-    reg = LinearRegression().fit(latents[train_mask], velocity[train_mask])
-    pred = reg.predict(latents)
+    reg = linear_probe_decoder().fit(latents[train_mask], velocity[train_mask])
+    pred = reg.predict(latents)  # one lag: no row reads another, so every bin is predicted
     return {**r2_xy(velocity[test_mask], pred[test_mask]), "pred": pred.astype(np.float32)}
 
 
@@ -52,10 +62,14 @@ def wiener_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarr
             f"latents have {latents.shape[0]} bins but velocity has {velocity.shape[0]}")
     if not np.isfinite(latents).all():
         raise DataValidationError("latents contain NaN/inf; the model diverged — retrain it")
-    if (np.asarray(train_mask) & np.asarray(test_mask)).any():
+    train_mask = check_mask(train_mask, latents.shape[0], "train_mask")
+    test_mask = check_mask(test_mask, latents.shape[0], "test_mask")
+    if (train_mask & test_mask).any():
         raise DataValidationError("train and test bins overlap; the Wiener probe needs disjoint splits")
-    dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(latents, velocity, train_mask)
-    test_pred = dec.predict(latents, test_mask)  # scored in float64, as the classic decoders
+    dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(
+        latents[train_mask], velocity[train_mask], groups=mask_groups(train_mask))
+    # scored in float64, as the classic decoders
+    test_pred = dec.predict(latents[test_mask], groups=mask_groups(test_mask))
     pred = np.full(velocity.shape, np.nan, dtype=np.float32)
     pred[test_mask] = test_pred
     return {**r2_xy(velocity[test_mask], test_pred), "pred": pred}
