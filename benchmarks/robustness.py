@@ -182,15 +182,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"variant {seed}: gain {_f(v['gain'])}, share "
               f"{'—' if v['share'] is None else round(v['share'], 2)}, Distilled (Wiener) - best "
               f"classic LFP {_f(v['distilled_wiener_minus_best_classic'])}", flush=True)
+        # the summary so far after every variant: an interrupted run keeps what it measured
+        md = write_summary(out, args, sets, per_variant, time.time() - t0)
+    print(md)
+    return 0
+
+
+def write_summary(out: Path, args: argparse.Namespace, sets: dict[str, Any],
+                  per_variant: dict[int, dict[str, Any]], seconds: float) -> str:
     dist = distribution(per_variant)
     write_json_atomic(out / f"{args.tag}.json", {"tag": args.tag, "sets": sets,
                                                  "config": args.config, "seeds": args.seeds,
                                                  "variants": per_variant, "distribution": dist,
-                                                 "seconds": round(time.time() - t0, 1)})
+                                                 "seconds": round(seconds, 1)})
     md = markdown(args.tag, per_variant, dist, sets)
     (out / f"{args.tag}.md").write_text(md)
-    print(md)
-    return 0
+    return md
 
 
 if __name__ == "__main__":

@@ -394,3 +394,21 @@ def test_a_causal_student_cannot_silently_start_from_a_bidirectional_run(store_d
         distill_run(teacher_run, store_dir, None, tmp_path / "s", mcfg("lfp", causal=True),
                     tcfg(max_epochs=1), student_init=tmp_path / "lfp")
     assert "\n" not in str(e.value)
+
+
+def test_target_smoothing_stays_inside_each_segment():
+    """Smoothed teacher targets never mix bins of two split segments (no validation value leaks
+    into a training target) and keep a constant signal unchanged."""
+    from lfpdistill.commands.distill import smooth_within_segments
+
+    z = np.zeros((30, 2), np.float32)
+    z[10:20] = 5.0  # the middle segment only
+    seg = np.array([[0, 10, 0], [10, 20, 1], [20, 30, 0]])
+    out = smooth_within_segments(z, seg, sigma_bins=3.0)
+    np.testing.assert_array_equal(out[:10], 0.0)
+    np.testing.assert_array_equal(out[20:], 0.0)
+    np.testing.assert_allclose(out[10:20], 5.0, rtol=1e-6)
+    noisy = np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32)
+    smooth = smooth_within_segments(noisy, seg, sigma_bins=3.0)
+    assert smooth[:10].std() < noisy[:10].std()
+    np.testing.assert_array_equal(smooth_within_segments(noisy, seg, 0.0), noisy)

@@ -220,6 +220,10 @@ class DistillConfig(BaseModel):
                                 "teacher latent at t - lag: the population state that drives the "
                                 "movement at t (motor cortex leads the hand by ~100 ms); needs "
                                 "cache_teacher")
+    target_smooth_s: float = Field(0.0, ge=0, le=1.0, description="Gaussian smoothing (sd, s) "
+                                   "of the teacher latents along time, within each split segment: "
+                                   "keeps the population state and drops the fast, spike-sampling "
+                                   "part that the LFP cannot predict; needs cache_teacher")
     target_weighting: Literal["uniform", "lfp_predictable"] = Field(
         "uniform", description="weight of each target dimension in the alignment: uniform, or "
         "its predictability from the LFP (held-out R2 of a ridge from LMP + band-power features, "

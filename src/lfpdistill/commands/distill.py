@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter1d
 
 from ..config import DistillConfig, ModelConfig, TrainConfig
 from ..data import WindowDataset, open_store, write_json_atomic
@@ -87,9 +88,10 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     """The teacher latents of every bin (stitched, as for the probe), lagged if asked, and the
     target transform fit on the training bins only. ``given`` (session -> latents of this
     teacher, e.g. shared by several students of one study) skips recomputing them."""
-    if dcfg.target_lag_s and not dcfg.cache_teacher:
-        raise ConfigError("target_lag_s needs cache_teacher: true (lagged targets come from the "
-                          "stitched teacher latents of the whole session)")
+    for key in ("target_lag_s", "target_smooth_s"):
+        if getattr(dcfg, key) and not dcfg.cache_teacher:
+            raise ConfigError(f"{key} needs cache_teacher: true (it is applied to the stitched "
+                              "teacher latents of the whole session)")
     if not (dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize"
             or dcfg.target_weighting != "uniform"):
         return TeacherTargets(None, None, None)
@@ -104,6 +106,9 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     lag = int(round(dcfg.target_lag_s / sel[0].bin_size))
     if lag:
         cache = {n: lag_latents(z, lag) for n, z in cache.items()}
+    if dcfg.target_smooth_s:
+        sigma = dcfg.target_smooth_s / sel[0].bin_size
+        cache = {s.name: smooth_within_segments(cache[s.name], s.segments, sigma) for s in sel}
     train_bins = {s.name: s.split_mask("train") for s in sel}
     basis = teacher_pca(cache, train_bins, dcfg.target_pcs) if dcfg.target_pcs else None
     stats = teacher_target_stats(cache, train_bins, basis)
@@ -112,6 +117,21 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
         targets = {n: transform_targets(z, basis, stats, dcfg.target_norm) for n, z in cache.items()}
         weights = lfp_predictability(sel, targets)
     return TeacherTargets(cache if dcfg.cache_teacher else None, stats, basis, weights)
+
+
+def smooth_within_segments(z: np.ndarray, segments: np.ndarray | None, sigma_bins: float
+                           ) -> np.ndarray:
+    """``z`` ``[T, d]`` smoothed along time by a Gaussian of ``sigma_bins``, separately inside
+    each split segment (no bin mixes values of another split); bins outside every segment are
+    left as they are."""
+    if sigma_bins <= 0:
+        return z
+    out = np.array(z, dtype=np.float32, copy=True)
+    spans = [(0, len(z))] if segments is None else [(int(a), int(b)) for a, b, _ in segments]
+    for a, b in spans:
+        if b > a:
+            out[a:b] = gaussian_filter1d(out[a:b], sigma_bins, axis=0, mode="nearest")
+    return out
 
 
 def transform_targets(z: np.ndarray, basis: tuple[np.ndarray, np.ndarray] | None,
