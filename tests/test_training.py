@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,15 @@ from lfpdistill.config import TrainConfig
 from lfpdistill.data import WindowDataset, open_store, write_store
 from lfpdistill.errors import CheckpointMismatchError, ConfigError, LfpDistillError
 from lfpdistill.models import CKPT_KEY, ModelConfig, NeuralTransformer, load_checkpoint, load_model
-from lfpdistill.training import PretrainModule, fit, resolve_precision, warmup_cosine
+from lfpdistill.training import (
+    FinetuneModule,
+    PretrainModule,
+    fit,
+    is_rank_zero,
+    make_loader,
+    resolve_precision,
+    warmup_cosine,
+)
 
 TINY = ["--set", "patch_size=4", "--set", "d_model=16", "--set", "n_layers=1", "--set", "n_heads=2",
         "--set", "window_s=0.2", "--set", "stride_s=0.2", "--set", "batch_size=8",
@@ -222,8 +231,14 @@ def on_train_batch_end(self, outputs, batch, batch_idx):
                 + "\\n")
     time.sleep(float(os.environ.get("LFPD_SLEEP", "0")))
 
+def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+    with open(os.environ["LFPD_PROBE"] + f".val.rank{self.global_rank}", "a") as f:
+        f.write(json.dumps([batch["session"], batch["start"].tolist(), int(self.current_epoch)])
+                + "\\n")
+
 tr.PretrainModule.on_train_start = on_train_start
 tr.PretrainModule.on_train_batch_end = on_train_batch_end
+tr.PretrainModule.on_validation_batch_end = on_validation_batch_end
 from lfpdistill.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -350,6 +365,23 @@ def test_warmup_cosine_schedule():
     assert vals[-1] == pytest.approx(0.05)
 
 
+def test_rank_zero_is_lightnings_global_rank(monkeypatch):
+    """Rank detection follows Lightning (RANK, LOCAL_RANK, SLURM_PROCID, ... and the strategy's
+    global rank), not one environment variable."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    assert is_rank_zero()
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # e.g. the second node: LOCAL_RANK is 0
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert not is_rank_zero()
+    env = {k: v for k, v in _env().items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK")}
+    env["SLURM_PROCID"] = "1"  # a SLURM task started by srun: only SLURM_* is set
+    code = "from lfpdistill.training import is_rank_zero; print(is_rank_zero())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_cpu_precision_is_fp32():
     assert resolve_precision(TrainConfig(accelerator="cpu")) == "32-true"
     assert resolve_precision(TrainConfig(precision="bf16-mixed")) == "bf16-mixed"
@@ -373,17 +405,37 @@ def test_two_process_cpu_ddp_pretrain_trains_on_every_window(store_dir, tmp_path
         for line in Path(f"{probe}.rank{rank}").read_text().splitlines():
             names, starts, _ = json.loads(line)
             seen[rank].update(zip(names, starts, strict=True))
-    _, train, _ = _datasets(store_dir)
+    _, train, val = _datasets(store_dir)
     everything = {(train.session_of(i), train.index[i][1]) for i in range(len(train))}
     assert seen[0] | seen[1] == everything  # every window trained on, by one of the ranks
     assert len(seen[0] & seen[1]) <= train.__len__() // 8  # ranks split the work (pad only)
+    # validation: every window validated once, by one of the ranks
+    checked: dict[int, list] = {0: [], 1: []}
+    for rank in (0, 1):
+        for line in Path(f"{probe}.val.rank{rank}").read_text().splitlines():
+            names, starts, _ = json.loads(line)
+            checked[rank] += list(zip(names, starts, strict=True))
+    assert checked[0] and checked[1] and not set(checked[0]) & set(checked[1])
+    assert sorted(checked[0] + checked[1]) == sorted(
+        (val.session_of(i), val.index[i][1]) for i in range(len(val)))
+    # ... and the logged metrics are those of all the validation data: the same weights
+    # validated in one process give them (a mean of the two ranks' ratios would not)
+    logged = json.loads((out / "summary.json").read_text())["last_metrics"]
+    model, _ = load_model(out, modality="spikes")
+    module = PretrainModule(model, tiny_train_cfg(), 0.01)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    one = trainer.validate(module, make_loader(val, tiny_train_cfg(), False, shard=True),
+                           verbose=False)[0]
+    for key in ("val_loss", "val_bits_per_spike"):
+        assert logged[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
 
 
 @pytest.mark.slow
 def test_two_process_cpu_ddp_finetune_is_evaluated_by_rank_zero_only(spike_run, store_dir, tmp_path):
     out = tmp_path / "ft"
     args = ["finetune", str(spike_run), "--store", str(store_dir), "--session", "a", "--out", str(out),
-            "--set", "window_s=0.2", "--set", "stride_s=0.2", "--set", "batch_size=8",
+            "--set", "window_s=0.2", "--set", "stride_s=0.2", "--set", "batch_size=2",
             "--set", "progress=false", "--set", "accelerator=cpu", "--set", "max_epochs=1",
             "--set", "devices=2", "--set", "strategy=ddp"]
     proc = subprocess.run([sys.executable, "-m", "lfpdistill", *args], env=_env(), timeout=300,
@@ -392,6 +444,22 @@ def test_two_process_cpu_ddp_finetune_is_evaluated_by_rank_zero_only(spike_run, 
     result = json.loads((out / "result.json").read_text())
     assert result["session"] == "a" and np.isfinite(result["test_r2"])
     assert proc.stdout.count("fine-tuned decoder R²") == 1  # one report, from rank 0
+    # the validation batches (2 windows) were split across the ranks, unevenly; the logged loss
+    # is still the mean squared error of all validation windows
+    sel, _, _ = _datasets(store_dir)
+    s = sel[0]
+    val = WindowDataset([s], "val", 0.2, None, ("spikes",))
+    assert len(make_loader(val, tiny_train_cfg(batch_size=2), False, shard=True)) >= 3
+    vel = s.velocity[s.split_mask("train")]
+    module = FinetuneModule(load_model(spike_run)[0], tiny_train_cfg(), s.bin_size, vel.mean(0),
+                            vel.std(0))
+    module.load_state_dict(load_checkpoint(out / "model.ckpt")["state_dict"])
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    one = trainer.validate(module, make_loader(val, tiny_train_cfg(batch_size=2), False),
+                           verbose=False)[0]
+    logged = json.loads((out / "summary.json").read_text())["last_metrics"]
+    assert logged["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
 
 
 def test_progress_in_a_log_is_one_line_per_epoch(store_dir, tmp_path, capfd):

@@ -1,9 +1,10 @@
 """What every training stage shares: the optimiser and its schedule, the non-finite loss guard,
-the checkpoint metadata, and reading a batch's input."""
+the checkpoint metadata, reading a batch's input, and validation metrics pooled over DDP ranks."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -30,6 +31,10 @@ class BaseModule(L.LightningModule):
     """Optimiser/schedule, non-finite loss guard and checkpoint metadata for every stage."""
 
     stage = "base"
+    #: Whether :func:`~lfpdistill.training.loop.fit` may split the validation windows across DDP
+    #: ranks (each window validated by one rank): only for modules whose validation metrics are
+    #: computed from sums pooled over the ranks (:meth:`pooled_sums`), not averaged per rank.
+    shard_validation = False
 
     def __init__(self, train_cfg: TrainConfig):
         super().__init__()
@@ -58,6 +63,25 @@ class BaseModule(L.LightningModule):
                 f"(epoch {self.current_epoch}, batch {batch_idx}); training stopped, the last good "
                 "checkpoint is kept — lower --lr or check the data for extreme values"
             )
+
+    def pooled_sums(self, sums: Mapping[str, float], keys: Sequence[str]) -> dict[str, float]:
+        """``sums`` (missing keys: 0) added over every DDP rank; unchanged on one process.
+
+        A ratio of pooled sums (loss per entry, R², bits/spike) is the metric of all the
+        validation data; the mean of the ranks' ratios, what ``self.log(..., sync_dist=True)``
+        gives, is not. A collective: every rank must call it, with the same ``keys``.
+        """
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        t = torch.tensor([float(sums.get(k, 0.0)) for k in keys], dtype=dtype, device=self.device)
+        t = self.trainer.strategy.reduce(t, reduce_op="sum")
+        return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
+
+    def val_batch_index(self, batch_idx: int) -> int:
+        """The index of this rank's validation batch ``batch_idx`` in the whole validation set
+        (they differ when the validation windows are split across ranks)."""
+        sampler = getattr(self.trainer.val_dataloaders, "batch_sampler", None)
+        global_index = getattr(sampler, "global_index", None)
+        return int(global_index(batch_idx)) if callable(global_index) else batch_idx
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CKPT_KEY] = self.export_meta()

@@ -17,6 +17,7 @@ class FinetuneModule(BaseModule):
     """Encoder + linear velocity head; MSE on standardised velocity of the train segments."""
 
     stage = "finetune"
+    shard_validation = True
 
     def __init__(self, model: NeuralTransformer, train_cfg: TrainConfig, bin_size: float,
                  vel_mean: np.ndarray, vel_std: np.ndarray, as_session: str | None = None,
@@ -32,6 +33,7 @@ class FinetuneModule(BaseModule):
         self.register_buffer("v_mean", torch.as_tensor(vel_mean, dtype=torch.float32))
         self.register_buffer("v_std", torch.as_tensor(vel_std, dtype=torch.float32).clamp_min(1e-6))
         self.extra_meta = extra_meta or {}
+        self._val: dict[str, float] = {}
 
     def export_meta(self) -> dict[str, Any]:
         return model_meta(self.model, self.bin_size, self.stage, **self.extra_meta)
@@ -44,10 +46,13 @@ class FinetuneModule(BaseModule):
         z = self.model(x, sessions, widths, reconstruct=False).latents
         return self.head(z) * self.v_std + self.v_mean
 
-    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+    def _sq_errors(self, batch: dict[str, Any]) -> torch.Tensor:
         x, widths = batch_input(batch, self.model.modality)
         pred = self.predict_windows(x, batch["session"], widths)
-        return (((pred - batch["velocity"]) / self.v_std) ** 2).mean()
+        return ((pred - batch["velocity"]) / self.v_std) ** 2
+
+    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self._sq_errors(batch).mean()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
@@ -55,6 +60,17 @@ class FinetuneModule(BaseModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["session"]))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.log("val_loss", self._loss(batch), prog_bar=True, batch_size=len(batch["session"]),
-                 sync_dist=True)
+        err = self._sq_errors(batch)
+        self._val["sse"] = self._val.get("sse", 0.0) + float(err.sum())
+        self._val["n"] = self._val.get("n", 0.0) + err.numel()
+
+    def on_validation_epoch_end(self) -> None:
+        # the mean squared error of all validation windows, over every rank (logged without
+        # sync_dist: the pooled value is the same on every rank)
+        v = self.pooled_sums(self._val, ("sse", "n"))
+        if v["n"]:
+            self.log("val_loss", v["sse"] / v["n"], prog_bar=True)

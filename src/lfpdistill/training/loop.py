@@ -3,7 +3,8 @@
 AdamW with linear warm-up and cosine decay (:mod:`.base`), gradient clipping, early stopping on
 the validation loss, best / last / periodic checkpoints (an interrupted run resumes), CSV metrics
 log, a progress bar (or one line per epoch when stdout is not a terminal), bf16 autocast on GPUs
-and Lightning's DDP strategy for several devices or nodes.
+and Lightning's DDP strategy for several devices or nodes (training batches and, for modules that
+pool their validation sums, validation windows split across the ranks).
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from ..config import TrainConfig, check_devices
 from ..data.store import atomic_path, write_json_atomic
@@ -41,12 +44,50 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "32-true"
 
 
-def make_loader(ds: WindowDataset, cfg: TrainConfig, train: bool) -> DataLoader:
+class ValidationShards(Sampler[list[int]]):
+    """Validation batches of ``batch_size`` consecutive windows, in order, dealt across the
+    ranks of a ``torch.distributed`` run: rank ``r`` of ``w`` validates batches ``r, r + w, ...``,
+    so every window is validated once, by one rank. With fewer batches than ranks every rank
+    validates all of them (ratios of sums pooled over the ranks are unchanged by that). One
+    process: all batches. :meth:`global_index` maps a rank's batch index to the whole set's."""
+
+    def __init__(self, n_windows: int, batch_size: int) -> None:
+        self.batches = [list(range(a, min(a + batch_size, n_windows)))
+                        for a in range(0, n_windows, batch_size)]
+
+    def _rank_world(self) -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if len(self.batches) >= world:
+                return torch.distributed.get_rank(), world
+        return 0, 1
+
+    def global_index(self, batch_idx: int) -> int:
+        rank, world = self._rank_world()
+        return batch_idx * world + rank
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world = self._rank_world()
+        return iter(self.batches[rank::world])
+
+    def __len__(self) -> int:
+        rank, world = self._rank_world()
+        return len(self.batches[rank::world])
+
+
+def make_loader(ds: WindowDataset, cfg: TrainConfig, train: bool, shard: bool = False
+                ) -> DataLoader:
+    """Training batches (shuffled, sharded across ranks by the sampler) or validation batches
+    in order; ``shard=True`` splits the validation windows across ranks
+    (:class:`ValidationShards`; only for modules that pool their validation sums)."""
     if train:
         sampler = SessionBatchSampler(ds, cfg.batch_size, cfg.batch_mode, shuffle=True,
                                       seed=cfg.seed)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_windows,
                           num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    if shard:
+        return DataLoader(ds, batch_sampler=ValidationShards(len(ds), cfg.batch_size),
+                          collate_fn=collate_windows, num_workers=cfg.num_workers)
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=False, collate_fn=collate_windows,
                       num_workers=cfg.num_workers)
 
@@ -118,6 +159,9 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # pooled validation metrics (BaseModule.pooled_sums) are logged without sync_dist on purpose
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val_(loss|"
+                                              r"bits_per_spike|r2_masked)', \.\.\., sync_dist")
 
 
 # what a run folder holds besides its checkpoints, written once training has finished (the
@@ -232,7 +276,8 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
             use_distributed_sampler=False,
         )
         try:
-            trainer.fit(module, make_loader(train_ds, cfg, True), make_loader(val_ds, cfg, False),
+            trainer.fit(module, make_loader(train_ds, cfg, True),
+                        make_loader(val_ds, cfg, False, shard=module.shard_validation),
                         ckpt_path=resume_from, weights_only=True)
         except OSError as e:
             if e.filename is None:  # checkpoints and the metrics log go through nameless streams
@@ -259,4 +304,7 @@ def fit(module: BaseModule, train_ds: WindowDataset, val_ds: WindowDataset, run_
 
 
 def is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    """Whether this is the first process of the run: Lightning's global rank, read from the
+    launcher's environment (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``, ``JSM_NAMESPACE_RANK``)
+    and set by the strategy once training has started (multi-node runs included)."""
+    return getattr(rank_zero_only, "rank", 0) == 0

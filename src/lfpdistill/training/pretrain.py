@@ -22,6 +22,10 @@ class PretrainModule(BaseModule):
     """
 
     stage = "pretrain"
+    shard_validation = True
+    #: the validation sums of each modality (:func:`~lfpdistill.models.masked_loss`)
+    VAL_SUMS = {"spikes": ("n", "nll_sum", "spikes_sum", "null_sum"),
+                "lfp": ("n", "sse", "y_sum", "y2_sum")}
 
     def __init__(self, model: NeuralTransformer, train_cfg: TrainConfig, bin_size: float,
                  train_only: Sequence[str] | None = None, extra_meta: dict[str, Any] | None = None):
@@ -56,7 +60,8 @@ class PretrainModule(BaseModule):
         self._val = {}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        gen = torch.Generator().manual_seed(1000 + batch_idx)  # same masks every epoch
+        # the same masks every epoch, and whichever rank validates the batch
+        gen = torch.Generator().manual_seed(1000 + self.val_batch_index(batch_idx))
         loss, stats, out = self._step(batch, gen)
         for k, v in stats.items():
             self._val[k] = self._val.get(k, 0.0) + float(v)
@@ -64,15 +69,17 @@ class PretrainModule(BaseModule):
             self._val["null_sum"] = self._val.get("null_sum", 0.0) + float(spike_null_nll(out))
 
     def on_validation_epoch_end(self) -> None:
-        v = self._val
-        if not v:
+        # metrics of the pooled validation data: sums over every rank, then the ratios (the
+        # values are the same on every rank, so they are logged without sync_dist)
+        v = self.pooled_sums(self._val, self.VAL_SUMS[self.model.modality])
+        if not v["n"]:
             return
         if self.model.modality == "spikes":
             loss = v["nll_sum"] / max(v["n"], 1)
             bps = (v["null_sum"] - v["nll_sum"]) / max(v["spikes_sum"], 1) / math.log(2)
-            self.log("val_bits_per_spike", bps, prog_bar=True, sync_dist=True)
+            self.log("val_bits_per_spike", bps, prog_bar=True)
         else:
             loss = v["sse"] / max(v["n"], 1)
             var = v["y2_sum"] / max(v["n"], 1) - (v["y_sum"] / max(v["n"], 1)) ** 2
-            self.log("val_r2_masked", 1 - loss / max(var, 1e-12), prog_bar=True, sync_dist=True)
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
+            self.log("val_r2_masked", 1 - loss / max(var, 1e-12), prog_bar=True)
+        self.log("val_loss", loss, prog_bar=True)
