@@ -203,6 +203,10 @@ def test_lagged_targets_are_the_teacher_latents_shifted_in_time(store_dir, teach
         distill_run(teacher_run, store_dir, ["a"], tmp_path / "s2", mcfg("lfp"), tcfg(max_epochs=1),
                     DistillConfig(target_lag_s=0.05, cache_teacher=False))
     _one_line(e)
+    with pytest.raises(LfpDistillError, match="target_smooth_s needs cache_teacher") as e:
+        distill_run(teacher_run, store_dir, ["a"], tmp_path / "s3", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(target_smooth_s=0.05, cache_teacher=False))
+    _one_line(e)
 
 
 def test_validation_does_not_reset_the_global_random_state(store_dir, teacher_run):

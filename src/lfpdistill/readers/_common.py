@@ -49,6 +49,16 @@ def file_kind(path: Path) -> str:
     return "unknown"
 
 
+
+def require_hdf5(path: Path, what: str) -> None:
+    """One-line :class:`RawDataError` unless ``path`` exists and starts with the HDF5
+    signature (``what`` names the expected kind of file in the message)."""
+    kind = file_kind(path)
+    if kind == "missing":
+        raise RawDataError(f"'{path}' does not exist")
+    if kind != "hdf5":
+        raise RawDataError(f"'{path}' is not {what} (no HDF5 signature; truncated?)")
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (for one-line user errors)."""
     text = str(e).strip().splitlines()

@@ -49,7 +49,7 @@ import pydantic
 
 from ..preprocess import LfpChainConfig, bin_spike_times, broadband_to_lfp_chunked, sample_at_bins
 from ..session import Session
-from ._common import RawDataError, file_kind, first_line, log, overlap_grid
+from ._common import RawDataError, first_line, log, overlap_grid, require_hdf5
 from .nwb_export import (
     COUNTS_MARK,
     LFP_MARK,
@@ -185,11 +185,7 @@ def _counts_unit_names(nwb: Any) -> list[str] | None:
 def _open(path: Path) -> Any:
     from pynwb import NWBHDF5IO
 
-    kind = file_kind(path)
-    if kind == "missing":
-        raise RawDataError(f"'{path}' does not exist")
-    if kind != "hdf5":
-        raise RawDataError(f"'{path}' is not an HDF5/NWB file (no HDF5 signature; truncated?)")
+    require_hdf5(path, "an HDF5/NWB file")
     try:
         with h5py.File(path, "r") as f:
             ver = f.attrs.get("nwb_version", None)

@@ -47,7 +47,7 @@ import pydantic
 from ..errors import DataValidationError, StoreError
 from ..preprocess import LfpChainConfig, bin_spike_times, broadband_to_lfp_chunked, sample_at_bins
 from ..session import SPLITS, Session
-from ._common import RawDataError, file_kind, first_line
+from ._common import RawDataError, first_line, require_hdf5
 
 FORMAT_VERSION = 1
 #: the Data attribute of each split's Interval
@@ -161,11 +161,7 @@ def session_files(raw_dir: Path, name: str) -> list[Path]:
 
 def _load(path: Path) -> Any:
     td = _td()
-    kind = file_kind(path)
-    if kind == "missing":
-        raise RawDataError(f"'{path}' does not exist")
-    if kind != "hdf5":
-        raise RawDataError(f"'{path}' is not an HDF5 file (no HDF5 signature; truncated?)")
+    require_hdf5(path, "an HDF5 file")
     try:
         return td.Data.load(path, lazy=False)
     except Exception as e:  # noqa: BLE001 - temporaldata/h5py raise many types for bad files
