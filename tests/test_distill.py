@@ -416,3 +416,25 @@ def test_target_smoothing_stays_inside_each_segment():
     smooth = smooth_within_segments(noisy, seg, sigma_bins=3.0)
     assert smooth[:10].std() < noisy[:10].std()
     np.testing.assert_array_equal(smooth_within_segments(noisy, seg, 0.0), noisy)
+
+
+def test_input_dropout_drops_whole_electrodes_in_training_only(teacher_run):
+    teacher, _ = load_model(teacher_run)
+    student = NeuralTransformer(mcfg("lfp"), {"a": 7})
+    module = DistillModule(student, teacher, tcfg(), DistillConfig(input_dropout=0.25), 0.01)
+    x = torch.randn(64, 20, 7) + 3.0
+    torch.manual_seed(0)
+    module.train()
+    y = module.drop_electrodes(x)
+    dropped = (y == 0).all(1)                      # [B, C]: a whole electrode, every bin
+    kept = ~dropped
+    assert ((y == 0) == dropped[:, None, :].expand_as(y)).all()
+    torch.testing.assert_close(y[kept[:, None, :].expand_as(y)],
+                               x[kept[:, None, :].expand_as(x)] / 0.75)
+    assert 0.15 < dropped.float().mean() < 0.35
+    assert not dropped.all(0).any()                # different windows lose different electrodes
+    module.eval()
+    assert module.drop_electrodes(x) is x          # validation and read-out see every electrode
+    assert DistillModule(student, teacher, tcfg(), DistillConfig(), 0.01).drop_electrodes(x) is x
+    with pytest.raises(ValueError):
+        DistillConfig(input_dropout=1.0)

@@ -229,6 +229,11 @@ class DistillConfig(BaseModel):
         "its predictability from the LFP (held-out R2 of a ridge from LMP + band-power features, "
         "fit and scored on two contiguous parts of the training bins, floored at 0), so the student "
         "does not spend itself on teacher dimensions the LFP does not carry")
+    input_dropout: float = Field(0.0, ge=0, lt=1, description="during training, each window of "
+                                 "the alignment pass drops this fraction of its LFP electrodes "
+                                 "at random (zeroed, the rest scaled by 1/(1-p)): the student "
+                                 "cannot fit the teacher's targets from a few electrodes' "
+                                 "idiosyncrasies; 0 turns it off")
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
     cache_teacher: bool = Field(True, description="compute teacher latents once per session")

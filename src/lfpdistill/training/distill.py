@@ -138,10 +138,19 @@ class DistillModule(BaseModule):
             return F.layer_norm(z, z.shape[-1:])
         return z
 
+    def drop_electrodes(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, T, C]`` with ``input_dropout`` of each window's electrodes zeroed and the rest
+        scaled by ``1 / (1 - p)`` (training only; validation and read-out see every electrode)."""
+        p = self.dcfg.input_dropout
+        if not self.training or p <= 0:
+            return x
+        keep = torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= p
+        return x * keep.to(x.dtype) / (1 - p)
+
     def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x, widths = batch_input(batch, "lfp")
         target = self.normalise(self.teacher_latents(batch))
-        out = self.model(x, batch["session"], widths, reconstruct=False)
+        out = self.model(self.drop_electrodes(x), batch["session"], widths, reconstruct=False)
         student = self.proj(out.latents).float()
         if self.t_scale is not None:
             student, target = student * self.t_scale, target * self.t_scale
