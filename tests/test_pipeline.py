@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import re
 
 import pytest
 import yaml
+from rich.console import Console
 
 from lfpdistill.cli import main
 from lfpdistill.config import load_config
 from lfpdistill.errors import ConfigError
+from lfpdistill.study.plan import Roles
+from lfpdistill.study.runner import Study
 
 TINY = {
     "name": "tiny",
@@ -48,7 +52,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_run_writes_parseable_report(tiny_run):
-    root, _ = tiny_run
+    root, cfg_path = tiny_run
     out = root / "out"
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
@@ -58,6 +62,11 @@ def test_run_writes_parseable_report(tiny_run):
               ("distilled_a", "probe_wiener"), ("distilled", "finetune"), ("wiener_bandpower", "classic"),
               ("kalman_bandpower", "classic"), ("wiener_spikes", "classic"), ("wiener_lfp", "classic")]:
         assert m in models, m
+    # the time-left estimate expects exactly the units the study ran
+    ran = collections.Counter(s["stage"] for s in res["stages"] if s["stage"] != "data")
+    roles = Roles(**{k: res["roles"][k] for k in ("teacher", "distill", "heldout", "ms_lfp")})
+    study = Study(load_config(cfg_path), out=root / "expect", console=Console(quiet=True))
+    assert study.expected_units(roles) == dict(ran)
     for r in rows:
         assert {"model", "session", "split", "seed", "r2"} <= set(r)
         assert r["split"] == "test"

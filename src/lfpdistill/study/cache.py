@@ -90,15 +90,60 @@ def lock_folder(root: Path) -> None:
     _LOCKS[key] = f
 
 
-class Cache:
-    """Runs the units of one study under ``root/stages``, skipping the finished ones."""
+def clock(seconds: float) -> str:
+    """``83`` -> ``"1:23"``; ``3725`` -> ``"1:02:05"``."""
+    s = int(round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 
-    def __init__(self, root: Path, force: set[str], console: Console):
+
+class Cache:
+    """Runs the units of one study under ``root/stages``, skipping the finished ones.
+
+    With :meth:`expect` told how many units each stage has, every finished unit also prints the
+    study's elapsed time and an estimate of the time left: the stage's units still to run times
+    the mean cost of the ones already run in this stage, or, for a stage that has not started,
+    the reference cost of its units (``reference`` seconds per unit) scaled by how much slower or
+    faster than their reference the units so far have run. Cached units cost nothing.
+    """
+
+    def __init__(self, root: Path, force: set[str], console: Console,
+                 reference: dict[str, float] | None = None):
         self.root = Path(root)
         lock_folder(self.root)
         self.force = force
         self.console = console
         self.log: list[dict[str, Any]] = []
+        self.reference = dict(reference or {})
+        self.expected: dict[str, int] = {}
+        self.t_start = time.time()
+
+    def expect(self, counts: dict[str, int]) -> None:
+        """Set (or correct) the number of units each named stage will have."""
+        self.expected.update(counts)
+
+    def seconds_left(self) -> float | None:
+        """Estimated seconds until every expected unit is done (None: nothing expected)."""
+        if not self.expected:
+            return None
+        seen: dict[str, int] = {}
+        ran: dict[str, list[float]] = {}
+        for e in self.log:
+            seen[e["stage"]] = seen.get(e["stage"], 0) + 1
+            if "seconds" in e:
+                ran.setdefault(e["stage"], []).append(e["seconds"])
+        with_ref = [(sum(v), self.reference[st] * len(v)) for st, v in ran.items()
+                    if self.reference.get(st)]
+        speed = (sum(a for a, _ in with_ref) / sum(r for _, r in with_ref)) if with_ref else 1.0
+        left = 0.0
+        for stage, n in self.expected.items():
+            todo = max(n - seen.get(stage, 0), 0)
+            if not todo:
+                continue
+            per = (sum(ran[stage]) / len(ran[stage]) if stage in ran
+                   else self.reference.get(stage, 0.0) * speed)
+            left += todo * per
+        return left
 
     def run(self, stage: str, name: str, work: Callable[..., Any], **inputs: Any) -> Path:
         """``work(out_dir, **inputs)`` unless a finished unit with the same inputs exists;
@@ -120,4 +165,8 @@ class Cache:
         seconds = round(time.time() - t0, 2)
         write_json_atomic(done, {"stage": stage, "unit": name, "key": key, "seconds": seconds})
         self.log.append({"stage": stage, "unit": name, "status": "ran", "seconds": seconds})
+        left = self.seconds_left()
+        self.console.print(f"    [dim]{stage}/{name} took {clock(seconds)}; study "
+                           f"{clock(time.time() - self.t_start)} so far"
+                           + (f", ~{clock(left)} left[/]" if left is not None else "[/]"))
         return d

@@ -24,6 +24,11 @@ from .cache import Cache
 from .plan import Roles, Runs, eval_plan, resolve_roles
 from .report import write_report
 
+#: Seconds per unit of each stage in ``configs/demo.yaml`` on a quiet 2-core CPU
+#: (``benchmarks/bench_study.py --study configs/demo.yaml``): the starting point of the time-left
+#: estimate, which rescales them by how fast this machine runs the units already done.
+REFERENCE_UNIT_SECONDS: dict[str, float] = {}
+
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "generalize", "probe", "finetune",
           "classic", "report"]
 
@@ -51,7 +56,23 @@ class Study:
         self.out = Path(out or cfg.out)
         self.console = console or Console()
         force = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
-        self.cache = Cache(self.out, force, self.console)
+        self.cache = Cache(self.out, force, self.console, REFERENCE_UNIT_SECONDS)
+
+    def expected_units(self, roles: Roles) -> dict[str, int]:
+        """How many units each stage of this study has (the finetune count is an upper bound,
+        corrected when that stage starts)."""
+        cfg = self.cfg
+        n_seeds = len(cfg.seeds)
+        counts = {"teacher": n_seeds if cfg.teacher.per_seed else 1,
+                  "ss_lfp": n_seeds * len(roles.eval), "ms_lfp": n_seeds, "distill": n_seeds,
+                  "generalize": n_seeds * len(roles.heldout) * (1 + ("b" in cfg.generalize.modes)),
+                  "probe": n_seeds}
+        if cfg.finetune.enabled:
+            sessions = roles.distill + (roles.heldout if cfg.finetune.sessions == "all" else [])
+            counts["finetune"] = n_seeds * len(sessions) * len(cfg.finetune.models)
+        if cfg.classic.enabled:
+            counts["classic"] = 1
+        return counts
 
     def train_cfg(self, base: TrainConfig, seed: int) -> TrainConfig:
         return base.model_copy(update={"seed": seed, "accelerator": self.cfg.accelerator})
@@ -63,6 +84,7 @@ class Study:
         t_start = time.time()
         store = prepare_data(cfg, self.cache)
         roles = resolve_roles(cfg, store)
+        self.cache.expect(self.expected_units(roles))
         self.console.print(
             f"sessions — teacher: {', '.join(roles.teacher)}; distill: {', '.join(roles.distill)}"
             f"; held-out: {', '.join(roles.heldout) or '-'}")
@@ -150,11 +172,13 @@ class Study:
         self.console.print("[bold]finetune[/] (model + velocity head trained end-to-end)")
         rows: list[dict[str, Any]] = []
         sessions = roles.distill + (roles.heldout if cfg.finetune.sessions == "all" else [])
+        plans = {seed: [p for p in eval_plan(cfg, store, roles, runs, seed)
+                        if p.model in cfg.finetune.models and p.session in sessions]
+                 for seed in cfg.seeds}
+        self.cache.expect({"finetune": sum(len(v) for v in plans.values())})
         for seed in cfg.seeds:
             tc = self.train_cfg(cfg.finetune.train, seed)
-            for p in eval_plan(cfg, store, roles, runs, seed):
-                if p.model not in cfg.finetune.models or p.session not in sessions:
-                    continue
+            for p in plans[seed]:
                 d = self.cache.run("finetune", f"{p.model}-{p.session}-seed{seed}", units.finetune,
                                    store=store, run=p.run, session=p.session, train=tc)
                 res = json.loads((d / "result.json").read_text())
