@@ -207,6 +207,10 @@ def test_lagged_targets_are_the_teacher_latents_shifted_in_time(store_dir, teach
         distill_run(teacher_run, store_dir, ["a"], tmp_path / "s3", mcfg("lfp"), tcfg(max_epochs=1),
                     DistillConfig(target_smooth_s=0.05, cache_teacher=False))
     _one_line(e)
+    with pytest.raises(LfpDistillError, match="target_center needs cache_teacher") as e:
+        distill_run(teacher_run, store_dir, ["a"], tmp_path / "s4", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(target_center="session", cache_teacher=False))
+    _one_line(e)
 
 
 def test_validation_does_not_reset_the_global_random_state(store_dir, teacher_run):
@@ -438,3 +442,32 @@ def test_input_dropout_drops_whole_electrodes_in_training_only(teacher_run):
     assert DistillModule(student, teacher, tcfg(), DistillConfig(), 0.01).drop_electrodes(x) is x
     with pytest.raises(ValueError):
         DistillConfig(input_dropout=1.0)
+
+
+def test_session_centred_targets_drop_the_offsets_between_sessions(store_dir, teacher_run):
+    """With target_center: session, each session's targets are centred on its own training
+    bins, so the top PC is the shared dynamics, not the offset between the two sessions."""
+    from lfpdistill.commands.distill import teacher_targets, transform_targets
+
+    teacher, _ = load_model(teacher_run)
+    sel = _sessions(store_dir)[:2]
+    d = teacher.cfg.d_model
+    rng = np.random.default_rng(0)
+    shared = np.zeros(d, np.float32)
+    shared[0] = 1.0
+    offset = np.zeros(d, np.float32)
+    offset[1] = 20.0
+    given = {s.name: (rng.normal(size=(s.n_bins, 1)) * shared + (-1) ** i * offset
+                      + 0.01 * rng.normal(size=(s.n_bins, d))).astype(np.float32)
+             for i, s in enumerate(sel)}
+    before = {n: z.copy() for n, z in given.items()}
+    pooled = teacher_targets(teacher, sel, 0.2, DistillConfig(target_pcs=1), given)
+    assert abs(pooled.basis[1][0, 1]) > 0.99            # PC1 = the between-session offset
+    centred = teacher_targets(teacher, sel, 0.2,
+                              DistillConfig(target_pcs=1, target_center="session"), given)
+    assert abs(centred.basis[1][0, 0]) > 0.99           # PC1 = the shared dynamics
+    for s in sel:
+        t = transform_targets(centred.cache[s.name], centred.basis, centred.stats, "standardize")
+        assert abs(t[s.split_mask("train")].mean()) < 0.05
+    for name, z in before.items():                      # the caller's latents are untouched
+        np.testing.assert_array_equal(given[name], z)

@@ -224,6 +224,12 @@ class DistillConfig(BaseModel):
                                    "of the teacher latents along time, within each split segment: "
                                    "keeps the population state and drops the fast, spike-sampling "
                                    "part that the LFP cannot predict; needs cache_teacher")
+    target_center: Literal["pooled", "session"] = Field(
+        "pooled", description="centre of the teacher latents before the PCs and statistics: the "
+        "mean over the training bins of all distillation sessions together, or each session's "
+        "own training-bin mean (the targets then hold each session's dynamics, not the offsets "
+        "between sessions, which the LFP cannot predict within a session); session needs "
+        "cache_teacher")
     target_weighting: Literal["uniform", "lfp_predictable"] = Field(
         "uniform", description="weight of each target dimension in the alignment: uniform, or "
         "its predictability from the LFP (held-out R2 of a ridge from LMP + band-power features, "

@@ -88,8 +88,8 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     """The teacher latents of every bin (stitched, as for the probe), lagged if asked, and the
     target transform fit on the training bins only. ``given`` (session -> latents of this
     teacher, e.g. shared by several students of one study) skips recomputing them."""
-    for key in ("target_lag_s", "target_smooth_s"):
-        if getattr(dcfg, key) and not dcfg.cache_teacher:
+    for key, off in (("target_lag_s", 0.0), ("target_smooth_s", 0.0), ("target_center", "pooled")):
+        if getattr(dcfg, key) != off and not dcfg.cache_teacher:
             raise ConfigError(f"{key} needs cache_teacher: true (it is applied to the stitched "
                               "teacher latents of the whole session)")
     if not (dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize"
@@ -110,6 +110,8 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
         sigma = dcfg.target_smooth_s / sel[0].bin_size
         cache = {s.name: smooth_within_segments(cache[s.name], s.segments, sigma) for s in sel}
     train_bins = {s.name: s.split_mask("train") for s in sel}
+    if dcfg.target_center == "session":
+        cache = {n: (z - z[train_bins[n]].mean(0)).astype(np.float32) for n, z in cache.items()}
     basis = teacher_pca(cache, train_bins, dcfg.target_pcs) if dcfg.target_pcs else None
     stats = teacher_target_stats(cache, train_bins, basis)
     weights = None
