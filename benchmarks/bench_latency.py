@@ -4,8 +4,8 @@ Builds the decoder of ``lfpdistill decode --stream`` (input normalisation -> cau
 -> linear read-out; random weights: the cost does not depend on their values) for a demo-sized
 student (d_model 128, 2 layers, 4 heads) and a paper-sized one (d_model 256, 6 layers, 8 heads),
 both with one token per 10 ms bin over 96 channels and the filter-bank embedder, exports each to
-ONNX, and feeds ``--bins`` bins one at a time through :class:`StreamingDecoder` (ring buffer of
-the last ``--context`` bins), timing every step after ``--warmup`` steps. One thread:
+ONNX, and feeds ``--bins`` bins one at a time through :class:`StreamingDecoder` (the model's
+key/value cache of the last ``--context`` bins), timing every step after ``--warmup`` steps. One thread:
 ``torch.set_num_threads(1)`` and onnxruntime ``intra_op_num_threads=1``.
 
     python benchmarks/bench_latency.py --json latency.json
@@ -32,8 +32,11 @@ from lfpdistill.commands.realtime import (
     CausalDecoder,
     Readout,
     StreamingDecoder,
+    eager_step,
     export_decoder,
     onnx_session,
+    onnx_step,
+    zero_state,
 )
 from lfpdistill.config import ModelConfig
 from lfpdistill.models import NeuralTransformer
@@ -55,13 +58,12 @@ def decoder(size: str, context: int) -> CausalDecoder:
     return CausalDecoder(model, readout).eval()
 
 
-def time_stream(predict, context: int, lfp: np.ndarray, warmup: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Milliseconds per bin of ``StreamingDecoder.step`` (ring buffer + model + read-out): wall
+def time_stream(step, state, lfp: np.ndarray, warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Milliseconds per bin of ``StreamingDecoder.step`` (cache + model + read-out): wall
     time, and the CPU time of this thread (one thread computes everything; CPU time does not
     count the time the thread waits for a core, so on a busy machine it bounds the quiet
     latency from below)."""
-    dec = StreamingDecoder(predict, context, CHANNELS, np.zeros(CHANNELS, np.float32))
+    dec = StreamingDecoder(step, state, CHANNELS, np.zeros(CHANNELS, np.float32))
     for row in lfp[:warmup]:
         dec.step(row)
     wall, cpu = np.empty(len(lfp) - warmup), np.empty(len(lfp) - warmup)
@@ -103,26 +105,19 @@ def main() -> None:
         dec = decoder(size, args.context)
         n_params = sum(p.numel() for p in dec.parameters())
 
-        def eager(window: np.ndarray, dec: CausalDecoder = dec) -> np.ndarray:
-            with torch.inference_mode():
-                return dec(torch.from_numpy(window)[None])[0].numpy()
-
         row = {**SIZES[size], "parameters": n_params,
-               "eager": summary(time_stream(eager, args.context, lfp, args.warmup))}
+               "eager": summary(time_stream(eager_step(dec), dec.initial_state(), lfp,
+                                            args.warmup))}
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{size}.onnx"
-            export_decoder(dec, args.context, CHANNELS, path)
-            sess = onnx_session(path, threads=1)
-
-            def onnx(window: np.ndarray, sess=sess) -> np.ndarray:
-                return sess.run(["velocity"], {"lfp": window[None]})[0][0]
-
-            # same graph, same output
-            w = lfp[:args.context][None]
-            with torch.no_grad():
-                diff = float(np.abs(sess.run(["velocity"], {"lfp": w})[0]
-                                    - dec(torch.from_numpy(w)).numpy()).max())
-            row["onnx"] = summary(time_stream(onnx, args.context, lfp, args.warmup))
+            shapes = export_decoder(dec, CHANNELS, path)
+            step = onnx_step(onnx_session(path, threads=1))
+            row["state_bytes"] = int(sum(np.prod(v) for v in shapes.values()) * 4)
+            # same graph, same output: 300 bins stepped through both
+            a = StreamingDecoder(eager_step(dec), dec.initial_state(), CHANNELS, np.zeros(CHANNELS))
+            b = StreamingDecoder(step, zero_state(shapes), CHANNELS, np.zeros(CHANNELS))
+            diff = max(float(np.abs(a.step(x) - b.step(x)).max()) for x in lfp[:300])
+            row["onnx"] = summary(time_stream(step, zero_state(shapes), lfp, args.warmup))
             row["onnx_max_abs_diff_vs_eager"] = diff
         results["sizes"][size] = row
         for backend in ("eager", "onnx"):

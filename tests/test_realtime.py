@@ -14,17 +14,19 @@ from lfpdistill.cli import main
 from lfpdistill.commands.realtime import (
     StreamingDecoder,
     causal_decoder,
-    causal_predict,
-    causal_windows,
     decode_run,
+    eager_step,
     onnx_session,
+    onnx_step,
     readout_path,
+    zero_state,
 )
 from lfpdistill.config import ModelConfig, apply_overrides, recommended_model, recommended_train
 from lfpdistill.data import open_store, write_store
-from lfpdistill.errors import CheckpointMismatchError, DataValidationError
+from lfpdistill.errors import CheckpointMismatchError, ConfigError, DataValidationError
 from lfpdistill.models import NeuralTransformer, load_checkpoint, load_model
 from lfpdistill.models.encoder import Encoder
+from lfpdistill.models.streaming import CausalStepper, causal_latents, receptive_bins
 
 TINY = ["--set", "patch_size=8", "--set", "d_model=16", "--set", "n_layers=1", "--set", "n_heads=2",
         "--set", "window_s=0.2", "--set", "stride_s=0.2", "--set", "batch_size=8",
@@ -118,26 +120,48 @@ def test_causal_filterbank_is_a_left_padded_convolution_and_a_trailing_energy_me
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("context", [None, 4])
-def test_encoder_last_tokens_only_equal_the_full_pass(context):
+@pytest.mark.parametrize(("embedder", "channels", "context"),
+                         [("filterbank", 6, 8), ("filterbank", 3, 1), ("linear", 7, 5),
+                          ("mlp", 6, 3)])
+def test_stepping_with_the_cache_equals_one_causal_pass(embedder, channels, context):
+    """The key/value-cache step gives, bin by bin, the latents of one causal pass over the whole
+    recording (several patches per bin, a padded patch, context 1 included)."""
     torch.manual_seed(0)
-    enc = Encoder(16, 3, 2, 32, dropout=0.0, causal_context=context).eval()
-    x = torch.randn(2, 12, 16)
-    pos = torch.arange(6.0).repeat_interleave(2)[None].expand(2, 12)  # 2 tokens per bin
-    valid = torch.ones(2, 12, dtype=torch.bool)
-    valid[1, 1::2] = False
+    model = causal_model(embedder, context=context, channels=channels)
     with torch.no_grad():
-        full, last = enc(x, pos, valid), enc(x, pos, valid, last=2)
-    assert last.shape == (2, 2, 16)
-    torch.testing.assert_close(last, full[:, -2:], rtol=0, atol=1e-5)
+        for p in model.tokenizer.session_emb:
+            p.normal_()
+    x = torch.randn(60, channels)
+    with torch.no_grad():
+        one_pass = model(x[None], ["a"], reconstruct=False).latents[0]
+    stepper = CausalStepper(model, "a")
+    torch.testing.assert_close(stepper.run(x), one_pass, rtol=0, atol=1e-5)
+    # the state keeps a fixed size however long the stream
+    state = stepper.initial_state()
+    shapes = [t.shape for t in state]
+    with torch.no_grad():
+        for t in range(3 * context + 20):
+            _, *state = stepper(x[t % 60], *state)
+    assert [t.shape for t in state] == shapes
 
 
-def test_last_latent_is_the_last_bin_of_the_one_pass_latents():
-    model = causal_model()
-    x = torch.randn(3, 8, 6)
+def test_chunked_causal_latents_equal_one_pass():
+    model = causal_model(context=6)
+    x = torch.randn(97, 6)
     with torch.no_grad():
-        torch.testing.assert_close(model.last_latent(x, "a"), model.encode(x, ["a"] * 3)[:, -1],
-                                   rtol=0, atol=1e-6)
+        one_pass = model(x[None], ["a"], reconstruct=False).latents[0]
+    assert receptive_bins(model) == 2 * 5 + 4 + 2
+    for chunk in (1, 10, 33, 500):
+        torch.testing.assert_close(causal_latents(model, "a", x, chunk), one_pass,
+                                   rtol=0, atol=1e-5)
+
+
+def test_the_stepper_refuses_what_it_cannot_step():
+    with pytest.raises(ConfigError, match="only a causal model"):
+        CausalStepper(NeuralTransformer(ModelConfig(modality="lfp", patch_size=4, d_model=16,
+                                                    n_heads=2), {"a": 6}), "a")
+    with pytest.raises(ConfigError, match="session 'zz' is not in the model's vocabulary"):
+        CausalStepper(causal_model(), "zz")
 
 
 # ------------------------------------------------------------------ CLI: distil a causal student
@@ -177,17 +201,6 @@ def test_distill_builds_a_causal_student_from_the_bidirectional_teacher(teacher,
 
 
 # ------------------------------------------------------------------ read-out, streaming, export
-def test_causal_windows_hold_each_bin_and_its_past():
-    x = np.arange(30.0, dtype=np.float32).reshape(10, 3)
-    fill = np.full(3, -1.0, dtype=np.float32)
-    w = causal_windows(x, 4, fill)
-    assert w.shape == (10, 4, 3)
-    np.testing.assert_array_equal(w[0, :3], np.repeat(fill[None], 3, 0))
-    for t in range(3, 10):
-        np.testing.assert_array_equal(w[t], x[t - 3:t + 1])
-    np.testing.assert_array_equal(causal_windows(x, 4, fill, 5, 8), w[5:8])
-
-
 def test_linear_readout_is_saved_with_the_run_and_reused(dirs, student):
     s = open_store(dirs["store"]).session("a")
     dec, _ = causal_decoder(student, s)
@@ -197,7 +210,7 @@ def test_linear_readout_is_saved_with_the_run_and_reused(dirs, student):
     assert saved["weight"].shape == (2, 16) and saved["mean"].shape == (5,)
     # the probe's fit: on the causal latents of the training bins, the least-squares optimum
     train = s.split_mask("train")
-    z = causal_predict(dec.latents, s.lfp, 12, dec.mean.numpy())
+    z = dec.latents(s.lfp)
     pred = z @ saved["weight"].T + saved["bias"]
     resid = (s.velocity - pred)[train]
     np.testing.assert_allclose(z[train].T @ resid / train.sum(), 0, atol=1e-3)
@@ -209,28 +222,31 @@ def test_linear_readout_is_saved_with_the_run_and_reused(dirs, student):
 def test_streamed_output_equals_the_offline_causal_output(dirs, student):
     s = open_store(dirs["store"]).session("a")
     dec, _ = causal_decoder(student, s)
-    offline = causal_predict(dec, s.lfp[:300], 12, dec.mean.numpy())
-
-    def predict(window):
-        with torch.no_grad():
-            return dec(torch.from_numpy(window)[None])[0].numpy()
-
-    stream = StreamingDecoder(predict, 12, 5, dec.mean.numpy())
+    offline = dec.offline(s.lfp[:300])
+    stream = StreamingDecoder(eager_step(dec), dec.initial_state(), 5, dec.mean.numpy())
     streamed = np.stack([stream.step(row) for row in s.lfp[:300]])
-    assert stream.window().shape == (12, 5)  # bounded state: the last context bins only
+    # bounded state: the cache of the last context bins, whatever the stream's length
+    assert [tuple(t.shape) for t in stream.state] == [tuple(t.shape) for t in dec.initial_state()]
     np.testing.assert_allclose(streamed, offline, rtol=0, atol=1e-5)
+    stream.reset()
+    np.testing.assert_allclose(stream.step(s.lfp[0]), offline[0], rtol=0, atol=1e-5)
 
 
 def test_nan_bins_hold_the_last_value_or_are_refused():
     seen = []
-    dec = StreamingDecoder(lambda w: seen.append(w.copy()) or np.zeros(2), 3, 2,
-                           np.array([5.0, 6.0], dtype=np.float32))
+
+    def step(x, state):
+        seen.append(x.copy())
+        return np.zeros(2), state
+
+    dec = StreamingDecoder(step, (), 2, np.array([5.0, 6.0], dtype=np.float32))
     dec.step(np.array([np.nan, 1.0]))  # no finite value yet: the fill (normalisation mean)
     dec.step(np.array([2.0, 3.0]))
     dec.step(np.array([np.inf, np.nan]))
-    np.testing.assert_array_equal(seen[-1], [[5.0, 1.0], [2.0, 3.0], [2.0, 3.0]])
-    assert dec.n_held == 2
-    strict = StreamingDecoder(lambda w: np.zeros(2), 3, 2, np.zeros(2), nan_policy="error")
+    np.testing.assert_array_equal(np.stack(seen), [[5.0, 1.0], [2.0, 3.0], [2.0, 3.0]])
+    assert dec.n_held == 2 and dec.n_bins == 3
+    strict = StreamingDecoder(lambda x, st: (np.zeros(2), st), (), 2, np.zeros(2),
+                              nan_policy="error")
     strict.step(np.zeros(2))
     with pytest.raises(DataValidationError, match="bin 1 has NaN/inf in 1 of 2 channels"):
         strict.step(np.array([0.0, np.nan]))
@@ -247,20 +263,19 @@ def exported(dirs, student):
 
 
 def test_onnx_graph_equals_the_eager_decoder(dirs, student, exported):
-    """Tolerance: 1e-5 absolute on velocity (whose scale here is ~1)."""
+    """Tolerance: 1e-5 absolute on velocity (whose scale here is ~1), over 200 stepped bins."""
     info = json.loads(exported.with_suffix(".json").read_text())
     assert info["session"] == "a" and info["n_channels"] == 5 and info["context_bins"] == 12
-    assert info["input"]["shape"] == [1, 12, 5] and info["bin_size_s"] == 0.01
+    assert info["input"]["shape"] == [5] and info["bin_size_s"] == 0.01
+    assert info["state"]["names"] == ["x_hist", "e_hist", "k_cache", "v_cache", "n_seen"]
     assert len(info["normalisation"]["mean"]) == 5 and info["readout"] == "linear_probe"
     assert info["check"]["max_abs_diff_vs_eager"] <= 1e-4
     s = open_store(dirs["store"]).session("a")
     dec, _ = causal_decoder(student, s)
-    sess = onnx_session(exported)
-    windows = causal_windows(s.lfp, 12, dec.mean.numpy(), 0, 200)
-    got = np.concatenate([sess.run(["velocity"], {"lfp": np.ascontiguousarray(w[None])})[0]
-                          for w in windows])
-    with torch.no_grad():
-        want = dec(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+    graph = StreamingDecoder(onnx_step(onnx_session(exported)),
+                             zero_state(info["state"]["shapes"]), 5, dec.mean.numpy())
+    got = np.stack([graph.step(x) for x in s.lfp[:200]])
+    want = dec.offline(s.lfp[:200])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert np.abs(want).max() > 0.1  # a real output, not a constant
 

@@ -46,8 +46,9 @@ def register(app: typer.Typer) -> None:
         store: Annotated[Path, typer.Option(help="store directory")],
         session: Annotated[str, typer.Option(help="session to decode")],
         stream: Annotated[bool, typer.Option(
-            "--stream", help="feed the bins one at a time (ring buffer of the last context_bins) "
-                             "and time each; otherwise the same windows in batches")] = False,
+            "--stream", help="feed the bins one at a time (key/value cache of the last "
+                             "context_bins) and time each; otherwise the same causal pass at "
+                             "once")] = False,
         out: Annotated[Path | None, typer.Option(help="write pred/velocity(/latency_ms) .npz")] = None,
         nan: Annotated[NanPolicy, typer.Option(
             help="bins with NaN/inf channels: hold (each such channel keeps its last finite "

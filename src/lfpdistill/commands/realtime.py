@@ -1,18 +1,20 @@
 """``lfpdistill export`` and ``decode``: a causal LFP model decoding velocity bin by bin.
 
-A *causal decoder* is one function of a window of the last ``context_bins`` LFP bins of one
-session (oldest first, the newest last): normalise each channel with the statistics of the
-session's training bins, run the causal model (:meth:`NeuralTransformer.last_latent`), and map
-the newest bin's latent to velocity with a linear read-out. The read-out is the fine-tuned head
-of a ``finetune`` run, or else a linear regression (the linear probe) fit on the causal latents
-of the session's training bins, saved with the run under ``realtime/SESSION.npz``.
+A *causal decoder* steps one session's LFP one bin at a time: normalise each channel with the
+statistics of the session's training bins, advance the causal model by one bin
+(:class:`~lfpdistill.models.streaming.CausalStepper`: a key/value cache of the last
+``context_bins`` bins per layer and the filter bank's short history — bounded state, one token
+per patch of work per layer), and map the new bin's latent to velocity with a linear read-out.
+The read-out is the fine-tuned head of a ``finetune`` run, or else a linear regression (the
+linear probe) fit on the causal latents of the session's training bins, saved with the run under
+``realtime/SESSION.npz``.
 
-Decoding a session feeds its bins one at a time into a ring buffer of the last ``context_bins``
-bins (:class:`StreamingDecoder`: bounded state); before the first bin the buffer holds the
-normalisation mean (zero after normalisation). The offline twin (:func:`causal_predict`) cuts the
-same windows out of the whole session and runs them in batches: the two give the same output.
-The whole session is streamed continuously, as a recording would be (the windows of test bins
-contain the LFP, never the velocity, of whatever precedes them); R² is scored on the test bins.
+The latent of bin ``t`` is that of a causal pass over the recording up to ``t`` (every layer
+attends to the last ``context_bins`` bins of the layer below); the offline twin
+(:func:`~lfpdistill.models.streaming.causal_latents`) computes the same pass in chunks, and the
+two agree. The whole session is decoded continuously, as a recording would be (the state at a
+test bin holds the LFP, never the velocity, of whatever precedes it); R² is scored on the test
+bins.
 
 Dropped bins: a bin with NaN/inf channels is, by default, read with each such channel holding
 its last finite value (``nan_policy="hold"``; the normalisation mean before any); with
@@ -44,14 +46,18 @@ from ..data.store import atomic_path
 from ..errors import CheckpointMismatchError, ConfigError, DataValidationError
 from ..evaluation import r2_xy
 from ..models import NeuralTransformer, load_checkpoint, load_model
+from ..models.streaming import STATE_NAMES, CausalStepper, causal_latents
 from ..session import Session
 from .common import load_selected
 
 READOUT_DIR = "realtime"
 NAN_POLICIES = ("hold", "error")
-FORMAT = "lfpdistill-realtime/1"
+FORMAT = "lfpdistill-realtime/2"
 #: largest |ONNX - eager| velocity difference accepted by the export's own check
 EXPORT_ATOL = 1e-4
+
+#: one decoding step: ``(bin [C] float32, state) -> (velocity [2], new state)``
+Step = Callable[[np.ndarray, tuple[Any, ...]], tuple[np.ndarray, tuple[Any, ...]]]
 
 
 @dataclass
@@ -68,87 +74,76 @@ class Readout:
 
 
 class CausalDecoder(nn.Module):
-    """``forward(lfp [B, L, C]) -> velocity [B, 2]`` of each window's last bin: normalisation,
-    causal model, linear read-out — the one graph that is exported."""
+    """``forward(lfp_bin [C], *state) -> (velocity [2], *new_state)``: normalisation, one step of
+    the causal model, linear read-out — the one graph that is exported. The state before the
+    first bin is :meth:`initial_state`; :meth:`offline` decodes a whole recording at once."""
 
     def __init__(self, model: NeuralTransformer, readout: Readout):
         super().__init__()
         self.model = model.eval()
+        self.stepper = CausalStepper(model, readout.session)
         self.session, self.readout_kind = readout.session, readout.kind
         self.register_buffer("mean", torch.as_tensor(readout.mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(readout.std, dtype=torch.float32))
         self.register_buffer("weight", torch.as_tensor(readout.weight, dtype=torch.float32))
         self.register_buffer("bias", torch.as_tensor(readout.bias, dtype=torch.float32))
 
-    def latents(self, lfp: torch.Tensor) -> torch.Tensor:
-        return self.model.last_latent((lfp - self.mean) / self.std, self.session)
+    def initial_state(self) -> tuple[torch.Tensor, ...]:
+        return self.stepper.initial_state()
 
-    def forward(self, lfp: torch.Tensor) -> torch.Tensor:
-        return self.latents(lfp) @ self.weight.T + self.bias
+    def forward(self, lfp_bin: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        latent, *new = self.stepper((lfp_bin - self.mean) / self.std, *state)
+        return (latent @ self.weight.T + self.bias, *new)
 
+    @torch.no_grad()
+    def latents(self, lfp: np.ndarray) -> np.ndarray:
+        """Causal latents ``[T, d]`` of a whole recording ``lfp [T, C]`` (one pass, chunked)."""
+        x = (torch.from_numpy(np.asarray(lfp, np.float32)) - self.mean) / self.std
+        return causal_latents(self.model, self.session, x).numpy()
 
-# ------------------------------------------------------------------ windows
-def causal_windows(x: np.ndarray, context: int, fill: np.ndarray, start: int = 0,
-                   stop: int | None = None) -> np.ndarray:
-    """Windows ``[stop - start, context, C]`` ending at bins ``start..stop-1`` of ``x [T, C]``
-    (each holds its bin and the ``context - 1`` before it, rows before bin 0 set to ``fill``).
-
-    >>> causal_windows(np.arange(4.0)[:, None], 3, np.zeros(1))[:, :, 0].tolist()
-    [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 2.0], [1.0, 2.0, 3.0]]
-    """
-    stop = x.shape[0] if stop is None else stop
-    lo = start - context + 1
-    part = x[max(lo, 0):stop].astype(np.float32)
-    if lo < 0:
-        part = np.concatenate([np.repeat(np.asarray(fill, np.float32)[None], -lo, 0), part])
-    view = np.lib.stride_tricks.sliding_window_view(part, context, axis=0)  # [n, C, context]
-    return view.transpose(0, 2, 1)
+    def offline(self, lfp: np.ndarray) -> np.ndarray:
+        """Velocity ``[T, 2]`` of every bin of ``lfp [T, C]``: what streaming it gives."""
+        return self.latents(lfp) @ self.weight.numpy().T + self.bias.numpy()
 
 
-@torch.no_grad()
-def causal_predict(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, context: int,
-                   fill: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``fn`` (windows ``[B, context, C]`` -> ``[B, D]``) on the causal window of every bin of
-    ``x [T, C]``, in batches: the offline twin of :class:`StreamingDecoder`. Returns ``[T, D]``."""
-    out = []
-    for a in range(0, x.shape[0], batch_size):
-        w = causal_windows(x, context, fill, a, min(a + batch_size, x.shape[0]))
-        out.append(fn(torch.from_numpy(np.ascontiguousarray(w))).float().numpy())
-    return np.concatenate(out)
+def eager_step(dec: CausalDecoder) -> Step:
+    """:class:`CausalDecoder` as a :data:`Step` on numpy bins (state: torch tensors)."""
+
+    def step(x: np.ndarray, state: tuple[Any, ...]) -> tuple[np.ndarray, tuple[Any, ...]]:
+        with torch.inference_mode():
+            vel, *new = dec(torch.from_numpy(x), *state)
+        return vel.numpy(), tuple(new)
+
+    return step
 
 
 class StreamingDecoder:
-    """Decode one bin at a time with bounded state: a ring buffer of the last ``context`` bins.
+    """Decode one bin at a time with bounded state (the model's key/value cache).
 
-    ``predict`` maps a window ``[context, C]`` (float32, oldest bin first) to a velocity ``[2]``.
-    The buffer starts full of ``fill`` (the normalisation mean). ``nan_policy``: ``hold`` (a
-    non-finite channel of a bin takes that channel's last finite value) or ``error``.
+    ``step`` advances the decoder by one bin ``[C]`` (float32) and returns the velocity and the
+    new state; ``initial_state`` is the state before the first bin. ``fill`` is the value a
+    non-finite channel holds before any finite one (the normalisation mean). ``nan_policy``:
+    ``hold`` (a non-finite channel of a bin takes that channel's last finite value) or ``error``.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], context: int, channels: int,
+    def __init__(self, step: Step, initial_state: tuple[Any, ...], channels: int,
                  fill: np.ndarray, nan_policy: str = "hold"):
         if nan_policy not in NAN_POLICIES:
             raise ConfigError(f"unknown nan policy '{nan_policy}'; use {' or '.join(NAN_POLICIES)}")
-        self.predict, self.context, self.channels = predict, int(context), int(channels)
+        self._step, self._initial = step, tuple(initial_state)
+        self.channels = int(channels)
         self.nan_policy = nan_policy
         self.fill = np.asarray(fill, dtype=np.float32).reshape(self.channels)
-        # two copies of every bin: the last `context` bins are always one contiguous slice
-        self._buf = np.empty((2 * self.context, self.channels), dtype=np.float32)
         self.reset()
 
     def reset(self) -> None:
-        self._buf[:] = self.fill
+        self.state = self._initial
         self._last = self.fill.copy()
-        self._pos = 0
         self.n_bins = 0
         self.n_held = 0
 
-    def window(self) -> np.ndarray:
-        """The last ``context`` bins, oldest first (a view of the buffer)."""
-        return self._buf[self._pos:self._pos + self.context]
-
-    def push(self, lfp_bin: np.ndarray) -> np.ndarray:
-        """Add one bin ``[C]``; return the window that ends with it."""
+    def clean(self, lfp_bin: np.ndarray) -> np.ndarray:
+        """Check one bin ``[C]`` and apply the NaN policy; returns the bin the model reads."""
         x = np.asarray(lfp_bin, dtype=np.float32)
         if x.shape != (self.channels,):
             raise DataValidationError(
@@ -164,16 +159,14 @@ class StreamingDecoder:
             x = np.where(bad, self._last, x)
             self.n_held += 1
         self._last = x
-        i = self._pos
-        self._buf[i] = x
-        self._buf[i + self.context] = x
-        self._pos = (i + 1) % self.context
-        self.n_bins += 1
-        return self.window()
+        return x
 
     def step(self, lfp_bin: np.ndarray) -> np.ndarray:
         """Add one bin and return the velocity decoded for it."""
-        return self.predict(self.push(lfp_bin))
+        x = self.clean(lfp_bin)
+        vel, self.state = self._step(x, self.state)
+        self.n_bins += 1
+        return vel
 
 
 # ------------------------------------------------------------------ models and read-outs
@@ -234,8 +227,7 @@ def fit_readout(model: NeuralTransformer, meta: dict[str, Any], run_dir: Path, s
         return Readout(s.name, "finetune_head", weight, bias, mean, std)
     probe = Readout(s.name, "linear_probe", np.zeros((2, model.cfg.d_model), np.float32),
                     np.zeros(2, np.float32), mean, std)
-    dec = CausalDecoder(model, probe)
-    z = causal_predict(dec.latents, s.lfp, model.cfg.context_bins, mean)
+    z = CausalDecoder(model, probe).latents(s.lfp)
     reg = LinearRegression().fit(z[train], s.velocity[train])
     probe.weight = reg.coef_.astype(np.float32)
     probe.bias = np.asarray(reg.intercept_, dtype=np.float32)
@@ -294,11 +286,13 @@ def onnx_session(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def export_decoder(decoder: CausalDecoder, context: int, channels: int, out: Path) -> None:
-    """Write ``decoder`` as an ONNX graph: input ``lfp [1, context, channels]`` float32, output
-    ``velocity [1, 2]`` (the last bin's)."""
+def export_decoder(decoder: CausalDecoder, channels: int, out: Path) -> dict[str, list[int]]:
+    """Write one step of ``decoder`` as an ONNX graph: inputs ``lfp [channels]`` float32 and the
+    state tensors (:data:`~lfpdistill.models.streaming.STATE_NAMES`), outputs ``velocity [2]``
+    and the new state (the same names with ``_next``). Returns the state's shapes."""
     _onnx_modules()
-    example = torch.zeros(1, context, channels)
+    state = decoder.initial_state()
+    example = (torch.zeros(channels), *state)
     # the exporter reports its progress on stdout and notes about its own internals (e.g. that
     # torchvision's operators are not registered) as warnings and log records: keep them out of
     # the command's output
@@ -309,33 +303,48 @@ def export_decoder(decoder: CausalDecoder, context: int, channels: int, out: Pat
         with atomic_path(Path(out), suffix=".onnx") as tmp, warnings.catch_warnings(), \
                 contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(decoder.eval(), (example,), str(tmp), input_names=["lfp"],
-                              output_names=["velocity"], dynamo=True, external_data=False,
-                              verbose=False)
+            torch.onnx.export(decoder.eval(), example, str(tmp),
+                              input_names=["lfp", *STATE_NAMES],
+                              output_names=["velocity", *(f"{n}_next" for n in STATE_NAMES)],
+                              dynamo=True, external_data=False, verbose=False)
     finally:
         log.setLevel(level)
+    return {n: list(t.shape) for n, t in zip(STATE_NAMES, state, strict=True)}
+
+
+def onnx_step(sess: Any) -> Step:
+    """An onnxruntime session of an exported decoder as a :data:`Step` (state: numpy arrays)."""
+
+    def step(x: np.ndarray, state: tuple[Any, ...]) -> tuple[np.ndarray, tuple[Any, ...]]:
+        outs = sess.run(None, {"lfp": x, **dict(zip(STATE_NAMES, state, strict=True))})
+        return outs[0], tuple(outs[1:])
+
+    return step
+
+
+def zero_state(shapes: dict[str, list[int]]) -> tuple[np.ndarray, ...]:
+    return tuple(np.zeros(shapes[n], dtype=np.float32) for n in STATE_NAMES)
 
 
 def export_run(run_dir: Path, store_dir: Path, session: str, out: Path, refit: bool = False,
                check_bins: int = 256) -> dict[str, Any]:
     """Export the causal decoder of ``run_dir`` for ``session`` to ``out`` (ONNX) plus its
     metadata ``out.with_suffix('.json')``; checks the graph against the eager decoder on
-    ``check_bins`` windows of the session (largest difference kept in the metadata)."""
+    ``check_bins`` bins of the session stepped through both (largest difference kept in the
+    metadata)."""
     _onnx_modules()
     out = Path(out)
     s = _session(store_dir, session)
     dec, meta = causal_decoder(run_dir, s, refit)
     context, C = dec.model.cfg.context_bins, s.n_channels
-    export_decoder(dec, context, C, out)
-    # the check: windows from the middle of the session, one at a time as a stream feeds them
+    shapes = export_decoder(dec, C, out)
+    # the check: bins from the middle of the session, stepped from the initial state by both
     a = max(0, s.n_bins // 2 - check_bins // 2)
-    windows = causal_windows(s.lfp, context, dec.mean.numpy(), a, min(s.n_bins, a + check_bins))
-    sess = onnx_session(out)
-    with torch.no_grad():
-        eager = dec(torch.from_numpy(np.ascontiguousarray(windows))).numpy()
-    got = np.concatenate([sess.run(["velocity"], {"lfp": np.ascontiguousarray(w[None])})[0]
-                          for w in windows])
-    diff = float(np.abs(got - eager).max())
+    bins = s.lfp[a:min(s.n_bins, a + check_bins)].astype(np.float32)
+    eager = StreamingDecoder(eager_step(dec), dec.initial_state(), C, dec.mean.numpy())
+    graph = StreamingDecoder(onnx_step(onnx_session(out)), zero_state(shapes), C,
+                             dec.mean.numpy())
+    diff = max(float(np.abs(eager.step(x) - graph.step(x)).max()) for x in bins)
     if not diff <= EXPORT_ATOL:
         out.unlink(missing_ok=True)
         raise CheckpointMismatchError(
@@ -351,15 +360,17 @@ def export_run(run_dir: Path, store_dir: Path, session: str, out: Path, refit: b
         "n_channels": C,
         "bin_size_s": s.bin_size,
         "context_bins": context,
-        "input": {"name": "lfp", "shape": [1, context, C], "dtype": "float32",
-                  "layout": "[batch=1, time, channel]: the last context_bins bins, oldest first "
-                            "and the bin to decode last; channels in the session's order",
+        "input": {"name": "lfp", "shape": [C], "dtype": "float32",
+                  "layout": "one bin: the LFP of every channel, in the session's order",
                   "units": "LFP as in the lfpdistill store (the LFP chain's output, z-scored "
-                           "per channel)",
-                  "before_first_bin": "rows before the recording's first bin hold the "
-                                      "normalisation mean (zero after normalisation)"},
-        "output": {"name": "velocity", "shape": [1, 2], "dtype": "float32",
-                   "meaning": "velocity (x, y) at the input's last bin, in the session's units"},
+                           "per channel)"},
+        "state": {"names": list(STATE_NAMES), "shapes": shapes, "dtype": "float32",
+                  "initial": "zeros before the recording's first bin",
+                  "update": "each call returns the next state as '<name>_next'; pass it to the "
+                            "call of the next bin",
+                  "bytes": int(sum(np.prod(v) for v in shapes.values()) * 4)},
+        "output": {"name": "velocity", "shape": [2], "dtype": "float32",
+                   "meaning": "velocity (x, y) at the input bin, in the session's units"},
         "normalisation": {"formula": "(lfp - mean) / std per channel, inside the graph",
                           "fit_on": "the session's training bins",
                           "mean": [float(v) for v in dec.mean],
@@ -367,22 +378,23 @@ def export_run(run_dir: Path, store_dir: Path, session: str, out: Path, refit: b
         "readout": dec.readout_kind,
         "nan_policy": "not checked inside the graph; lfpdistill decode holds each non-finite "
                       "channel at its last finite value (or refuses the bin: --nan error)",
-        "check": {"windows": len(windows), "max_abs_diff_vs_eager": diff, "atol": EXPORT_ATOL},
+        "check": {"bins": len(bins), "max_abs_diff_vs_eager": diff, "atol": EXPORT_ATOL},
     }
     write_json_atomic(out.with_suffix(".json"), info)
     return info
 
 
 # ------------------------------------------------------------------ decode
-def _onnx_backend(path: Path, s: Session, threads: int
-                  ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+def _onnx_backend(path: Path, s: Session, threads: int) -> dict[str, Any]:
     meta_path = Path(path).with_suffix(".json")
     if not meta_path.exists():
         raise CheckpointMismatchError(f"'{path}' has no metadata file '{meta_path.name}' next to "
                                       "it; export it with lfpdistill export")
     info = json.loads(meta_path.read_text())
     if info.get("format") != FORMAT:
-        raise CheckpointMismatchError(f"'{meta_path}' is not an lfpdistill real-time metadata file")
+        raise CheckpointMismatchError(
+            f"'{meta_path}' is not an lfpdistill real-time metadata file of this version "
+            f"({FORMAT}); export the run again with lfpdistill export")
     if info["session"] != s.name:
         raise CheckpointMismatchError(
             f"'{path}' was exported for session '{info['session']}', not '{s.name}'; export the "
@@ -393,29 +405,17 @@ def _onnx_backend(path: Path, s: Session, threads: int
     if abs(float(info["bin_size_s"]) - s.bin_size) > 1e-9:
         raise DataValidationError(f"'{path}' was exported for {info['bin_size_s']}s bins but "
                                   f"session '{s.name}' has {s.bin_size}s bins")
-    sess = onnx_session(path, threads)
-
-    def predict(window: np.ndarray) -> np.ndarray:
-        return sess.run(["velocity"], {"lfp": window[None]})[0][0]
-
-    def batch(windows: torch.Tensor) -> torch.Tensor:  # the graph reads one window at a time
-        return torch.from_numpy(np.stack([predict(w) for w in windows.numpy()]))
-
-    fill = np.asarray(info["normalisation"]["mean"], dtype=np.float32)
-    return predict, {"context": int(info["context_bins"]), "fill": fill, "backend": "onnx",
-                     "batch": batch}
+    return {"step": onnx_step(onnx_session(path, threads)),
+            "state": zero_state(info["state"]["shapes"]), "context": int(info["context_bins"]),
+            "fill": np.asarray(info["normalisation"]["mean"], dtype=np.float32),
+            "backend": "onnx", "offline": None}
 
 
-def _eager_backend(run_dir: Path, s: Session, refit: bool
-                   ) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+def _eager_backend(run_dir: Path, s: Session, refit: bool) -> dict[str, Any]:
     dec, _ = causal_decoder(run_dir, s, refit)
-
-    def predict(window: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return dec(torch.from_numpy(window)[None])[0].numpy()
-
-    return predict, {"context": dec.model.cfg.context_bins, "fill": dec.mean.numpy(),
-                     "backend": "eager", "batch": dec}
+    return {"step": eager_step(dec), "state": dec.initial_state(),
+            "context": dec.model.cfg.context_bins, "fill": dec.mean.numpy(), "backend": "eager",
+            "offline": dec.offline}
 
 
 def decode_run(source: Path, store_dir: Path, session: str, out: Path | None = None,
@@ -424,8 +424,8 @@ def decode_run(source: Path, store_dir: Path, session: str, out: Path | None = N
     """Decode velocity from ``session``'s LFP with a causal run (eager) or an exported ``.onnx``
     file; R² on the validation and test bins. ``stream``: one bin at a time through a
     :class:`StreamingDecoder` on ``threads`` CPU threads, with per-bin latency (median, p99);
-    otherwise the same windows in batches. ``out``: ``.npz`` with ``pred``, ``velocity`` and,
-    streamed, ``latency_ms`` per bin."""
+    otherwise the same causal pass at once (eager: in chunks; ONNX: stepped, untimed).
+    ``out``: ``.npz`` with ``pred``, ``velocity`` and, streamed, ``latency_ms`` per bin."""
     if nan_policy not in NAN_POLICIES:
         raise ConfigError(f"unknown nan policy '{nan_policy}'; use {' or '.join(NAN_POLICIES)}")
     if threads < 1:
@@ -438,20 +438,20 @@ def decode_run(source: Path, store_dir: Path, session: str, out: Path | None = N
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        predict, b = (_onnx_backend(source, s, threads) if is_onnx
-                      else _eager_backend(source, s, refit))
+        b = _onnx_backend(source, s, threads) if is_onnx else _eager_backend(source, s, refit)
         latency = None
-        if stream:
-            dec = StreamingDecoder(predict, b["context"], s.n_channels, b["fill"], nan_policy)
+        if stream or b["offline"] is None:
+            dec = StreamingDecoder(b["step"], b["state"], s.n_channels, b["fill"], nan_policy)
             pred = np.empty((s.n_bins, 2), dtype=np.float32)
-            latency = np.empty(s.n_bins, dtype=np.float64)
+            lat = np.empty(s.n_bins, dtype=np.float64)
             clock = time.perf_counter_ns
             for t in range(s.n_bins):
                 t0 = clock()
                 pred[t] = dec.step(s.lfp[t])
-                latency[t] = (clock() - t0) / 1e6
+                lat[t] = (clock() - t0) / 1e6
+            latency = lat if stream else None
         else:
-            pred = causal_predict(b["batch"], s.lfp, b["context"], b["fill"])
+            pred = b["offline"](s.lfp)
     finally:
         torch.set_num_threads(old_threads)
     result: dict[str, Any] = {"session": s.name, "source": str(source), "backend": b["backend"],

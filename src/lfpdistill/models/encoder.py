@@ -48,31 +48,13 @@ class Attention(nn.Module):
         self.out = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: torch.Tensor | None, queries: int | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
         B, S, D = x.shape
-        if queries is not None:
-            return self._last(x, cos, sin, attn_mask, queries)
         q, k, v = self.qkv(x).view(B, S, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, S, D))
-
-    def _last(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-              attn_mask: torch.Tensor | None, queries: int) -> torch.Tensor:
-        """Outputs ``[B, queries, D]`` of the last ``queries`` tokens only (keys and values from
-        all tokens): what a streamed model's last layer needs."""
-        B, S, D = x.shape
-        H, Dh = self.n_heads, D // self.n_heads
-        w = self.qkv.weight  # rows: query, key, value projections
-        q = F.linear(x[:, -queries:], w[:D]).view(B, queries, H, Dh).transpose(1, 2)
-        k, v = F.linear(x, w[D:]).view(B, S, 2, H, Dh).permute(2, 0, 3, 1, 4)
-        q = apply_rotary(q, cos[:, :, -queries:], sin[:, :, -queries:])
-        k = apply_rotary(k, cos, sin)
-        mask = None if attn_mask is None else attn_mask[:, :, -queries:]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, queries, D))
 
 
 class SwiGLU(nn.Module):
@@ -98,12 +80,7 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attn_mask: torch.Tensor | None, queries: int | None = None) -> torch.Tensor:
-        """``queries``: compute the outputs of the last ``queries`` tokens only."""
-        if queries is not None:
-            h = self.attn(self.norm1(x), cos, sin, attn_mask, queries)
-            x = x[:, -queries:] + self.drop(h)
-            return x + self.drop(self.mlp(self.norm2(x)))
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), cos, sin, attn_mask))
         return x + self.drop(self.mlp(self.norm2(x)))
 
@@ -130,9 +107,7 @@ class Encoder(nn.Module):
         self.norm = nn.RMSNorm(d_model)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor,
-                key_valid: torch.Tensor | None = None, last: int | None = None) -> torch.Tensor:
-        """``last``: return only the outputs of the last ``last`` tokens ``[B, last, D]`` (the last
-        layer computes nothing else; the same values as the full pass's last tokens)."""
+                key_valid: torch.Tensor | None = None) -> torch.Tensor:
         cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_base)
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, Dh]
         if self.causal_context is not None:
@@ -140,6 +115,6 @@ class Encoder(nn.Module):
         else:
             attn_mask = (None if key_valid is None or bool(key_valid.all())
                          else key_valid[:, None, None, :])
-        for i, blk in enumerate(self.blocks):
-            x = blk(x, cos, sin, attn_mask, last if i == len(self.blocks) - 1 else None)
+        for blk in self.blocks:
+            x = blk(x, cos, sin, attn_mask)
         return self.norm(x)

@@ -208,25 +208,6 @@ class NeuralTransformer(nn.Module):
         assert acc is not None
         return acc / count.clamp_min(1)[None, :, None].to(acc.dtype)
 
-    def last_latent(self, x: torch.Tensor, session: str) -> torch.Tensor:
-        """Latent ``[B, d]`` of the last bin of each window ``x [B, L, C]`` of one session, in one
-        pass with nothing hidden: how a causal model is streamed (each window holds a bin and its
-        ``L - 1`` predecessors). The session and its channel count are the caller's to check
-        (:meth:`PatchTokenizer.check_sessions`): nothing here depends on the data's values, so
-        the method can be traced for export."""
-        B, T = x.shape[:2]
-        widths = torch.full((B,), x.shape[2], dtype=torch.long, device=x.device)
-        patches, chan_valid, patch_valid = self.tokenizer.patchify(x, widths)
-        npatch, d = patches.shape[2], self.cfg.d_model
-        tokens = self.tokenizer.tokens(patches, chan_valid, [session] * B)
-        positions = torch.arange(T, device=x.device, dtype=torch.float32)
-        positions = positions[None, :, None].expand(B, T, npatch).reshape(B, T * npatch)
-        key_valid = patch_valid[:, None, :].expand(B, T, npatch).reshape(B, T * npatch)
-        # the last layer computes the last bin's tokens only (what :meth:`_encode` would give)
-        out = self.encoder(tokens.reshape(B, T * npatch, d), positions, key_valid, last=npatch)
-        w = patch_valid[:, :, None].to(out.dtype)
-        return (out * w).sum(1) / w.sum(1).clamp_min(1)
-
 
 def held_out_patterns(T: int, block: int, shifts: int, device: torch.device | None = None
                       ) -> list[torch.Tensor]:
