@@ -327,6 +327,13 @@ def test_bad_input_is_one_line(dirs, student, exported, teacher, capsys, tmp_pat
            "Invalid value for '--nan': 'skip' is not one of 'hold', 'error'", code=2)
     cli_error(capsys, ["export", student, "--store", store, "--session", "a", "--out",
                     tmp_path / "m.pt"], "must end in .onnx")
+    # a graph of the earlier, whole-window format
+    old = tmp_path / "old.onnx"
+    old.write_bytes(exported.read_bytes())
+    info = json.loads(exported.with_suffix(".json").read_text())
+    old.with_suffix(".json").write_text(json.dumps({**info, "format": "lfpdistill-realtime/1"}))
+    cli_error(capsys, ["decode", old, "--store", store, "--session", "a"],
+              "export the run again with lfpdistill export")
 
 
 def test_a_non_causal_lfp_run_is_refused(dirs, capsys, tmp_path):
