@@ -90,3 +90,13 @@ def test_recommended_values_are_valid_options():
 def test_overrides_still_name_unknown_keys():
     with pytest.raises(Exception, match="unknown option 'nope'"):
         apply_overrides(recommended_model("lfp"), recommended_train("ms_lfp"), ["nope=1"])
+
+
+def test_realtime_config_is_the_demo_plus_the_causal_comparison():
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    rt = yaml.safe_load((ROOT / "configs" / "realtime.yaml").read_text())
+    assert rt.pop("causal") == {"enabled": True, "context_bins": 100}
+    for key in ("name", "out"):
+        assert rt.pop(key) != demo.pop(key)          # its own report folder
+    assert rt == demo
+    assert load_config(ROOT / "configs" / "realtime.yaml").causal.enabled

@@ -34,6 +34,7 @@ TINY = {
     "distill": {"train": {"max_epochs": 1, "progress": False}},
     "generalize": {"adapt": {"max_epochs": 1, "progress": False}},
     "finetune": {"models": ["distilled"], "train": {"max_epochs": 1, "progress": False}},
+    "causal": {"enabled": True, "context_bins": 10},
 }
 
 
@@ -60,7 +61,8 @@ def test_run_writes_parseable_report(tiny_run):
     for m in [("teacher", "probe"), ("ss_lfp", "probe"), ("ms_lfp", "probe"), ("distilled", "probe"),
               ("distilled_a", "probe"), ("teacher", "probe_wiener"), ("distilled", "probe_wiener"),
               ("distilled_a", "probe_wiener"), ("distilled", "finetune"), ("wiener_bandpower", "classic"),
-              ("kalman_bandpower", "classic"), ("wiener_spikes", "classic"), ("wiener_lfp", "classic")]:
+              ("kalman_bandpower", "classic"), ("wiener_spikes", "classic"), ("wiener_lfp", "classic"),
+              ("distilled", "causal"), ("ms_lfp", "causal")]:
         assert m in models, m
     # the time-left estimate expects exactly the units the study ran
     ran = collections.Counter(s["stage"] for s in res["stages"] if s["stage"] != "data")
@@ -105,7 +107,7 @@ def test_rerun_is_cached_and_config_change_recomputes_dependents(tiny_run):
     assert main(["run", str(root / "changed.yaml"), "--from", "probe"]) == 0
     stages = json.loads((out / "results.json").read_text())["stages"]
     ran = {s["stage"] for s in stages if s["status"] == "ran"}
-    assert ran == {"probe", "finetune", "classic"}
+    assert ran == {"probe", "finetune", "classic", "causal"}
 
 
 def test_unknown_and_mistyped_keys_rejected(tmp_path, capsys):

@@ -51,3 +51,6 @@ def test_expected_units_of_the_demo(tmp_path):
     assert study.expected_units(roles) == {
         "teacher": 1, "ss_lfp": 12, "ms_lfp": 3, "distill": 3, "generalize": 12, "probe": 3,
         "finetune": 12, "classic": 1}
+    cfg = cfg.model_copy(update={"causal": cfg.causal.model_copy(update={"enabled": True})})
+    assert Study(cfg, out=tmp_path / "c", console=Console(quiet=True)).expected_units(roles)[
+        "causal"] == 3 * (3 + 2 * 2)

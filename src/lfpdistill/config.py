@@ -525,6 +525,16 @@ class ProbeSection(_Strict):
                          "latents: the decoder-matched comparison with the classic decoders")
 
 
+class CausalSection(_Strict):
+    """The streaming comparison: causal MS-LFP and a causal distilled student (the same LFP model
+    with ``causal: true``, trained like their bidirectional twins), each read out by a linear
+    regression on its causal latents (one causal pass over the session, what ``lfpdistill decode
+    --stream`` computes), against the band-power Kalman filter (the streaming classic decoder)."""
+
+    enabled: bool = Field(False, description="train and evaluate the causal models")
+    context_bins: int = Field(100, ge=1, le=10000, description="bins of past each layer attends to")
+
+
 class GeneralizeSection(_Strict):
     modes: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"])
     adapt: TrainConfig = Field(default_factory=lambda: recommended_train("adapt"))
@@ -549,6 +559,7 @@ class ExperimentConfig(_Strict):
     probe: ProbeSection = Field(default_factory=ProbeSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     classic: ClassicSection = Field(default_factory=ClassicSection)
+    causal: CausalSection = Field(default_factory=CausalSection)
     _recommended_fields = {"lfp_model": ("lfp", "model"), "ss_lfp": ("ss_lfp", "train"),
                            "ms_lfp": ("ms_lfp", "train")}
 

@@ -37,7 +37,7 @@ LABELS = {
 ORDER = list(LABELS)
 #: evaluations in report order; "probe" is the paper's protocol, "probe_wiener" the classic
 #: Wiener filter (same lags as the classic decoders) fit on the same frozen latents
-EVALS = ("probe", "probe_wiener", "finetune", "classic")
+EVALS = ("probe", "probe_wiener", "finetune", "classic", "causal")
 CLASSIC_LFP = ("wiener_lfp", "wiener_bandpower", "kalman_bandpower")
 COLORS = {
     "teacher": "#444444", "ss_lfp": "#9ecae1", "ms_lfp": "#3182bd", "distilled": "#e6550d",
@@ -131,6 +131,17 @@ def claims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
         add(f"Unseen sessions, Wiener on latents: Distilled (generalized, b) ≥ best classic LFP "
             f"decoder ({LABELS[best_u]})", udw >= uclassic[best_u],
             {"distilled_b": udw, best_u: uclassic[best_u]})
+    # streaming: causal models on their causal latents against the streaming classic decoder
+    for grp, what in (("distilled", "Distilled sessions"), ("unseen", "Unseen sessions")):
+        cd, cms = (_mean(summary, "causal", grp, m) for m in ("distilled", "ms_lfp"))
+        kal = _mean(summary, "classic", grp, "kalman_bandpower")
+        name = "causal Distilled LFP" + (" (adapted, b)" if grp == "unseen" else "")
+        if None not in (cd, kal):
+            add(f"{what}, causal: {name} > {LABELS['kalman_bandpower']} (the streaming classic)",
+                cd > kal, {"causal_distilled": cd, "kalman_bandpower": kal})
+        if None not in (cd, cms):
+            add(f"{what}, causal: {name} > causal MS-LFP", cd > cms,
+                {"causal_distilled": cd, "causal_ms_lfp": cms})
     return out
 
 
@@ -167,7 +178,10 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
       "filter (ridge on the same lags as below) fit on the same frozen latents — the "
       "decoder-matched comparison with the classic decoders. *Fine-tune*: model + linear velocity "
       "head trained end-to-end, early-stopped on validation. *Classic*: lagged ridge (Wiener) and "
-      "Kalman decoders on the same splits. Mean ± sd over sessions and seeds.\n\n")
+      "Kalman decoders on the same splits. *Causal*: causal (streaming) models — every layer attends "
+      "to the past only — read out by a linear regression on the latents of one causal pass over "
+      "the session (what `lfpdistill decode --stream` computes bin by bin). Mean ± sd over "
+      "sessions and seeds.\n\n")
     w("## Summary\n\n| group | evaluation | model | R² | n |\n|---|---|---|---|---|\n")
     for s in summary:
         w(f"| {s['group']} | {s['eval']} | {s['label']} | {_pm(s)} | {s['n']} |\n")
@@ -181,7 +195,9 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
     for title, evals in (("Linear probe and classic decoders per session", ("probe", "classic")),
                          ("Wiener filter on latents and classic decoders per session",
                           ("probe_wiener", "classic")),
-                         ("Supervised fine-tuning per session", ("finetune",))):
+                         ("Supervised fine-tuning per session", ("finetune",)),
+                         ("Causal (streaming) models and the classic decoders per session",
+                          ("causal", "classic"))):
         sessions, models, cells = per_session_table(rows, evals)
         if not sessions:
             continue

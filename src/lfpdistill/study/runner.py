@@ -30,7 +30,7 @@ from .report import write_report
 REFERENCE_UNIT_SECONDS: dict[str, float] = {}
 
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "generalize", "probe", "finetune",
-          "classic", "report"]
+          "classic", "causal", "report"]
 
 
 def prepare_data(cfg: ExperimentConfig, cache: Cache) -> Store:
@@ -72,6 +72,8 @@ class Study:
             counts["finetune"] = n_seeds * len(sessions) * len(cfg.finetune.models)
         if cfg.classic.enabled:
             counts["classic"] = 1
+        if cfg.causal.enabled:  # MS-LFP, student, probe, and two adaptations per held-out session
+            counts["causal"] = n_seeds * (3 + 2 * len(roles.heldout))
         return counts
 
     def train_cfg(self, base: TrainConfig, seed: int) -> TrainConfig:
@@ -97,6 +99,8 @@ class Study:
             rows += self.finetune(store, roles, runs)
         if cfg.classic.enabled:
             rows += self.classic(store, roles, traces)
+        if cfg.causal.enabled:
+            rows += self.causal(store, roles, runs, memo)
         self.console.print("[bold]report[/]")
         diagnostics = {seed: json.loads((d / "diagnostics.json").read_text())
                        for seed, d in runs.distilled.items() if (d / "diagnostics.json").exists()}
@@ -193,6 +197,42 @@ class Study:
                            distilled=roles.distill, options=self.cfg.classic)
         traces["classic"] = dict(np.load(d / "preds.npz"))
         return units.read_rows(d)
+
+
+    def causal(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo
+               ) -> list[dict[str, Any]]:
+        """Causal MS-LFP and causal student per seed (held-out sessions adapted as in mode b),
+        read out on their causal latents: rows with ``eval: causal``."""
+        cfg, run = self.cfg, self.cache.run
+        self.console.print("[bold]causal[/] (streaming models: causal MS-LFP and student, "
+                           "linear read-out of one causal pass)")
+        model = cfg.lfp_model.model_copy(update={"causal": True,
+                                                 "context_bins": cfg.causal.context_bins,
+                                                 "readout": "visible"})
+        rows: list[dict[str, Any]] = []
+        for seed in cfg.seeds:
+            ms = run("causal", f"ms_lfp-seed{seed}", units.train_mae, store=store,
+                     sessions=roles.ms_lfp, modality="lfp", model=model,
+                     train=self.train_cfg(cfg.ms_lfp, seed))
+            student = run("causal", f"distill-seed{seed}", units.train_student, store=store,
+                          teacher=runs.teacher_for(cfg, seed), sessions=roles.distill,
+                          model=model, train=self.train_cfg(cfg.distill.train, seed),
+                          objective=cfg.distill.objective,
+                          init=ms if cfg.distill.student_init == "ms_lfp" else None, memo=memo)
+            items = [{"model": m, "run": str(r), "session": name, "group": "distilled",
+                      "seed": seed, "mode": None}
+                     for name in roles.distill for m, r in (("distilled", student), ("ms_lfp", ms))]
+            tc = self.train_cfg(cfg.generalize.adapt, seed)
+            for name in roles.heldout:
+                for m, src in (("distilled", student), ("ms_lfp", ms)):
+                    d = run("causal", f"adapt_{m}-{name}-seed{seed}", units.train_mae,
+                            store=store, sessions=[name], modality="lfp", model=model, train=tc,
+                            init_from=src, train_only_new=True)
+                    items.append({"model": m, "run": str(d), "session": name, "group": "unseen",
+                                  "seed": seed, "mode": "b" if m == "distilled" else None})
+            d = run("causal", f"probe-seed{seed}", units.causal_probe, store=store, items=items)
+            rows += units.read_rows(d)
+        return rows
 
 
 def run_experiment(cfg: ExperimentConfig, from_stage: str | None = None,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..commands.distill import distill_run
 from ..commands.finetune import finetune_run
@@ -21,6 +22,7 @@ from ..config import ClassicSection, DistillConfig, ModelConfig, SimConfig, Trai
 from ..data import Store, write_json_atomic, write_store
 from ..evaluation import classic_decoders, linear_probe, session_latents, wiener_fits
 from ..models import load_model
+from ..models.streaming import causal_latents
 from ..session import Session
 from ..simulate import resolve_variant, simulate_sessions
 from .plan import EvalItem
@@ -110,6 +112,24 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "rows.json", rows)
     np.savez(out / "preds.npz", **preds)
+
+
+def causal_probe(out: Path, store: Store, items: list[dict[str, Any]]) -> None:
+    """Linear probe of causal models on their causal latents (one causal pass over each session,
+    what a stream computes): ``rows.json`` with ``eval: causal``. ``items``: model, run,
+    session, group, seed, mode."""
+    rows: list[dict[str, Any]] = []
+    for it in items:
+        s = store.session(it["session"])
+        model, _ = load_model(Path(it["run"]), modality="lfp")
+        z = causal_latents(model, s.name, torch.from_numpy(np.asarray(s.lfp, np.float32))).numpy()
+        res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("test"))
+        res.pop("pred")
+        rows.append({"model": it["model"], "session": s.name, "group": it["group"],
+                     "split": "test", "seed": it["seed"], "mode": it["mode"], "eval": "causal",
+                     **res})
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "rows.json", rows)
 
 
 def classic(out: Path, store: Store, sessions: list[str], distilled: list[str],
