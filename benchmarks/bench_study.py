@@ -67,19 +67,25 @@ def print_stages(rows: list[dict[str, Any]], wall: float | None) -> None:
         print(f"{r['stage'] + '/' + r['unit']:40s} {r['seconds']:9.1f} {r['share']:6.1%}")
 
 
-def run_study(config: Path) -> tuple[dict[str, Any], float]:
+def run_study(config: Path, out: Path | None = None) -> tuple[dict[str, Any], float]:
+    """Run ``config`` with nothing cached: in a temporary folder, or in ``out`` (which must not
+    exist yet, so that nothing in it is reused) to keep the study's report."""
     import yaml
 
     from lfpdistill.config import ExperimentConfig
     from lfpdistill.study import run_experiment
 
     raw = yaml.safe_load(config.read_text())
+    if out is not None and out.exists():
+        raise SystemExit(f"--out {out} exists: a timed study must start empty (remove it or "
+                         "choose another folder)")
     with tempfile.TemporaryDirectory(prefix="bench_study_") as tmp:
-        cfg = ExperimentConfig(**{**raw, "out": str(Path(tmp) / "study")})
+        folder = out or Path(tmp) / "study"
+        cfg = ExperimentConfig(**{**raw, "out": str(folder)})
         t0 = time.perf_counter()
         run_experiment(cfg)
         wall = time.perf_counter() - t0
-        results = json.loads((Path(tmp) / "study" / "results.json").read_text())
+        results = json.loads((folder / "results.json").read_text())
     return results, wall
 
 
@@ -173,6 +179,8 @@ def scaling(kinds: list[str], reps: int) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--study", type=Path, help="run this study config uncached and time it")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="keep the timed study in this (new) folder instead of a temporary one")
     ap.add_argument("--from-results", type=Path, help="the stage table of a finished study")
     ap.add_argument("--scaling", action="store_true", help="cost growth with the data's size")
     ap.add_argument("--kinds", default="student_step,teacher_step,teacher_readout")
@@ -187,7 +195,7 @@ def main() -> None:
                               "loadavg_1min": os.getloadavg()[0]}
     if args.study or args.from_results:
         if args.study:
-            results, wall = run_study(args.study)
+            results, wall = run_study(args.study, args.out)
         else:
             results, wall = json.loads(args.from_results.read_text()), results_wall(args)
         rows = stage_table(results)
