@@ -8,7 +8,11 @@ distribution (median and worst case):
 - per distilled session: Distilled - MS-LFP (linear probe, test R², mean over seeds) and the gain
   share (Distilled - MS-LFP) / (Teacher - MS-LFP);
 - the distilled model against the best classic LFP decoder (both read with the Wiener filter);
-- per held-out session: Distilled (generalized, b) - MS-LFP adapted.
+- per held-out session: Distilled (generalized, b) - MS-LFP adapted;
+- the bar of the robust-distillation issue (median share >= 0.4, Distilled > MS-LFP on >= 90 %
+  of distilled and of unseen sessions), judged on the variants whose teacher leads MS-LFP by at
+  least ``LEAD_MIN`` (where it does not, nothing can be transferred; those variants report the
+  worst loss instead).
 
 This is the benchmark the distillation defaults are chosen on: median and worst case over
 variants, never one generator. Development variants and the final evaluation variants must be
@@ -37,6 +41,12 @@ from lfpdistill.data import write_json_atomic
 from lfpdistill.study import run_experiment
 
 CLASSIC_LFP = ("wiener_lfp", "wiener_bandpower", "kalman_bandpower")
+#: A variant is judged against the bar only where its teacher's probe leads MS-LFP's by at least
+#: this much (mean over the distilled sessions): where the spikes' model is no better than the
+#: LFP's own, there is nothing for distillation to transfer (the gain share is undefined), and
+#: the benchmark reports instead how much distillation costs there. Fixed before the final
+#: evaluation variants were drawn.
+LEAD_MIN = 0.05
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -105,12 +115,26 @@ def variant_summary(result: dict[str, Any]) -> dict[str, Any]:
             "diagnostics": result.get("diagnostics", {})}
 
 
+def teacher_leads(v: dict[str, Any]) -> bool:
+    """Whether a variant's teacher leads MS-LFP by at least :data:`LEAD_MIN` (mean over its
+    distilled sessions): only then is there an advantage for distillation to transfer."""
+    leads = [p["teacher"] - p["ms_lfp"] for p in v["distilled_sessions"]]
+    return statistics.mean(leads) >= LEAD_MIN
+
+
+def _frac(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
 def distribution(per_variant: dict[int, dict[str, Any]]) -> dict[str, Any]:
     sessions = [p for v in per_variant.values() for p in v["distilled_sessions"]]
     unseen = [u for v in per_variant.values() for u in v["unseen_sessions"] if u["gain"] is not None]
     shares = [v["share"] for v in per_variant.values() if v["share"] is not None]
     gains = [v["gain"] for v in per_variant.values()]
     vs_classic = [v["distilled_wiener_minus_best_classic"] for v in per_variant.values()]
+    lead = [v for v in per_variant.values() if teacher_leads(v)]
+    no_lead = [v for v in per_variant.values() if not teacher_leads(v)]
+    lead_shares = [v["share"] for v in lead if v["share"] is not None]
     return {
         "variants": len(per_variant),
         "median_share": statistics.median(shares) if shares else None,
@@ -121,7 +145,35 @@ def distribution(per_variant: dict[int, dict[str, Any]]) -> dict[str, Any]:
                                       if unseen else None),
         "median_distilled_wiener_minus_best_classic": statistics.median(vs_classic),
         "worst_distilled_wiener_minus_best_classic": min(vs_classic),
+        # the bar, on the variants whose teacher leads MS-LFP (see LEAD_MIN) ...
+        "variants_teacher_leads": len(lead),
+        "median_share_teacher_leads": statistics.median(lead_shares) if lead_shares else None,
+        "distilled_above_ms_teacher_leads": _frac(
+            [p["gain"] > 0 for v in lead for p in v["distilled_sessions"]]),
+        "unseen_b_above_ms_teacher_leads": _frac(
+            [u["gain"] > 0 for v in lead for u in v["unseen_sessions"] if u["gain"] is not None]),
+        # ... and, where it does not, how much distillation costs
+        "variants_teacher_does_not_lead": len(no_lead),
+        "worst_session_gain_teacher_does_not_lead": min(
+            (p["gain"] for v in no_lead for p in v["distilled_sessions"]), default=None),
     }
+
+
+def bar(dist: dict[str, Any]) -> list[tuple[str, bool | None]]:
+    """The robust-distillation bar, as (claim, PASS/FAIL; None where it cannot be judged)."""
+    n = dist["variants_teacher_leads"]
+    share, above, unseen = (dist["median_share_teacher_leads"],
+                            dist["distilled_above_ms_teacher_leads"],
+                            dist["unseen_b_above_ms_teacher_leads"])
+    return [
+        (f"at least 8 evaluation variants (here {dist['variants']}, of which {n} with a teacher "
+         f"lead >= {LEAD_MIN})", dist["variants"] >= 8),
+        ("median gain share >= 0.4 on them", None if share is None else share >= 0.4),
+        ("Distilled > MS-LFP on >= 90 % of their distilled sessions",
+         None if above is None else above >= 0.9),
+        ("Distilled (b) > MS-LFP adapted on >= 90 % of their unseen sessions",
+         None if unseen is None else unseen >= 0.9),
+    ]
 
 
 def _f(v: float | None) -> str:
@@ -154,6 +206,9 @@ def markdown(tag: str, per_variant: dict[int, dict[str, Any]], dist: dict[str, A
     lines += ["", "| over variants | value |", "|---|---|"]
     lines += [f"| {k} | {v if isinstance(v, int) else _f(v) if v is not None else '—'} |"
               for k, v in dist.items()]
+    lines += ["", "| the bar (variants whose teacher leads) | |", "|---|---|"]
+    lines += [f"| {claim} | {'—' if ok is None else 'PASS' if ok else 'FAIL'} |"
+              for claim, ok in bar(dist)]
     return "\n".join(lines) + "\n"
 
 

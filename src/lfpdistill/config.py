@@ -406,9 +406,11 @@ RECOMMENDED: dict[str, dict[str, dict[str, Any]]] = {
                       "n_heads": 4, "embedder": "filterbank", "mask_mode": "time"}},
     "ss_lfp": {"train": {"max_epochs": 5, "batch_size": 16, "lr": 0.003, "patience": 4}},
     "ms_lfp": {"train": {"max_epochs": 5, "batch_size": 32, "lr": 0.003, "patience": 4}},
-    # distillation: align the teacher's top 16 standardised principal components; keep the last
+    # distillation: align the teacher's top 16 standardised principal components of latents
+    # centred per session (robustness benchmark, docs/experiments.md round 5); keep the last
     # weights (the validation alignment picks epochs by noise)
     "distill": {"objective": {"align_loss": "mse", "target_pcs": 16, "target_norm": "standardize",
+                              "target_center": "session",
                               "projection": "linear", "w_align": 1.0, "w_mae": 0.1},
                 "train": {"max_epochs": 10, "batch_size": 32, "lr": 0.003, "patience": 5,
                           "keep": "last"}},
