@@ -186,3 +186,23 @@ def test_checks_compare_the_same_decoder_on_latents_and_on_classic_features():
                "decoder (LFP Wiener (LMP+band power))"] is True  # 0.53 >= 0.5225
     assert got["Unseen sessions, Wiener on latents: Distilled (generalized, b) ≥ best classic LFP "
                "decoder (LFP Wiener (LMP+band power))"] is False
+
+
+def test_report_prints_the_causal_table_only_when_the_study_has_causal_rows():
+    from types import SimpleNamespace
+
+    from lfpdistill.study.report import markdown, summarise
+
+    def row(ev, model, r2):
+        return {"eval": ev, "group": "distilled", "model": model, "session": "s0", "seed": 0,
+                "split": "test", "mode": None, "r2": r2}
+
+    rows = [row("probe", "distilled", 0.4), row("classic", "kalman_bandpower", 0.2)]
+    cfg = SimpleNamespace(name="t", seeds=[0])
+    roles = {"teacher": ["s0"], "distill": ["s0"], "heldout": []}
+
+    def text(rs):
+        return markdown(cfg, roles, rs, summarise(rs), [], 1.0, {}, "store")
+
+    assert "Causal (streaming)" not in text(rows)
+    assert "Causal (streaming)" in text(rows + [row("causal", "distilled", 0.3)])

@@ -198,6 +198,8 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
                          ("Supervised fine-tuning per session", ("finetune",)),
                          ("Causal (streaming) models and the classic decoders per session",
                           ("causal", "classic"))):
+        if not any(r["eval"] == evals[0] for r in rows):
+            continue  # e.g. no causal section: the classic table is already printed above
         sessions, models, cells = per_session_table(rows, evals)
         if not sessions:
             continue
