@@ -35,6 +35,7 @@ TINY = {
     "generalize": {"adapt": {"max_epochs": 1, "progress": False}},
     "finetune": {"models": ["distilled"], "train": {"max_epochs": 1, "progress": False}},
     "causal": {"enabled": True, "context_bins": 10},
+    "labels": {"enabled": True, "seconds": [5, 10], "draws": 2},
 }
 
 
@@ -78,6 +79,7 @@ def test_run_writes_parseable_report(tiny_run):
     # every number in the report's tables comes from results.json
     numbers = {f"{s['mean']:.3f}" for s in res["summary"]} | {f"{s['sd']:.3f}" for s in res["summary"]}
     numbers |= {f"{r['r2']:.3f}" for r in rows}
+    numbers |= {f"{s[k]:.3f}" for s in res["labels"]["summary"] for k in ("mean", "sd")}
     numbers |= {f"{d['r2']:.3f}" for diag in res["diagnostics"].values()
                 for d in diag["sessions"].values()}
     assert res["diagnostics"], "the distillation diagnostics are missing from results.json"
@@ -85,7 +87,7 @@ def test_run_writes_parseable_report(tiny_run):
     for ln in table_lines:
         for num in re.findall(r"-?\d+\.\d{3}", ln):
             assert num in numbers or num.lstrip("-") in numbers, (num, ln)
-    for png in ("per_session_r2.png", "summary_r2.png", "traces.png"):
+    for png in ("per_session_r2.png", "summary_r2.png", "traces.png", "label_efficiency.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
@@ -107,7 +109,37 @@ def test_rerun_is_cached_and_config_change_recomputes_dependents(tiny_run):
     assert main(["run", str(root / "changed.yaml"), "--from", "probe"]) == 0
     stages = json.loads((out / "results.json").read_text())["stages"]
     ran = {s["stage"] for s in stages if s["status"] == "ran"}
-    assert ran == {"probe", "finetune", "classic", "causal"}
+    assert ran == {"probe", "finetune", "classic", "causal", "labels"}
+
+
+@pytest.mark.slow
+def test_label_study_fits_every_decoder_on_the_same_training_bins(tiny_run):
+    from lfpdistill.data import open_store
+    from lfpdistill.study.labels import label_mask, mask_sha
+
+    root, _ = tiny_run
+    res = json.loads((root / "out" / "results.json").read_text())
+    rows = [r for r in res["labels"]["rows"] if not r.get("full")]
+    by_subset = collections.defaultdict(set)
+    decoders = collections.defaultdict(set)
+    for r in rows:
+        by_subset[(r["session"], r["seconds"], r["draw"])].add(r["mask_sha"])
+        decoders[(r["session"], r["seconds"], r["draw"])].add((r["model"], r["readout"]))
+    assert len(by_subset) == 2 * 2 * 2  # evaluated sessions x budgets x draws
+    assert all(len(v) == 1 for v in by_subset.values())  # one mask per subset, for every decoder
+    for key, got in decoders.items():  # frozen models' read-outs and the classic decoders
+        assert {("distilled", "probe"), ("distilled", "wiener"), ("ms_lfp", "probe"),
+                ("wiener_bandpower", None), ("kalman_bandpower", None),
+                ("wiener_spikes", None)} <= got, key
+    store = open_store(next((root / "out" / "stages" / "data").glob("*/store")))
+    for (name, sec, draw), shas in by_subset.items():
+        assert shas == {mask_sha(label_mask(store.session(name), sec, draw, seed=0))}
+    # the whole training set closes every curve, from the study's own evaluations
+    assert {r["model"] for r in res["labels"]["rows"] if r.get("full")} >= {
+        "distilled", "ms_lfp", "ss_lfp", "wiener_bandpower"}
+    claims = [c["claim"] for c in res["checks"]]
+    assert any("label efficiency" in c for c in claims)
+    assert "## Label efficiency" in (root / "out" / "report.md").read_text()
 
 
 def test_unknown_and_mistyped_keys_rejected(tmp_path, capsys):

@@ -537,6 +537,36 @@ class CausalSection(_Strict):
     context_bins: int = Field(100, ge=1, le=10000, description="bins of past each layer attends to")
 
 
+class LabelsSection(_Strict):
+    """Label efficiency: every decoder refit on a few labelled training seconds (random whole
+    training segments; validation and test bins are never labelled), the same bins for every
+    decoder, scored on the test segments. The whole training set is the curve's last point."""
+
+    enabled: bool = Field(False, description="run the label-efficiency stage")
+    seconds: list[float] = Field(default_factory=lambda: [10.0, 20.0, 40.0, 80.0],
+                                 description="labelled training seconds per session, increasing")
+    draws: int = Field(3, ge=1, le=100, description="random draws of the labelled segments per "
+                       "budget")
+    seed: int = Field(0, description="seed of the draws (the same for every decoder and seed)")
+    models: list[Literal["distilled", "ms_lfp", "ss_lfp"]] = Field(
+        default_factory=lambda: ["distilled", "ms_lfp", "ss_lfp"],
+        description="frozen models read out at each budget (the classic decoders always are)")
+    readouts: list[Literal["probe", "wiener"]] = Field(
+        default_factory=lambda: ["probe", "wiener"],
+        description="read-outs of the frozen latents: linear probe, Wiener filter (classic lags)")
+
+    @model_validator(mode="after")
+    def _check(self) -> LabelsSection:
+        s = self.seconds
+        if not s or any(not math.isfinite(v) or v <= 0 for v in s):
+            raise ValueError(f"labels.seconds {s} must list positive numbers of seconds")
+        if any(b <= a for a, b in zip(s, s[1:], strict=False)):
+            raise ValueError(f"labels.seconds {s} must increase, without repeats")
+        if not self.models or not self.readouts:
+            raise ValueError("labels.models and labels.readouts must not be empty")
+        return self
+
+
 class GeneralizeSection(_Strict):
     modes: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"])
     adapt: TrainConfig = Field(default_factory=lambda: recommended_train("adapt"))
@@ -562,6 +592,7 @@ class ExperimentConfig(_Strict):
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     classic: ClassicSection = Field(default_factory=ClassicSection)
     causal: CausalSection = Field(default_factory=CausalSection)
+    labels: LabelsSection = Field(default_factory=LabelsSection)
     _recommended_fields = {"lfp_model": ("lfp", "model"), "ss_lfp": ("ss_lfp", "train"),
                            "ms_lfp": ("ms_lfp", "train")}
 

@@ -22,6 +22,12 @@ from rich.table import Table  # noqa: E402
 
 from ..data import write_json_atomic  # noqa: E402
 from ..data.store import atomic_path  # noqa: E402
+from .labels import (  # noqa: E402
+    fig_labels,
+    label_claims,
+    labels_markdown,
+    summarise_labels,
+)
 
 LABELS = {
     "teacher": "Teacher (spikes)",
@@ -164,7 +170,7 @@ def per_session_table(rows: list[dict[str, Any]], evals: tuple[str, ...]
 def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
              summary: list[dict[str, Any]], checks: list[dict[str, Any]], seconds: float,
              figures: dict[str, str], store_info: str,
-             diagnostics: dict[int, dict[str, Any]] | None = None) -> str:
+             diagnostics: dict[int, dict[str, Any]] | None = None, labels_md: str = "") -> str:
     buf = io.StringIO()
     w = buf.write
     w(f"# lfpdistill report — {cfg.name}\n\n")
@@ -208,6 +214,7 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
         for s in sessions:
             w(f"| {s} | " + " | ".join(_pm(cells[(s, m)]) if (s, m) in cells else "—" for m in models)
               + " |\n")
+    w(labels_md)
     if diagnostics:
         w(diagnostics_markdown(diagnostics))
     w("\n## Figures\n\n")
@@ -333,12 +340,16 @@ def _save(fig: Any, path: Path) -> None:
 def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
                  traces: dict[str, Any], log: list[dict[str, Any]], seconds: float,
                  store: Any = None, console: Console | None = None,
-                 diagnostics: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+                 diagnostics: dict[int, dict[str, Any]] | None = None,
+                 label_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     out = Path(out)
     console = console or Console()
     summary = summarise(rows)
     checks = claims(summary)
     figures = {}
+    label_rows = label_rows or []
+    label_summary = summarise_labels(label_rows, LABELS) if label_rows else []
+    label_checks = label_claims(label_summary)
     if rows:
         fig_per_session(rows, out / "per_session_r2.png")
         figures["per_session_r2.png"] = ("Per-session test R²: linear probe of every model and "
@@ -347,10 +358,15 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
         figures["summary_r2.png"] = "Mean ± sd over sessions and seeds"
         if fig_traces(rows, traces, store, out / "traces.png"):
             figures["traces.png"] = "Decoded vs true velocity on one test segment"
+    if label_summary:
+        fig_labels(label_summary, out / "label_efficiency.png", COLORS, _save)
+        figures["label_efficiency.png"] = ("Label efficiency: test R² against labelled training "
+                                           "seconds")
     store_info = (f"store {store.root} ({len(store.names)} sessions, options {store.options_hash})"
                   if store is not None else "store")
     result = {"name": cfg.name, "seconds": round(seconds, 1), "roles": roles, "rows": rows,
-              "summary": summary, "checks": checks, "stages": log,
+              "summary": summary, "checks": checks + label_checks, "stages": log,
+              "labels": {"rows": label_rows, "summary": label_summary} if label_rows else None,
               "diagnostics": {str(k): v for k, v in (diagnostics or {}).items()},
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "results.json", result)
@@ -359,7 +375,9 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
         wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         wr.writeheader()
         wr.writerows(rows)
-    md = markdown(cfg, roles, rows, summary, checks, seconds, figures, store_info, diagnostics)
+    md = markdown(cfg, roles, rows, summary, checks, seconds, figures, store_info, diagnostics,
+                  labels_md=labels_markdown(label_summary, label_checks, cfg.labels)
+                  if label_summary else "")
     with atomic_path(out / "report.md", suffix=".md") as tmp:
         tmp.write_text(md)
     table = Table(title=f"{cfg.name}: test R² (mean ± sd over sessions and seeds)")
@@ -368,7 +386,7 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
     for s in summary:
         table.add_row(s["group"], s["eval"], s["label"], _pm(s))
     console.print(table)
-    for c in checks:
+    for c in checks + label_checks:
         console.print(("[green]PASS[/] " if c["pass"] else "[red]FAIL[/] ") + c["claim"])
     console.print(f"report: {out / 'report.md'}  ({seconds / 60:.1f} min)")
     return result

@@ -1,7 +1,7 @@
 """``lfpdistill run CONFIG``: the whole study, stage by stage.
 
 Stages (in order): data, teacher, ss_lfp, ms_lfp, distill, generalize, probe, finetune, classic,
-report. This module only orchestrates: which unit runs with which inputs
+causal, labels, report. This module only orchestrates: which unit runs with which inputs
 (:mod:`.units`), cached by :class:`~.cache.Cache`, evaluated where :mod:`.plan` says, summarised
 by :mod:`.report`.
 """
@@ -19,6 +19,7 @@ from rich.console import Console
 from ..config import ExperimentConfig, TrainConfig
 from ..data import Store, open_store, write_json_atomic
 from ..errors import ConfigError
+from . import labels as label_units
 from . import units
 from .cache import Cache
 from .plan import Roles, Runs, eval_plan, resolve_roles
@@ -33,7 +34,7 @@ REFERENCE_UNIT_SECONDS: dict[str, float] = {
 }
 
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "generalize", "probe", "finetune",
-          "classic", "causal", "report"]
+          "classic", "causal", "labels", "report"]
 
 
 def prepare_data(cfg: ExperimentConfig, cache: Cache) -> Store:
@@ -77,6 +78,8 @@ class Study:
             counts["classic"] = 1
         if cfg.causal.enabled:  # MS-LFP, student, probe, and two adaptations per held-out session
             counts["causal"] = n_seeds * (3 + 2 * len(roles.heldout))
+        if cfg.labels.enabled:  # the frozen models' read-outs per seed, the classic decoders once
+            counts["labels"] = n_seeds + 1
         return counts
 
     def train_cfg(self, base: TrainConfig, seed: int) -> TrainConfig:
@@ -89,6 +92,8 @@ class Study:
         t_start = time.time()
         store = prepare_data(cfg, self.cache)
         roles = resolve_roles(cfg, store)
+        if cfg.labels.enabled:  # before any training: a budget no session can meet
+            check_label_budgets(cfg, store, roles)
         self.cache.expect(self.expected_units(roles))
         self.console.print(
             f"sessions — teacher: {', '.join(roles.teacher)}; distill: {', '.join(roles.distill)}"
@@ -104,11 +109,13 @@ class Study:
             rows += self.classic(store, roles, traces)
         if cfg.causal.enabled:
             rows += self.causal(store, roles, runs, memo)
+        label_rows = self.labels(store, roles, runs, rows) if cfg.labels.enabled else []
         self.console.print("[bold]report[/]")
         diagnostics = {seed: json.loads((d / "diagnostics.json").read_text())
                        for seed, d in runs.distilled.items() if (d / "diagnostics.json").exists()}
         return write_report(self.out, cfg, roles.as_dict(), rows, traces, self.cache.log,
-                            seconds=time.time() - t_start, store=store, diagnostics=diagnostics)
+                            seconds=time.time() - t_start, store=store, diagnostics=diagnostics,
+                            label_rows=label_rows)
 
     # ------------------------------------------------------------------------------ models
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
@@ -236,6 +243,41 @@ class Study:
             d = run("causal", f"probe-seed{seed}", units.causal_probe, store=store, items=items)
             rows += units.read_rows(d)
         return rows
+
+
+    def labels(self, store: Store, roles: Roles, runs: Runs, rows: list[dict[str, Any]]
+               ) -> list[dict[str, Any]]:
+        """Label efficiency: each frozen model's read-outs and the classic decoders refit on
+        subsets of the training bins; the study's own rows are the curve's last point."""
+        cfg, opts = self.cfg, self.cfg.labels
+        self.console.print("[bold]labels[/] (every decoder refit on "
+                           f"{', '.join(f'{s:g}' for s in opts.seconds)} s of labels, "
+                           f"{opts.draws} draw(s) each)")
+        lags = (cfg.classic.n_lags, cfg.classic.lag_step)
+        out: list[dict[str, Any]] = []
+        for seed in cfg.seeds:
+            items = [p for p in eval_plan(cfg, store, roles, runs, seed)
+                     if p.model in opts.models]
+            d = self.cache.run("labels", f"seed{seed}", label_units.readouts, store=store,
+                               items=items, options=opts, n_lags=lags[0], lag_step=lags[1])
+            out += units.read_rows(d)
+        d = self.cache.run("labels", "classic", label_units.classic, store=store,
+                           sessions=roles.eval, distilled=roles.distill, options=opts,
+                           n_lags=lags[0], lag_step=lags[1])
+        out += units.read_rows(d)
+        return out + label_units.full_rows(rows, store, opts.models)
+
+
+def check_label_budgets(cfg: ExperimentConfig, store: Store, roles: Roles) -> None:
+    """Refuse, before anything trains, a label budget longer than some evaluated session's
+    training bins."""
+    top = max(cfg.labels.seconds)
+    for name in roles.eval:
+        have = label_units.train_seconds(store.session(name))
+        if top > have:
+            raise ConfigError(f"labels.seconds lists {top:g} s but session '{name}' has only "
+                              f"{have:.0f} s of training bins; list budgets up to {have:.0f} s "
+                              "(the whole training set is always the curve's last point)")
 
 
 def run_experiment(cfg: ExperimentConfig, from_stage: str | None = None,

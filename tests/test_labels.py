@@ -1,0 +1,66 @@
+"""Label-efficiency study: which bins are labelled, and the config that asks for it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.conftest import make_session
+
+from lfpdistill.config import LabelsSection
+from lfpdistill.errors import ConfigError
+from lfpdistill.session import make_segments
+from lfpdistill.study.labels import label_claims, label_mask, mask_sha, train_seconds
+
+
+def split_session(T: int = 6000, seed: int = 0):
+    s = make_session("a", T=T)
+    s.segments = make_segments(T, s.bin_size, segment_s=5.0, seed=seed)
+    return s
+
+
+def test_label_mask_takes_exactly_the_budget_from_training_segments_only():
+    s = split_session()
+    train = s.split_mask("train")
+    for sec in (0.5, 5.0, 12.3, train_seconds(s)):
+        m = label_mask(s, sec, draw=0)
+        assert m.sum() == round(sec / s.bin_size)
+        assert not (m & ~train).any()  # never a validation or test bin
+    assert label_mask(s, train_seconds(s), 0).sum() == train.sum()
+
+
+def test_label_mask_is_deterministic_and_draws_differ():
+    s = split_session()
+    a, b = label_mask(s, 10, draw=0), label_mask(s, 10, draw=0)
+    assert np.array_equal(a, b) and mask_sha(a) == mask_sha(b)
+    assert mask_sha(label_mask(s, 10, draw=1)) != mask_sha(a)
+    assert mask_sha(label_mask(s, 10, draw=0, seed=1)) != mask_sha(a)
+
+
+def test_label_mask_refuses_a_budget_longer_than_the_training_bins():
+    s = split_session()
+    with pytest.raises(ConfigError, match=r"exceeds the \d+ s of training bins of session 'a'"):
+        label_mask(s, train_seconds(s) + 5, 0)
+    with pytest.raises(ConfigError, match="shorter than one bin"):
+        label_mask(s, s.bin_size / 10, 0)
+
+
+@pytest.mark.parametrize("seconds", [[], [10, 10], [20, 10], [0, 5], [-1], [float("nan")]])
+def test_labels_config_rejects_bad_budgets(seconds):
+    with pytest.raises(ValueError, match="labels.seconds"):
+        LabelsSection(seconds=seconds)
+
+
+def test_label_claims_find_the_smallest_winning_budget():
+    def row(model, budget, mean, readout=None):
+        return {"group": "distilled", "model": model, "readout": readout, "budget": budget,
+                "mean": mean, "label": model}
+
+    summary = [row("wiener_bandpower", b, m) for b, m in (("10", 0.1), ("20", 0.2), ("40", 0.4))]
+    summary += [row("kalman_bandpower", b, 0.05) for b in ("10", "20", "40")]
+    summary += [row("distilled", b, m, "wiener") for b, m in (("10", 0.05), ("20", 0.25),
+                                                                ("40", 0.3))]
+    got = {c["claim"]: c for c in label_claims(summary)}
+    first = next(c for k, c in got.items() if "some labelled budget" in k)
+    assert first["pass"] and first["values"]["smallest_seconds"] == 20.0
+    at20 = next(c for k, c in got.items() if "20 s of labels" in k)
+    assert at20["pass"] and at20["values"]["margin"] == pytest.approx(0.05)
