@@ -94,6 +94,28 @@ def test_wiener_large_design_search(monkeypatch):
     assert r2_mean(Y[~train], fast.predict(X, ~train)) > 0.5
 
 
+def test_wiener_few_rows_many_features_kernel_path(monkeypatch):
+    """Fewer rows than features: the kernel (dual) path gives the primal path's penalty, scores
+    and predictions."""
+    rng = np.random.default_rng(2)
+    T, F = 700, 60  # 600 train rows, 3 lags: 180 features
+    X = rng.standard_normal((T, F))
+    w = rng.standard_normal((F, 2)) * 0.2
+    Y = X @ w + 1.0 * rng.standard_normal((T, 2))
+    train = np.arange(T) < 600
+    monkeypatch.setattr(decoders, "_EIGH_MAX_FEATURES", 10)
+    monkeypatch.setattr(decoders, "_DUAL_MAX_ROWS_RATIO", 0.0)  # force the primal path
+    primal = WienerDecoder(n_lags=3, lag_step=1).fit(X[:200], Y[:200])
+    monkeypatch.setattr(decoders, "_DUAL_MAX_ROWS_RATIO", 100.0)
+    dual = WienerDecoder(n_lags=3, lag_step=1).fit(X[:200], Y[:200])
+    assert not np.isnan(dual.cv_scores_).any()  # the whole grid at once
+    assert dual.alpha_ == primal.alpha_
+    ok = ~np.isnan(primal.cv_scores_)
+    np.testing.assert_allclose(dual.cv_scores_[ok], primal.cv_scores_[ok], atol=1e-8)
+    np.testing.assert_allclose(dual.coef_, primal.coef_, atol=1e-8)
+    np.testing.assert_allclose(dual.predict(X[200:]), primal.predict(X[200:]), atol=1e-8)
+
+
 def _linear_gaussian(T: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     th = 0.1

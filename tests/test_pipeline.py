@@ -63,7 +63,8 @@ def test_run_writes_parseable_report(tiny_run):
               ("distilled_a", "probe"), ("teacher", "probe_wiener"), ("distilled", "probe_wiener"),
               ("distilled_a", "probe_wiener"), ("distilled", "finetune"), ("wiener_bandpower", "classic"),
               ("kalman_bandpower", "classic"), ("wiener_spikes", "classic"), ("wiener_lfp", "classic"),
-              ("distilled", "causal"), ("ms_lfp", "causal")]:
+              ("distilled", "causal"), ("ms_lfp", "causal"), ("distilled", "causal_wiener"),
+              ("ms_lfp", "causal_wiener")]:
         assert m in models, m
     # the time-left estimate expects exactly the units the study ran
     ran = collections.Counter(s["stage"] for s in res["stages"] if s["stage"] != "data")

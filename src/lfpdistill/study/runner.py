@@ -76,8 +76,9 @@ class Study:
             counts["finetune"] = n_seeds * len(sessions) * len(cfg.finetune.models)
         if cfg.classic.enabled:
             counts["classic"] = 1
-        if cfg.causal.enabled:  # MS-LFP, student, probe, and two adaptations per held-out session
-            counts["causal"] = n_seeds * (3 + 2 * len(roles.heldout))
+        if cfg.causal.enabled:  # MS-LFP, student, probe, Wiener read-out, two adaptations per
+            # held-out session
+            counts["causal"] = n_seeds * (3 + 2 * len(roles.heldout) + int(cfg.probe.wiener))
         if cfg.labels.enabled:  # the frozen models' read-outs per seed, the classic decoders once
             counts["labels"] = n_seeds + 1
         return counts
@@ -242,6 +243,10 @@ class Study:
                                   "seed": seed, "mode": "b" if m == "distilled" else None})
             d = run("causal", f"probe-seed{seed}", units.causal_probe, store=store, items=items)
             rows += units.read_rows(d)
+            if cfg.probe.wiener:
+                d = run("causal", f"wiener-seed{seed}", units.causal_wiener, store=store,
+                        items=items, n_lags=cfg.classic.n_lags, lag_step=cfg.classic.lag_step)
+                rows += units.read_rows(d)
         return rows
 
 

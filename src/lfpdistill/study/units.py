@@ -132,6 +132,25 @@ def causal_probe(out: Path, store: Store, items: list[dict[str, Any]]) -> None:
     write_json_atomic(out / "rows.json", rows)
 
 
+def causal_wiener(out: Path, store: Store, items: list[dict[str, Any]], n_lags: int,
+                  lag_step: int) -> None:
+    """The Wiener filter (causal lags: the current and past bins only) on causal models' causal
+    latents: a read-out a stream can also compute, and the decoder-matched comparison with the
+    band-power filters. ``rows.json`` with ``eval: causal_wiener``."""
+    jobs: list[tuple[np.ndarray, Session]] = []
+    for it in items:
+        s = store.session(it["session"])
+        model, _ = load_model(Path(it["run"]), modality="lfp")
+        z = causal_latents(model, s.name, torch.from_numpy(np.asarray(s.lfp, np.float32))).numpy()
+        jobs.append((z, s))
+    fits = wiener_fits(jobs, n_lags, lag_step)
+    rows = [{"model": it["model"], "session": it["session"], "group": it["group"],
+             "split": "test", "seed": it["seed"], "mode": it["mode"], "eval": "causal_wiener",
+             **res} for it, res in zip(items, fits, strict=True)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "rows.json", rows)
+
+
 def classic(out: Path, store: Store, sessions: list[str], distilled: list[str],
             options: ClassicSection) -> None:
     """The classic decoders on every evaluated session: ``rows.json`` and ``preds.npz``."""
