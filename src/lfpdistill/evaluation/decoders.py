@@ -169,7 +169,7 @@ _EIGH_MAX_FEATURES = 1000
 #: ``_EIGH_MAX_FEATURES``) the penalty search works on the rows' kernel: one ``n x n``
 #: eigendecomposition per fold gives every penalty's score, instead of a ``p x p`` Cholesky
 #: factorisation per penalty and fold. Few labelled seconds of a 4 800-feature band-power design.
-_DUAL_MAX_ROWS_RATIO = 0.75
+_DUAL_MAX_ROWS_RATIO = 0.9
 
 
 def _ridge_dual(Xs: np.ndarray, Yc: np.ndarray, n_folds: int, alphas: Sequence[float]
