@@ -98,11 +98,10 @@ def test_wiener_few_rows_many_features_kernel_path(monkeypatch):
     """Fewer rows than features: the kernel (dual) path gives the primal path's penalty, scores
     and predictions."""
     rng = np.random.default_rng(2)
-    T, F = 700, 60  # 600 train rows, 3 lags: 180 features
+    T, F = 700, 60  # fit on 200 rows, 3 lags: 180 features
     X = rng.standard_normal((T, F))
     w = rng.standard_normal((F, 2)) * 0.2
     Y = X @ w + 1.0 * rng.standard_normal((T, 2))
-    train = np.arange(T) < 600
     monkeypatch.setattr(decoders, "_EIGH_MAX_FEATURES", 10)
     monkeypatch.setattr(decoders, "_DUAL_MAX_ROWS_RATIO", 0.0)  # force the primal path
     primal = WienerDecoder(n_lags=3, lag_step=1).fit(X[:200], Y[:200])
