@@ -64,3 +64,21 @@ def test_label_claims_find_the_smallest_winning_budget():
     assert first["pass"] and first["values"]["smallest_seconds"] == 20.0
     at20 = next(c for k, c in got.items() if "20 s of labels" in k)
     assert at20["pass"] and at20["values"]["margin"] == pytest.approx(0.05)
+
+
+def test_study_refuses_a_label_budget_longer_than_a_sessions_training_bins_before_training(
+        tmp_path):
+    from lfpdistill.config import ExperimentConfig
+    from lfpdistill.data import open_store, write_store
+    from lfpdistill.study.plan import resolve_roles
+    from lfpdistill.study.runner import check_label_budgets
+
+    write_store([make_session("a", T=3000), make_session("b", T=3000, seed=1)], tmp_path / "st")
+    store = open_store(tmp_path / "st")
+    cfg = ExperimentConfig(sessions={"teacher": ["a"], "distill": ["a"], "heldout": ["b"]},
+                           labels={"enabled": True, "seconds": [5, 500]})
+    with pytest.raises(ConfigError, match=r"labels.seconds lists 500 s but session 'a' has only "
+                                          r"\d+ s of training bins"):
+        check_label_budgets(cfg, store, resolve_roles(cfg, store))
+    ok = cfg.model_copy(update={"labels": LabelsSection(enabled=True, seconds=[5, 10])})
+    check_label_budgets(ok, store, resolve_roles(ok, store))

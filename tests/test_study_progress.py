@@ -53,7 +53,7 @@ def test_expected_units_of_the_demo(tmp_path):
         "finetune": 12, "classic": 1}
     cfg = cfg.model_copy(update={"causal": cfg.causal.model_copy(update={"enabled": True})})
     assert Study(cfg, out=tmp_path / "c", console=Console(quiet=True)).expected_units(roles)[
-        "causal"] == 3 * (4 + 2 * 2)  # MS-LFP, student, linear and Wiener read-outs; adaptations
+        "causal"] == 3 * (3 + 2 * 2)  # MS-LFP, student, read-outs (one unit); adaptations
     cfg = cfg.model_copy(update={"labels": cfg.labels.model_copy(update={"enabled": True})})
     assert Study(cfg, out=tmp_path / "l", console=Console(quiet=True)).expected_units(roles)[
         "labels"] == 3 + 1  # one read-out unit per seed, the classic decoders once

@@ -26,7 +26,9 @@ frozen latents in :mod:`.probes`: the decoder-matched comparison with hand-made 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +37,7 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import r2_score
+from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataValidationError
 from .features import check_mask, group_runs, lagged_in_runs, mask_groups
@@ -274,6 +277,26 @@ def memory_budget() -> int | None:
     except (ImportError, OSError, ValueError, IndexError):
         pass
     return budget
+
+
+def side_by_side(fn: Callable[[Any], Any], jobs: Sequence[Any], need_bytes: int = 0,
+                 workers: int | None = None) -> list[Any]:
+    """``fn`` of every job, in order, ``workers`` at a time (default: one per usable core, at
+    most 4) with single-threaded BLAS, and no more at once than ``need_bytes`` each fit into
+    :func:`memory_budget`. Ridge fits of ~1000 features gain little from a second BLAS thread and
+    nearly twice as much from running two side by side (measured: 4 fits 6.4 s -> 3.7 s on 2
+    cores)."""
+    if workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = min(4, cores or 1)
+    workers = max(1, min(len(jobs), workers))
+    budget = memory_budget()
+    if budget is not None and need_bytes > 0:
+        workers = max(1, min(workers, int(budget // need_bytes)))
+    if workers == 1:
+        return [fn(j) for j in jobs]
+    with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(fn, jobs))
 
 
 def wiener_memory(n_rows: int, n_inputs: int, n_lags: int, cv_folds: int = 5,

@@ -5,17 +5,14 @@ zero-lag, unpenalised member (:func:`linear_probe_decoder`)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError, DataValidationError
 from ..session import Session
-from .decoders import WienerDecoder, memory_budget, wiener_memory
+from .decoders import WienerDecoder, side_by_side, wiener_memory
 from .features import check_mask, mask_groups
 from .latents import lag_latents
 from .metrics import r2_xy
@@ -77,32 +74,18 @@ def wiener_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarr
 
 def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, lag_step: int = 2,
                 workers: int | None = None, split: str = "test") -> list[dict[str, float]]:
-    """:func:`wiener_probe` of many ``(latents, session)`` pairs; returns their R² dicts in order.
-
-    The fits run ``workers`` at a time (default: one per usable core, at most 4) with
-    single-threaded BLAS:
-    a ~1000-feature Cholesky factorisation gains little from a second BLAS thread, two of them
-    side by side nearly twice as much (measured: 4 fits 6.4 s -> 3.7 s on 2 cores).
-    """
+    """:func:`wiener_probe` of many ``(latents, session)`` pairs; returns their R² dicts in order,
+    the fits :func:`~lfpdistill.evaluation.decoders.side_by_side` (``workers`` at a time)."""
     def one(job: tuple[np.ndarray, Session]) -> dict[str, float]:
         z, s = job
         res = wiener_probe(z, s.velocity, s.split_mask("train"), s.split_mask(split), n_lags,
                            lag_step)
         return {k: v for k, v in res.items() if k != "pred"}
 
-    if workers is None:  # usable cores, at most 4 (a 16 000-bin x 1280-feature design is 80 MB)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        workers = min(4, cores or 1)
-    workers = max(1, min(len(jobs), workers))
-    if jobs:  # each fit refuses alone what cannot fit; side by side they must fit together
-        need = max(wiener_memory(len(z), int(np.prod(np.shape(z)[1:])), n_lags) for z, _ in jobs)
-        budget = memory_budget()
-        if budget is not None and need > 0:
-            workers = max(1, min(workers, int(budget // need)))
-    if workers == 1:
-        return [one(j) for j in jobs]
-    with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:
-        return list(ex.map(one, jobs))
+    # each fit refuses alone what cannot fit; side by side they must fit together
+    need = max((wiener_memory(len(z), int(np.prod(np.shape(z)[1:])), n_lags) for z, _ in jobs),
+               default=0)
+    return side_by_side(one, jobs, need, workers)
 
 
 def check_probe_options(decoder: str, lag_s: float = 0.0) -> None:

@@ -12,32 +12,25 @@ mask (``mask_sha``) so that the report can show they agree.
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..config import LabelsSection
 from ..data import Store, write_json_atomic
 from ..errors import ConfigError
 from ..evaluation import linear_probe, session_latents
-from ..evaluation.decoders import fit_predict
-from ..evaluation.features import band_power_features
+from ..evaluation.classic import CLASSIC, CLASSIC_LFP, classic_features, classic_fit
+from ..evaluation.decoders import side_by_side, wiener_memory
 from ..evaluation.metrics import r2_xy
 from ..evaluation.probes import wiener_probe
 from ..models import load_model
 from ..session import Session
 from .plan import EvalItem
-
-#: classic decoders of the label study (the study's classic stage minus nothing)
-CLASSIC = ("wiener_spikes", "wiener_lfp", "wiener_bandpower", "kalman_bandpower")
-CLASSIC_LFP = ("wiener_lfp", "wiener_bandpower", "kalman_bandpower")
 
 
 def train_seconds(s: Session) -> float:
@@ -78,17 +71,6 @@ def mask_sha(mask: np.ndarray) -> str:
     return hashlib.sha1(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).hexdigest()[:12]
 
 
-def _parallel(fn: Callable[[Any], dict[str, Any]], jobs: Sequence[Any]) -> list[dict[str, Any]]:
-    """``fn`` of every job, two or more at a time with one BLAS thread each (small ridge fits
-    gain more from running side by side than from a second thread)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = max(1, min(len(jobs), 4, cores or 1))
-    if workers == 1:
-        return [fn(j) for j in jobs]
-    with threadpool_limits(1), ThreadPoolExecutor(workers) as ex:
-        return list(ex.map(fn, jobs))
-
-
 def _budget_masks(s: Session, options: LabelsSection) -> list[tuple[float, int, np.ndarray]]:
     return [(sec, d, label_mask(s, sec, d, options.seed))
             for sec in options.seconds for d in range(options.draws)]
@@ -120,7 +102,9 @@ def readouts(out: Path, store: Store, items: list[EvalItem], options: LabelsSect
         res.pop("pred")
         return {**row, **res}
 
-    rows = _parallel(one, jobs)
+    need = max((wiener_memory(int(m.sum()), z.shape[1], n_lags) for *_, z, _, m in jobs),
+               default=0)
+    rows = side_by_side(one, jobs, need)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "rows.json", rows)
 
@@ -132,28 +116,23 @@ def classic(out: Path, store: Store, sessions: list[str], distilled: list[str],
     jobs: list[tuple[dict[str, Any], str, np.ndarray, Session, np.ndarray]] = []
     for name in sessions:
         s = store.session(name)
-        feats: list[tuple[str, np.ndarray]] = []
-        if s.spikes is not None:
-            feats.append(("wiener_spikes", np.sqrt(s.spikes.astype(np.float32))))
-        if s.lfp is not None:
-            bp = band_power_features(s.lfp, fs=1.0 / s.bin_size)
-            feats += [("wiener_lfp", s.lfp), ("wiener_bandpower", bp), ("kalman_bandpower", bp)]
+        feats = classic_features(s)
         group = "distilled" if name in distilled else "unseen"
         for sec, d, m in _budget_masks(s, options):
-            for model, X in feats:
+            for model, kind, X in feats:
                 jobs.append(({"eval": "labels", "model": model, "readout": None, "session": name,
                               "group": group, "seed": None, "mode": None, "seconds": sec,
-                              "draw": d, "mask_sha": mask_sha(m)}, model, X, s, m))
+                              "draw": d, "mask_sha": mask_sha(m)}, kind, X, s, m))
 
     def one(job: tuple[dict[str, Any], str, np.ndarray, Session, np.ndarray]) -> dict[str, Any]:
-        row, model, X, s, m = job
+        row, kind, X, s, m = job
         test = s.split_mask("test")
-        kind = "kalman" if model.startswith("kalman") else "wiener"
-        kwargs = {"n_lags": n_lags, "lag_step": lag_step} if kind == "wiener" else {}
-        pred, _ = fit_predict(kind, X, s.velocity, m, test, **kwargs)
+        pred = classic_fit(kind, X, s, m, test, n_lags, lag_step)
         return {**row, **r2_xy(s.velocity[test], pred)}
 
-    rows = _parallel(one, jobs)
+    need = max((wiener_memory(int(m.sum()), X.shape[1], n_lags) for *_, X, _, m in jobs),
+               default=0)
+    rows = side_by_side(one, jobs, need)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "rows.json", rows)
 
@@ -252,7 +231,7 @@ def label_claims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def labels_markdown(summary: list[dict[str, Any]], checks: list[dict[str, Any]],
-                    options: Any) -> str:
+                    options: LabelsSection) -> str:
     """The report's label-efficiency section: checks, then a table per group (rows: decoders,
     columns: labelled seconds)."""
     lines = ["\n## Label efficiency\n",

@@ -22,6 +22,7 @@ from rich.table import Table  # noqa: E402
 
 from ..data import write_json_atomic  # noqa: E402
 from ..data.store import atomic_path  # noqa: E402
+from ..evaluation.classic import CLASSIC_LFP  # noqa: E402
 from .labels import (  # noqa: E402
     fig_labels,
     label_claims,
@@ -44,7 +45,6 @@ ORDER = list(LABELS)
 #: evaluations in report order; "probe" is the paper's protocol, "probe_wiener" the classic
 #: Wiener filter (same lags as the classic decoders) fit on the same frozen latents
 EVALS = ("probe", "probe_wiener", "finetune", "classic", "causal", "causal_wiener")
-CLASSIC_LFP = ("wiener_lfp", "wiener_bandpower", "kalman_bandpower")
 COLORS = {
     "teacher": "#444444", "ss_lfp": "#9ecae1", "ms_lfp": "#3182bd", "distilled": "#e6550d",
     "distilled_a": "#fdae6b", "wiener_spikes": "#969696", "wiener_lfp": "#a1d99b",

@@ -76,9 +76,8 @@ class Study:
             counts["finetune"] = n_seeds * len(sessions) * len(cfg.finetune.models)
         if cfg.classic.enabled:
             counts["classic"] = 1
-        if cfg.causal.enabled:  # MS-LFP, student, probe, Wiener read-out, two adaptations per
-            # held-out session
-            counts["causal"] = n_seeds * (3 + 2 * len(roles.heldout) + int(cfg.probe.wiener))
+        if cfg.causal.enabled:  # MS-LFP, student, probe, and two adaptations per held-out session
+            counts["causal"] = n_seeds * (3 + 2 * len(roles.heldout))
         if cfg.labels.enabled:  # the frozen models' read-outs per seed, the classic decoders once
             counts["labels"] = n_seeds + 1
         return counts
@@ -241,12 +240,10 @@ class Study:
                             init_from=src, train_only_new=True)
                     items.append({"model": m, "run": str(d), "session": name, "group": "unseen",
                                   "seed": seed, "mode": "b" if m == "distilled" else None})
-            d = run("causal", f"probe-seed{seed}", units.causal_probe, store=store, items=items)
+            wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
+            d = run("causal", f"probe-seed{seed}", units.causal_probe, store=store, items=items,
+                    wiener=wiener)
             rows += units.read_rows(d)
-            if cfg.probe.wiener:
-                d = run("causal", f"wiener-seed{seed}", units.causal_wiener, store=store,
-                        items=items, n_lags=cfg.classic.n_lags, lag_step=cfg.classic.lag_step)
-                rows += units.read_rows(d)
         return rows
 
 

@@ -114,11 +114,15 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
     np.savez(out / "preds.npz", **preds)
 
 
-def causal_probe(out: Path, store: Store, items: list[dict[str, Any]]) -> None:
+def causal_probe(out: Path, store: Store, items: list[dict[str, Any]],
+                 wiener: tuple[int, int] | None = None) -> None:
     """Linear probe of causal models on their causal latents (one causal pass over each session,
-    what a stream computes): ``rows.json`` with ``eval: causal``. ``items``: model, run,
-    session, group, seed, mode."""
+    what a stream computes): ``rows.json`` with ``eval: causal``. With ``wiener`` (n_lags,
+    lag_step) also the Wiener filter on the same latents, ``eval: causal_wiener``: its lags
+    reach only into the past, so a stream can compute it too. ``items``: model, run, session,
+    group, seed, mode."""
     rows: list[dict[str, Any]] = []
+    jobs: list[tuple[np.ndarray, Session]] = []
     for it in items:
         s = store.session(it["session"])
         model, _ = load_model(Path(it["run"]), modality="lfp")
@@ -128,25 +132,10 @@ def causal_probe(out: Path, store: Store, items: list[dict[str, Any]]) -> None:
         rows.append({"model": it["model"], "session": s.name, "group": it["group"],
                      "split": "test", "seed": it["seed"], "mode": it["mode"], "eval": "causal",
                      **res})
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "rows.json", rows)
-
-
-def causal_wiener(out: Path, store: Store, items: list[dict[str, Any]], n_lags: int,
-                  lag_step: int) -> None:
-    """The Wiener filter (causal lags: the current and past bins only) on causal models' causal
-    latents: a read-out a stream can also compute, and the decoder-matched comparison with the
-    band-power filters. ``rows.json`` with ``eval: causal_wiener``."""
-    jobs: list[tuple[np.ndarray, Session]] = []
-    for it in items:
-        s = store.session(it["session"])
-        model, _ = load_model(Path(it["run"]), modality="lfp")
-        z = causal_latents(model, s.name, torch.from_numpy(np.asarray(s.lfp, np.float32))).numpy()
         jobs.append((z, s))
-    fits = wiener_fits(jobs, n_lags, lag_step)
-    rows = [{"model": it["model"], "session": it["session"], "group": it["group"],
-             "split": "test", "seed": it["seed"], "mode": it["mode"], "eval": "causal_wiener",
-             **res} for it, res in zip(items, fits, strict=True)]
+    if wiener:
+        fits = wiener_fits(jobs, *wiener)
+        rows += [{**r, "eval": "causal_wiener", **res} for r, res in zip(rows, fits, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "rows.json", rows)
 
