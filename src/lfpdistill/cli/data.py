@@ -53,6 +53,10 @@ def register(app: typer.Typer) -> None:
             help="default, or random: generative parameters drawn from the documented ranges "
                  "(docs/simulator.md), one variant per --seed")] = Variant.default,
         segment_s: Annotated[float, typer.Option(help="split segment length (s)")] = 5.0,
+        chronic: Annotated[list[str] | None, typer.Option(
+            help="chronic degradation across sessions, KEY=VALUE, repeatable: interval_days, "
+                 "unit_loss, amplitude_loss, lfp_gain_drift, lfp_map_drift_deg, ... "
+                 "(docs/simulator.md); e.g. --chronic unit_loss=0.065")] = None,
     ) -> None:
         """Simulate paired spikes + LFP + velocity sessions into a store."""
         from ..data import write_store
@@ -63,7 +67,8 @@ def register(app: typer.Typer) -> None:
             cfg = resolve_variant(SimConfig(n_sessions=sessions, seconds=seconds, seed=seed,
                                             task=value(task), path=value(path),
                                             degradation=degradation, variant=value(variant),
-                                            segment_s=segment_s))
+                                            segment_s=segment_s,
+                                            chronic=parse_overrides(chronic)))
         except ValidationError as e:
             raise ConfigError(f"invalid simulation option: {one_line(e)}") from None
         if cfg.drawn_from:

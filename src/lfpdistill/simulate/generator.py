@@ -26,6 +26,10 @@ Generative model (one shared "brain", many sessions)
   and carried-over units' preferred directions jitter by ``tuning_drift_deg``. Counts are
   Poisson per bin. ``degradation`` shrinks the unit yield and the task tuning depth of the
   *recorded* units by ``(1 - degradation) ** session_index``; the LFP is unaffected.
+- **Chronic degradation** (``chronic``, zero by default, nothing on session 0): a fraction of
+  the recorded units is lost per session, spike amplitudes fall so fewer spikes cross the
+  detection threshold (Poisson thinning; units detected below ``min_detection`` drop out), and
+  the LFP drifts slowly (electrode gain random walk, rotation of the motor potential's map).
 - **LFP** per electrode (sum of): local motor potential (kinematic latents low-passed at
   ``lfp.lmp_hz``, spatially smooth loadings); aggregate local spiking of the hidden population
   (Gaussian distance kernel ``lfp.kernel_sigma_mm``, Poisson fluctuations, exponential synaptic
@@ -75,6 +79,7 @@ _BLOCK = 8  # channels per block for channel-local noise components
 # random stream ids (np.random.default_rng([seed, session, stream]))
 _S_POP, _S_UNITS, _S_BEHAV, _S_LAT, _S_SPIKE, _S_TUNE = 1, 2, 3, 4, 5, 6
 _S_LFPSLOW, _S_LFPNOISE = 7, 8
+_S_CHRONIC = 9  # chronic degradation: its own streams, so zero degradation changes nothing
 
 
 # ---------------------------------------------------------------------------------- geometry
@@ -299,7 +304,7 @@ def _select_units(cfg: SimConfig, pop: _Population) -> list[np.ndarray]:
     prev: np.ndarray | None = None
     for s in range(cfg.n_sessions):
         n_s = int(rng.integers(cfg.units_min, cfg.units_max + 1))
-        n_s = max(1, int(round(n_s * (1 - cfg.degradation) ** s)))
+        n_s = max(1, int(round(n_s * ((1 - cfg.degradation) * (1 - cfg.chronic.unit_loss)) ** s)))
         if prev is None:
             cur = rng.choice(pool, size=n_s, replace=False)
         else:
@@ -314,13 +319,57 @@ def _select_units(cfg: SimConfig, pop: _Population) -> list[np.ndarray]:
     return sets
 
 
+class _Chronic:
+    """Chronic degradation (``cfg.chronic``): per-unit day-0 SNR, and per session the relative
+    detection of each unit's spikes, the electrode gain drift and the LMP map rotation. Session 0
+    is untouched."""
+
+    def __init__(self, cfg: SimConfig, pop: _Population, elec: np.ndarray) -> None:
+        ch = self.ch = cfg.chronic
+        H, C = len(pop.pos), len(elec)
+        rng = np.random.default_rng([cfg.seed, 0, _S_CHRONIC])
+        self.snr = ch.snr_median * np.exp(ch.snr_spread * rng.standard_normal(H))
+        steps = ch.lfp_gain_drift * rng.standard_normal((cfg.n_sessions, C))
+        steps[0] = 0.0
+        self.log_gain = np.cumsum(steps, axis=0)  # [sessions, C], 0 on session 0
+        other = _smooth_field(rng, elec, cfg.lfp.lmp_length_mm, len(LATENT_NAMES_KINEMATIC))
+        other -= other.mean(axis=0)
+        # the part of the independent map orthogonal to the day-0 map, same column norms
+        q0 = pop.lmp_load / np.sqrt(C)
+        other -= q0 @ (q0.T @ other)
+        q1, _ = np.linalg.qr(other)
+        self.other_load = q1 * np.sqrt(C)
+
+    def detection(self, s: int, units: np.ndarray) -> np.ndarray:
+        """Fraction of each unit's day-0 spikes detected on session ``s``: the probability that
+        a spike's peak (amplitude ``snr * (1 - amplitude_loss)^s`` in noise RMS) crosses the
+        threshold, relative to day 0."""
+        ch = self.ch
+        if ch.amplitude_loss == 0 or s == 0:
+            return np.ones(len(units))
+        from scipy.special import ndtr
+
+        a0 = self.snr[units]
+        p0 = ndtr(a0 - ch.threshold)
+        ps = ndtr(a0 * (1 - ch.amplitude_loss) ** s - ch.threshold)
+        return np.minimum(ps / np.maximum(p0, 1e-12), 1.0)
+
+    def lmp_load(self, s: int, base: np.ndarray) -> np.ndarray:
+        """The LMP map of session ``s``: rotated by ``s * lfp_map_drift_deg`` towards the
+        independent map."""
+        if self.ch.lfp_map_drift_deg == 0 or s == 0:
+            return base
+        th = np.deg2rad(min(90.0, s * self.ch.lfp_map_drift_deg))
+        return np.cos(th) * base + np.sin(th) * self.other_load
+
+
 def _rates(log_base: np.ndarray, W: np.ndarray, Z: np.ndarray, max_rate: float) -> np.ndarray:
     return np.minimum(np.exp(log_base + Z @ W.T), max_rate)
 
 
 # ---------------------------------------------------------------------------------------- LFP
 def _lfp_slow_parts(cfg: SimConfig, s: int, Z: np.ndarray, speed: np.ndarray,
-                    elec: np.ndarray, pop: _Population) -> dict:
+                    elec: np.ndarray, pop: _Population, chronic: _Chronic) -> dict:
     """Everything of the LFP that is defined on the bin grid (slow signals and parameters)."""
     lc = cfg.lfp
     rng = np.random.default_rng([cfg.seed, s, _S_LFPSLOW])
@@ -329,7 +378,7 @@ def _lfp_slow_parts(cfg: SimConfig, s: int, Z: np.ndarray, speed: np.ndarray,
     # local motor potential: kinematic latents low-passed, smooth spatial loadings
     sos = signal.butter(2, lc.lmp_hz, "low", fs=1 / dt, output="sos")
     kin = signal.sosfilt(sos, Z[:, : len(LATENT_NAMES_KINEMATIC)], axis=0)
-    load = pop.lmp_load + 0.1 * rng.standard_normal(pop.lmp_load.shape)
+    load = chronic.lmp_load(s, pop.lmp_load) + 0.1 * rng.standard_normal(pop.lmp_load.shape)
     load[:, 2] *= lc.lmp_speed_weight
     lmp = kin @ load.T
     lmp *= lc.lmp / max(float((lmp - lmp.mean(axis=1, keepdims=True)).std()), 1e-12)
@@ -364,7 +413,7 @@ def _lfp_slow_parts(cfg: SimConfig, s: int, Z: np.ndarray, speed: np.ndarray,
     spatial_phase = elec @ kvec
     knee = float(np.clip(pop.knee * np.exp(0.1 * rng.standard_normal()), *lc.knee_hz))
     ell = float(np.clip(pop.ell * np.exp(0.1 * rng.standard_normal()), *lc.corr_length_mm))
-    gains = 1 + lc.gain_jitter * rng.standard_normal(C)
+    gains = (1 + lc.gain_jitter * rng.standard_normal(C)) * np.exp(chronic.log_gain[s])
     cm_gain = 1 + 0.05 * rng.standard_normal(C)
     line_phase = rng.uniform(-np.pi, np.pi, size=C)
     line_gain = 1 + 0.3 * rng.standard_normal(C)
@@ -502,7 +551,7 @@ def _process_raw(cfg: SimConfig, s: int, parts: dict, elec: np.ndarray, n_bins: 
 
 # -------------------------------------------------------------------------------- sessions
 def _session(cfg: SimConfig, s: int, pop: _Population, units: np.ndarray, elec: np.ndarray,
-             channel_ids: list[str]) -> Session:
+             channel_ids: list[str], chronic: _Chronic) -> Session:
     n = cfg.n_bins
     dt = cfg.bin_size
     lead = int(round(cfg.lead_s / dt))
@@ -529,10 +578,13 @@ def _session(cfg: SimConfig, s: int, pop: _Population, units: np.ndarray, elec: 
         sig = cfg.private_noise
         tau = np.full(len(units), cfg.private_tau_s)
         lam *= np.exp(sig * _ou(rng_t, n, dt, tau) - sig**2 / 2)
+    detect = chronic.detection(s, units)
+    if cfg.chronic.amplitude_loss > 0:  # smaller spikes: a fraction of them is missed
+        lam *= detect[None, :]
     spikes = np.random.default_rng([cfg.seed, s, _S_SPIKE]).poisson(lam * dt).astype(np.int32)
     # LFP
     speed = np.linalg.norm(vel_all, axis=1)  # behaviour speed, cm/s (n + lead bins)
-    parts = _lfp_slow_parts(cfg, s, Z, speed, elec, pop)
+    parts = _lfp_slow_parts(cfg, s, Z, speed, elec, pop, chronic)
     if cfg.path == "fast":
         lfp = _process_fast(_synthesise(cfg, s, parts, elec, 1.0 / dt, times, times), dt)
     else:
@@ -544,7 +596,8 @@ def _session(cfg: SimConfig, s: int, pop: _Population, units: np.ndarray, elec: 
         "session_index": s, "velocity_units": "cm/s", "latent_names": cfg.latent_names,
         "lead_s": cfg.lead_s, "n_hidden": cfg.n_hidden,
         "unit_channels": [channel_ids[i] for i in pop.nearest[units]],
-        "tuning_scale": float(scale), "beta_suppression": float(parts["supp"]),
+        "tuning_scale": float(scale), "day": s * cfg.chronic.interval_days,
+        "mean_detection": float(detect.mean()), "beta_suppression": float(parts["supp"]),
         "knee_hz": float(parts["knee"]), "corr_length_mm": float(parts["ell"]),
         "config": cfg.model_dump(mode="json"),
     }
@@ -572,10 +625,16 @@ def simulate_sessions(cfg: SimConfig | None = None, progress: bool = False) -> l
     channel_ids = [f"ch{i:03d}" for i in range(cfg.n_channels)]
     pop = _Population(cfg, elec)
     unit_sets = _select_units(cfg, pop)
+    chronic = _Chronic(cfg, pop, elec)
     out = []
     for s in range(cfg.n_sessions):
         t0 = time.perf_counter()
-        out.append(_session(cfg, s, pop, unit_sets[s], elec, channel_ids))
+        if cfg.chronic.amplitude_loss > 0:  # units whose spikes fell below threshold are gone
+            det = chronic.detection(s, unit_sets[s])
+            keep = det >= cfg.chronic.min_detection
+            keep[np.argmax(det)] = True  # a session records at least one unit
+            unit_sets[s] = unit_sets[s][keep]
+        out.append(_session(cfg, s, pop, unit_sets[s], elec, channel_ids, chronic))
         if progress:
             print(f"simulated sim{s:02d} ({cfg.path} path, {len(unit_sets[s])} units, "
                   f"{time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)

@@ -1,0 +1,171 @@
+"""Longevity: the simulator's chronic degradation, the study's R²-against-day summary and claims,
+and a tiny `lfpdistill run` of a longevity config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from lfpdistill.cli import main
+from lfpdistill.config import ExperimentConfig, SimChronicConfig, SimConfig
+from lfpdistill.simulate import simulate_sessions
+from lfpdistill.study.longevity import longevity_claims, summarise_longevity
+
+SMALL = dict(n_sessions=5, seconds=12, seed=4, n_channels=16, units_min=40, units_max=50,
+             n_hidden=400, segment_s=2.0)
+CHRONIC = dict(interval_days=30, unit_loss=0.1, amplitude_loss=0.1, lfp_gain_drift=0.1,
+               lfp_map_drift_deg=10)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    base = SimConfig(**SMALL)
+    aged = SimConfig(**SMALL, chronic=SimChronicConfig(**CHRONIC))
+    return simulate_sessions(base), simulate_sessions(aged)
+
+
+def test_zero_degradation_is_the_simulator_without_it():
+    a = simulate_sessions(SimConfig(**SMALL))
+    b = simulate_sessions(SimConfig(**SMALL, chronic=SimChronicConfig(interval_days=7)))
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.spikes, y.spikes) and np.array_equal(x.lfp, y.lfp)
+        assert x.unit_ids == y.unit_ids
+
+
+def test_first_day_is_untouched_and_later_days_degrade(pair):
+    base, aged = pair
+    assert np.array_equal(base[0].spikes, aged[0].spikes)
+    assert np.array_equal(base[0].lfp, aged[0].lfp)
+    assert [s.meta["day"] for s in aged] == [0, 30, 60, 90, 120]
+    det = [s.meta["mean_detection"] for s in aged]
+    assert det[0] == 1.0 and all(b < a for a, b in zip(det, det[1:], strict=False))
+    for s in range(1, len(aged)):
+        assert aged[s].n_units < base[s].n_units  # lost units and units below threshold
+        # and the units it keeps fire fewer detected spikes on average
+        assert aged[s].spikes.mean() < base[s].spikes.mean()
+    # the behaviour does not degrade; the LFP changes, slowly
+    assert np.array_equal(base[-1].velocity, aged[-1].velocity)
+    assert not np.array_equal(base[-1].lfp, aged[-1].lfp)
+    r = np.corrcoef(base[-1].lfp.ravel(), aged[-1].lfp.ravel())[0, 1]
+    assert r > 0.8
+
+
+def test_degradation_is_deterministic(pair):
+    _, aged = pair
+    again = simulate_sessions(SimConfig(**SMALL, chronic=SimChronicConfig(**CHRONIC)))
+    for x, y in zip(aged, again, strict=True):
+        assert np.array_equal(x.spikes, y.spikes) and np.array_equal(x.lfp, y.lfp)
+
+
+@pytest.mark.parametrize("field,value", [("unit_loss", 0.6), ("amplitude_loss", -0.1),
+                                         ("lfp_map_drift_deg", 120), ("interval_days", 0)])
+def test_chronic_config_rejects_out_of_range_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        SimChronicConfig(**{field: value})
+
+
+def _row(model, session, ev, r2, seed=0, mode=None, group="unseen"):
+    return {"model": model, "session": session, "eval": ev, "r2": r2, "seed": seed, "mode": mode,
+            "group": group, "split": "test"}
+
+
+def test_summary_orders_days_and_claims_find_the_crossing():
+    days = {"d0": {"day": 0, "units": 100}, "d1": {"day": 60, "units": 80},
+            "d2": {"day": 120, "units": 50}}
+    rows = []
+    for name, spk, dist in (("d0", 0.7, 0.4), ("d1", 0.45, 0.42), ("d2", 0.32, 0.41)):
+        rows.append(_row("wiener_spikes", name, "classic", spk, seed=None))
+        rows.append(_row("wiener_bandpower", name, "classic", 0.35, seed=None))
+        rows.append(_row("kalman_bandpower", name, "classic", 0.30, seed=None))
+        for seed, jitter in ((0, 0.01), (1, -0.01)):
+            mode = None if name == "d0" else "b"
+            rows.append(_row("distilled", name, "probe_wiener", dist + jitter, seed, mode))
+            rows.append(_row("distilled", name, "probe", dist - 0.1, seed, mode))
+    # a distilled mode (a) row on a later day must not count as the distilled model
+    rows.append(_row("distilled", "d2", "probe_wiener", -5.0, 0, "a"))
+    summary = summarise_longevity(rows, days, distilled=["d0"])
+    assert [r["session"] for r in summary] == ["d0", "d1", "d2"]
+    assert summary[2]["distilled_wiener"] == pytest.approx(0.41)
+    assert summary[0]["best_classic_lfp"] == 0.35
+    assert summary[0]["best_classic_name"] == "wiener_bandpower"
+    checks = {c["claim"].split("(")[1].split(")")[0]: c for c in longevity_claims(summary)
+              if "falls below" in c["claim"]}
+    assert checks["Wiener read-out"]["pass"]
+    assert checks["Wiener read-out"]["values"]["first_day"] == 120
+    assert checks["Wiener read-out"]["values"]["stays_below_after"]
+    assert not checks["linear probe"]["pass"]  # 0.31 never beats the spike decoder
+
+
+def test_longevity_section_needs_later_days_mode_b_and_classic_decoders():
+    base = {"sessions": {"teacher": ["a"], "distill": ["a"]}, "longevity": {"enabled": True}}
+    with pytest.raises(ValueError, match="sessions.heldout"):
+        ExperimentConfig(**base)
+    with pytest.raises(ValueError, match="generalize.modes with b"):
+        ExperimentConfig(**{**base, "sessions": {**base["sessions"], "heldout": ["b"]},
+                            "generalize": {"modes": ["a"]}})
+    ok = ExperimentConfig(**{**base, "sessions": {**base["sessions"], "heldout": ["b"]}})
+    assert ok.longevity.enabled
+
+
+TINY_LONGEVITY = {
+    "name": "tiny_longevity", "seeds": [0], "accelerator": "cpu",
+    "data": {"simulate": {"n_sessions": 4, "seconds": 40, "seed": 0, "n_channels": 32,
+                          "units_min": 30, "units_max": 40, "chronic": CHRONIC},
+             "segment_s": 4.0},
+    "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00", "sim01"],
+                 "heldout": ["sim02", "sim03"]},
+    "teacher": {"model": {"modality": "spikes", "patch_size": 16, "d_model": 16, "n_layers": 1,
+                          "n_heads": 2},
+                "train": {"max_epochs": 1, "progress": False}},
+    "lfp_model": {"modality": "lfp", "patch_size": 16, "d_model": 16, "n_layers": 1, "n_heads": 2},
+    "ss_lfp": {"max_epochs": 1, "progress": False},
+    "ms_lfp": {"max_epochs": 1, "progress": False},
+    "distill": {"train": {"max_epochs": 1, "progress": False}},
+    "generalize": {"modes": ["b"], "adapt": {"max_epochs": 1, "progress": False}},
+    "finetune": {"enabled": False},
+    "longevity": {"enabled": True},
+}
+
+
+@pytest.mark.slow
+def test_tiny_longevity_study_reports_r2_against_day(tmp_path):
+    cfg = tmp_path / "longevity.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY_LONGEVITY, "out": str(tmp_path / "out")}))
+    assert main(["run", str(cfg)]) == 0
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
+    days = res["longevity"]["days"]
+    assert [d["day"] for d in days] == [0, 30, 60, 90]
+    assert [d["phase"] for d in days] == ["distilled", "distilled", "later", "later"]
+    for d in days:
+        for key in ("spikes", "best_classic_lfp", "distilled_probe", "distilled_wiener"):
+            assert np.isfinite(d[key])
+    # the table's numbers are the summary's
+    md = (out / "report.md").read_text()
+    assert "## Longevity" in md and "longevity.png" in md
+    assert f"{days[-1]['distilled_wiener']:.3f}" in md.split("## Longevity")[1]
+    claims = [c["claim"] for c in res["checks"]]
+    assert any("falls below the distilled LFP model (Wiener read-out)" in c for c in claims)
+    assert (out / "longevity.png").stat().st_size > 0
+
+
+def test_simulate_command_takes_chronic_options(tmp_path, capsys):
+    from lfpdistill.data import open_store
+
+    out = tmp_path / "store"
+    assert main(["simulate", "--out", str(out), "--sessions", "3", "--seconds", "12",
+                 "--segment-s", "2", "--chronic", "interval_days=30",
+                 "--chronic", "amplitude_loss=0.2"]) == 0
+    store = open_store(out)
+    days = [store.session(n).meta["day"] for n in store.names]
+    assert days == [0, 30, 60]
+    det = [store.session(n).meta["mean_detection"] for n in store.names]
+    assert det[0] == 1.0 and det[2] < det[1] < 1.0
+    assert main(["simulate", "--out", str(tmp_path / "bad"), "--sessions", "2", "--seconds", "12",
+                 "--segment-s", "2", "--chronic", "unit_los=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "unit_los" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
