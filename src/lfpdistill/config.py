@@ -114,6 +114,9 @@ class TrainConfig(BaseModel):
     batch_mode: Literal["mixed", "per_session"] = "mixed"
     max_epochs: int = Field(30, ge=1)
     max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: no limit)")
+    train_seconds: float | None = Field(
+        None, gt=0, description="train on only this many seconds of each session's training "
+        "segments (whole segments drawn at random with the run's seed); None: all of them")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_frac: float = Field(0.05, ge=0, lt=1)
@@ -301,6 +304,43 @@ class SimLfpConfig(pydantic.BaseModel, extra="forbid"):
         return self
 
 
+class SimChronicConfig(pydantic.BaseModel, extra="forbid"):
+    """Chronic degradation of an implanted array across sessions (recording days): units are
+    lost, spike amplitudes fall (fewer threshold crossings are detected), the LFP drifts
+    slowly. Every effect grows with the session index and is zero on session 0, so the first
+    day is the calibrated simulator; all zero (the default) changes nothing. See
+    docs/simulator.md."""
+
+    interval_days: float = Field(
+        1.0, gt=0, le=3650, description="Days between consecutive sessions (meta['day'] only).")
+    unit_loss: float = Field(
+        0.0, ge=0, lt=0.5, description="Fraction of the recorded units lost per session "
+                                       "(compounding: session s records (1-unit_loss)^s as many).")
+    amplitude_loss: float = Field(
+        0.0, ge=0, lt=0.5, description="Fraction of spike amplitude lost per session "
+                                       "(compounding); detection falls with it.")
+    snr_median: float = Field(
+        6.0, gt=0, le=50, description="Median day-0 spike amplitude / noise RMS of a unit.")
+    snr_spread: float = Field(
+        0.3, ge=0, le=2, description="Log-normal spread (sd of log) of the day-0 SNR.")
+    threshold: float = Field(
+        4.5, gt=0, le=20, description="Detection threshold in noise RMS (spikes with a lower "
+                                      "peak are missed; noise sd 1).")
+    min_detection: float = Field(
+        0.05, ge=0, lt=1, description="A unit detected below this fraction of its day-0 "
+                                      "spikes is no longer recorded (dropped from the session).")
+    lfp_gain_drift: float = Field(
+        0.0, ge=0, le=1, description="Per-electrode log-gain random walk, sd per session.")
+    lfp_map_drift_deg: float = Field(
+        0.0, ge=0, le=90, description="The local motor potential's spatial map rotates towards "
+                                      "an independent smooth map by this angle per session.")
+
+    @property
+    def active(self) -> bool:
+        return (self.unit_loss > 0 or self.amplitude_loss > 0 or self.lfp_gain_drift > 0
+                or self.lfp_map_drift_deg > 0)
+
+
 class SimConfig(pydantic.BaseModel, extra="forbid"):
     """Configuration of :func:`simulate_sessions` (validated; defaults are the calibrated
     simulator, see docs/simulator.md)."""
@@ -348,6 +388,10 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
     segment_s: float | None = Field(
         5.0, gt=0, description="Split segment length (s) for Session.segments; None: no split.")
     lfp: SimLfpConfig = Field(default_factory=SimLfpConfig, description="LFP mixture.")
+    chronic: SimChronicConfig = Field(
+        default_factory=SimChronicConfig,
+        description="Chronic degradation across sessions (unit loss, spike amplitude, LFP "
+                    "drift); zero by default.")
     variant: Literal["default", "random"] = Field(
         "default", description="'random': draw the generative parameters (population, tuning, "
         "drift, motor lead, behaviour, LFP mixture, noise) from the documented ranges of "
@@ -567,6 +611,52 @@ class LabelsSection(_Strict):
         return self
 
 
+class ScalingSection(_Strict):
+    """Scaling: how the distilled model's R² grows with the paired spike + LFP data it is
+    distilled on and with the number of sessions its teacher was trained on. Each point is a
+    student distilled like the study's own (same sessions, objective, training) but on
+    ``paired_seconds`` of each distillation session's training segments, or from a teacher
+    trained on ``teacher_sessions`` sessions (the distillation sessions first, then the
+    teacher's others in order). The study's own student closes both curves."""
+
+    enabled: bool = Field(False, description="run the scaling stage")
+    paired_seconds: list[float] = Field(
+        default_factory=lambda: [20.0, 40.0, 80.0],
+        description="paired training seconds per distillation session, increasing")
+    teacher_sessions: list[int] = Field(
+        default_factory=lambda: [2],
+        description="teacher-session counts, increasing, each >= the distillation sessions and "
+                    "below the study's teacher sessions")
+    same_steps: bool = Field(True, description="scale the epochs so that every paired budget "
+                             "takes as many optimiser steps as the full data (else the same "
+                             "epochs, so fewer steps)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ScalingSection:
+        for key in ("paired_seconds", "teacher_sessions"):
+            v = getattr(self, key)
+            if any(not math.isfinite(x) or x <= 0 for x in v):
+                raise ValueError(f"scaling.{key} {v} must list positive numbers")
+            if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+                raise ValueError(f"scaling.{key} {v} must increase, without repeats")
+        if self.enabled and not (self.paired_seconds or self.teacher_sessions):
+            raise ValueError("scaling.enabled needs paired_seconds or teacher_sessions")
+        return self
+
+
+class LongevitySection(_Strict):
+    """Longevity: the study's sessions read as recording days of one array (ordered by
+    ``meta['day']``, else by store order), the early ones used for the teacher and distillation,
+    the later ones held out. On every day the spike Wiener filter and the classic LFP decoders
+    are recalibrated on that day's labels, the distilled model is adapted with that day's
+    unlabelled LFP (generalization mode b) and read out with its labels. The report plots R²
+    against the day and states on which day the spike decoder falls below the distilled model."""
+
+    enabled: bool = Field(False, description="add the longevity section (R² against day) to "
+                          "the report; needs held-out sessions, generalize mode b and the "
+                          "classic decoders")
+
+
 class GeneralizeSection(_Strict):
     modes: list[Literal["a", "b"]] = Field(default_factory=lambda: ["a", "b"])
     adapt: TrainConfig = Field(default_factory=lambda: recommended_train("adapt"))
@@ -593,6 +683,8 @@ class ExperimentConfig(_Strict):
     classic: ClassicSection = Field(default_factory=ClassicSection)
     causal: CausalSection = Field(default_factory=CausalSection)
     labels: LabelsSection = Field(default_factory=LabelsSection)
+    scaling: ScalingSection = Field(default_factory=ScalingSection)
+    longevity: LongevitySection = Field(default_factory=LongevitySection)
     _recommended_fields = {"lfp_model": ("lfp", "model"), "ss_lfp": ("ss_lfp", "train"),
                            "ms_lfp": ("ms_lfp", "train")}
 
@@ -604,6 +696,13 @@ class ExperimentConfig(_Strict):
             raise ValueError("teacher.model.modality must be 'spikes'")
         if self.lfp_model.modality != "lfp":
             raise ValueError("lfp_model.modality must be 'lfp'")
+        if self.longevity.enabled:
+            need = [what for what, ok in (
+                ("sessions.heldout (the later days)", bool(self.sessions.heldout)),
+                ("generalize.modes with b", "b" in self.generalize.modes),
+                ("classic.enabled: true", self.classic.enabled)) if not ok]
+            if need:
+                raise ValueError("longevity.enabled needs " + ", ".join(need))
         return self
 
 

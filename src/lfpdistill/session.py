@@ -176,6 +176,22 @@ class Session:
         return seg[:, :2].copy()
 
 
+def pick_segments(segs: np.ndarray, need: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """A random subset of the segments ``segs`` (``[K, 2]`` start, stop bins) holding exactly
+    ``need`` bins: whole segments in the order of ``rng.permutation``, then the start of one
+    more. Returned in that order; the caller checks that ``need`` does not exceed the total."""
+    out: list[tuple[int, int]] = []
+    got = 0
+    for k in rng.permutation(len(segs)):
+        a, b = (int(v) for v in segs[k])
+        take = min(b - a, need - got)
+        out.append((a, a + take))
+        got += take
+        if got == need:
+            break
+    return out
+
+
 # ---------------------------------------------------------------------- helpers
 def _check_finite(session: str, field_name: str, arr: np.ndarray) -> None:
     bad = ~np.isfinite(arr)

@@ -34,7 +34,8 @@ def window_dataset(sessions: Sequence[Session], split: str, cfg: TrainConfig, mo
                    train: bool) -> WindowDataset:
     """Windows of one modality in ``split``: strided for training, back to back otherwise."""
     return WindowDataset(sessions, split, cfg.window_s, cfg.stride_s if train else None,
-                         modalities=(modality,), require=(modality,))
+                         modalities=(modality,), require=(modality,),
+                         budget_s=cfg.train_seconds if train else None, budget_seed=cfg.seed)
 
 
 def check_as_session(model: NeuralTransformer, target: Session, as_session: str) -> None:

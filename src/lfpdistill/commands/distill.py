@@ -19,6 +19,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from ..config import DistillConfig, ModelConfig, TrainConfig
 from ..data import WindowDataset, open_store, write_json_atomic
+from ..data.windows import budget_runs, runs_mask
 from ..errors import ConfigError, DataValidationError
 from ..evaluation import (
     WienerDecoder,
@@ -83,11 +84,12 @@ def _build_student(sel: Sequence[Session], student_cfg: ModelConfig, student_ini
 
 
 def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s: float,
-                    dcfg: DistillConfig, given: dict[str, np.ndarray] | None = None
-                    ) -> TeacherTargets:
+                    dcfg: DistillConfig, given: dict[str, np.ndarray] | None = None,
+                    train_seconds: float | None = None, seed: int = 0) -> TeacherTargets:
     """The teacher latents of every bin (stitched, as for the probe), lagged if asked, and the
-    target transform fit on the training bins only. ``given`` (session -> latents of this
-    teacher, e.g. shared by several students of one study) skips recomputing them."""
+    target transform fit on the training bins only (with ``train_seconds``, on the same
+    budgeted bins the student trains on). ``given`` (session -> latents of this teacher, e.g.
+    shared by several students of one study) skips recomputing them."""
     for key, off in (("target_lag_s", 0.0), ("target_smooth_s", 0.0), ("target_center", "pooled")):
         if getattr(dcfg, key) != off and not dcfg.cache_teacher:
             raise ConfigError(f"{key} needs cache_teacher: true (it is applied to the stitched "
@@ -109,7 +111,8 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     if dcfg.target_smooth_s:
         sigma = dcfg.target_smooth_s / sel[0].bin_size
         cache = {s.name: smooth_within_segments(cache[s.name], s.segments, sigma) for s in sel}
-    train_bins = {s.name: s.split_mask("train") for s in sel}
+    train_bins = {s.name: runs_mask(budget_runs(s, "train", train_seconds, seed), s.n_bins)
+                  for s in sel}
     if dcfg.target_center == "session":
         cache = {n: (z - z[train_bins[n]].mean(0)).astype(np.float32) for n, z in cache.items()}
     basis = teacher_pca(cache, train_bins, dcfg.target_pcs) if dcfg.target_pcs else None
@@ -117,7 +120,7 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     weights = None
     if dcfg.target_weighting == "lfp_predictable":
         targets = {n: transform_targets(z, basis, stats, dcfg.target_norm) for n, z in cache.items()}
-        weights = lfp_predictability(sel, targets)
+        weights = lfp_predictability(sel, targets, train_bins=train_bins)
     return TeacherTargets(cache if dcfg.cache_teacher else None, stats, basis, weights)
 
 
@@ -150,14 +153,15 @@ def transform_targets(z: np.ndarray, basis: tuple[np.ndarray, np.ndarray] | None
 
 
 def lfp_predictability(sessions: Sequence[Session], targets: dict[str, np.ndarray],
-                       n_lags: int = 3, lag_step: int = 10) -> np.ndarray:
+                       n_lags: int = 3, lag_step: int = 10,
+                       train_bins: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Per target dimension, how well the LFP predicts it: R² of a ridge (Wiener filter) from
     LMP + band-power features, fit on the first 80 % of each session's training bins and scored
     on the last 20 % (contiguous; validation and test bins are not touched), averaged over
     sessions and floored at 0. Uniform when no dimension is predictable."""
     scores = []
     for s in sessions:
-        train = s.split_mask("train")
+        train = train_bins[s.name] if train_bins else s.split_mask("train")
         idx = np.flatnonzero(train)
         cut = idx[int(0.8 * len(idx))]
         t = np.arange(s.n_bins)
@@ -188,10 +192,11 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
     teacher, tmeta = _load_teacher(teacher_run, sel)
     model = _build_student(sel, student_cfg, student_init)
     targets = teacher_targets(teacher, sel, tmeta.get("window_s", train_cfg.window_s), dcfg,
-                              teacher_latents)
+                              teacher_latents, train_cfg.train_seconds, train_cfg.seed)
     mods = ("lfp",) if targets.cache is not None else ("spikes", "lfp")
     train_ds = WindowDataset(sel, "train", train_cfg.window_s, train_cfg.stride_s, mods,
-                             require=("spikes", "lfp"))
+                             require=("spikes", "lfp"), budget_s=train_cfg.train_seconds,
+                             budget_seed=train_cfg.seed)
     val_ds = WindowDataset(sel, "val", train_cfg.window_s, None, mods, require=("spikes", "lfp"))
     run_config = {"stage": "distill", "store": str(store.root), "store_hash": store.options_hash,
                   "store_content": store.content_key,

@@ -46,7 +46,8 @@ def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_
                             extra_meta={"base_run": str(run_dir), "session": s.name,
                                         "window_s": train_cfg.window_s})
     mods = (model.modality,)
-    train_ds = WindowDataset([s], "train", train_cfg.window_s, train_cfg.stride_s, mods, require=mods)
+    train_ds = WindowDataset([s], "train", train_cfg.window_s, train_cfg.stride_s, mods, require=mods,
+                             budget_s=train_cfg.train_seconds, budget_seed=train_cfg.seed)
     val_ds = WindowDataset([s], "val", train_cfg.window_s, None, mods, require=mods)
     run_config = {"stage": "finetune", "store": str(store.root), "store_hash": store.options_hash,
                   "store_content": store.content_key,

@@ -8,6 +8,7 @@ lazily read :class:`~lfpdistill.data.store.LazySession` files; both expose ``rea
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataValidationError
-from ..session import SPLITS, Session
+from ..session import SPLITS, Session, pick_segments
 from .store import LazySession
 
 MODALITIES = ("spikes", "lfp")
@@ -57,6 +58,33 @@ def split_runs(segments: np.ndarray, split: str) -> list[tuple[int, int]]:
     return runs
 
 
+def budget_runs(src: Any, split: str, budget_s: float | None = None, seed: int = 0
+                ) -> list[tuple[int, int]]:
+    """The runs of ``split`` bins of ``src`` (a session with segments), or, with ``budget_s``,
+    of exactly that many seconds of them: whole segments drawn at random (``seed`` and the
+    session's name), then the start of one more."""
+    if budget_s is None:
+        return split_runs(src.segments, split)
+    segs = src.segments[src.segments[:, 2] == SPLITS[split]][:, :2]
+    need = int(round(budget_s / src.bin_size))
+    have = int((segs[:, 1] - segs[:, 0]).sum())
+    if need > have:
+        raise DataValidationError(
+            f"a budget of {budget_s:g} s exceeds the {have * src.bin_size:.0f} s of '{split}' "
+            f"bins of session '{src.name}'; lower train_seconds to at most that")
+    rng = np.random.default_rng([int(seed), zlib.crc32(src.name.encode())])
+    picked = sorted(pick_segments(segs, need, rng))
+    return split_runs(np.array([(a, b, SPLITS[split]) for a, b in picked]), split)
+
+
+def runs_mask(runs: list[tuple[int, int]], n_bins: int) -> np.ndarray:
+    """Boolean ``[n_bins]`` mask of the bins in ``runs``."""
+    mask = np.zeros(n_bins, dtype=bool)
+    for a, b in runs:
+        mask[a:b] = True
+    return mask
+
+
 class WindowDataset(Dataset):
     """Windows of ``window_s`` seconds from one split of one or more sessions.
 
@@ -67,12 +95,17 @@ class WindowDataset(Dataset):
     ``stride_s`` defaults to the window length (non-overlapping). Windows start at the beginning
     of each run; the final partial window of a run is shifted to end at the run's end so every bin
     of the split is covered (``cover_tail=True``).
+
+    ``budget_s`` keeps only that many seconds of each session's ``split``: whole segments drawn
+    at random (from ``budget_seed`` and the session's name), the start of one more to meet it
+    exactly; a piece shorter than a window gives no window.
     """
 
     def __init__(self, sources: Sequence[Session | LazySession], split: str, window_s: float,
                  stride_s: float | None = None,
                  modalities: Sequence[str] = MODALITIES, cover_tail: bool = True,
-                 require: Sequence[str] = ()):
+                 require: Sequence[str] = (), budget_s: float | None = None,
+                 budget_seed: int = 0):
         if split not in SPLITS:
             raise DataValidationError(f"unknown split '{split}'; expected one of {list(SPLITS)}")
         if not sources:
@@ -102,7 +135,7 @@ class WindowDataset(Dataset):
             if src.segments is None:
                 raise DataValidationError(f"session '{src.name}' has no split segments; "
                                           "load it from a store or run make_segments")
-            for a, b in split_runs(src.segments, split):
+            for a, b in budget_runs(src, split, budget_s, budget_seed):
                 longest = max(longest, b - a)
                 if b - a < self.window:
                     continue

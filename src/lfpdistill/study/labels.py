@@ -29,7 +29,7 @@ from ..evaluation.decoders import side_by_side, wiener_memory
 from ..evaluation.metrics import r2_xy
 from ..evaluation.probes import wiener_probe
 from ..models import load_model
-from ..session import Session
+from ..session import Session, pick_segments
 from .plan import EvalItem
 
 
@@ -55,14 +55,8 @@ def label_mask(s: Session, seconds: float, draw: int, seed: int = 0) -> np.ndarr
                           "whole training set is always the curve's last point)")
     rng = np.random.default_rng([int(seed), int(draw), zlib.crc32(s.name.encode())])
     mask = np.zeros(s.n_bins, dtype=bool)
-    got = 0
-    for k in rng.permutation(len(segs)):
-        a, b = (int(v) for v in segs[k])
-        take = min(b - a, need - got)
-        mask[a:a + take] = True
-        got += take
-        if got == need:
-            break
+    for a, b in pick_segments(segs, need, rng):
+        mask[a:b] = True
     return mask
 
 

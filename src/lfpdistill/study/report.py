@@ -29,6 +29,13 @@ from .labels import (  # noqa: E402
     labels_markdown,
     summarise_labels,
 )
+from .longevity import (  # noqa: E402
+    fig_longevity,
+    longevity_claims,
+    longevity_markdown,
+    summarise_longevity,
+)
+from .scaling import fig_scaling, scaling_claims, scaling_markdown, summarise_scaling  # noqa: E402
 
 LABELS = {
     "teacher": "Teacher (spikes)",
@@ -175,7 +182,8 @@ def per_session_table(rows: list[dict[str, Any]], evals: tuple[str, ...]
 def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
              summary: list[dict[str, Any]], checks: list[dict[str, Any]], seconds: float,
              figures: dict[str, str], store_info: str,
-             diagnostics: dict[int, dict[str, Any]] | None = None, labels_md: str = "") -> str:
+             diagnostics: dict[int, dict[str, Any]] | None = None, labels_md: str = "",
+             extra_md: str = "") -> str:
     buf = io.StringIO()
     w = buf.write
     w(f"# lfpdistill report — {cfg.name}\n\n")
@@ -224,6 +232,7 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
             w(f"| {s} | " + " | ".join(_pm(cells[(s, m)]) if (s, m) in cells else "—" for m in models)
               + " |\n")
     w(labels_md)
+    w(extra_md)  # scaling and longevity sections
     if diagnostics:
         w(diagnostics_markdown(diagnostics))
     w("\n## Figures\n\n")
@@ -350,7 +359,12 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
                  traces: dict[str, Any], log: list[dict[str, Any]], seconds: float,
                  store: Any = None, console: Console | None = None,
                  diagnostics: dict[int, dict[str, Any]] | None = None,
-                 label_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 label_rows: list[dict[str, Any]] | None = None,
+                 days: dict[str, dict[str, float]] | None = None,
+                 scaling_rows: list[dict[str, Any]] | None = None,
+                 full_seconds: float | None = None) -> dict[str, Any]:
+    """Write results.json, results.csv, report.md and the figures; ``days`` (session -> day and
+    recorded units) adds the longevity section, ``scaling_rows`` the scaling section."""
     out = Path(out)
     console = console or Console()
     summary = summarise(rows)
@@ -359,6 +373,12 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
     label_rows = label_rows or []
     label_summary = summarise_labels(label_rows, LABELS) if label_rows else []
     label_checks = label_claims(label_summary)
+    life = summarise_longevity(rows, days, roles["distill"]) if days else []
+    life_checks = longevity_claims(life)
+    scale = (summarise_scaling(scaling_rows, rows, full_seconds or 0.0, len(roles["teacher"]))
+             if scaling_rows else None)
+    scale_checks = scaling_claims(scale) if scale else []
+    extra_checks = label_checks + scale_checks + life_checks
     if rows:
         fig_per_session(rows, out / "per_session_r2.png")
         figures["per_session_r2.png"] = ("Per-session test R²: linear probe of every model and "
@@ -371,11 +391,20 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
         fig_labels(label_summary, out / "label_efficiency.png", COLORS, _save)
         figures["label_efficiency.png"] = ("Label efficiency: test R² against labelled training "
                                            "seconds")
+    if scale:
+        fig_scaling(scale, out / "scaling.png", _save)
+        figures["scaling.png"] = "Scaling: distilled R² against paired seconds and teacher sessions"
+    if life:
+        fig_longevity(life, out / "longevity.png", _save)
+        figures["longevity.png"] = "Longevity: test R² against the recording day"
     store_info = (f"store {store.root} ({len(store.names)} sessions, options {store.options_hash})"
                   if store is not None else "store")
     result = {"name": cfg.name, "seconds": round(seconds, 1), "roles": roles, "rows": rows,
-              "summary": summary, "checks": checks + label_checks, "stages": log,
+              "summary": summary, "checks": checks + extra_checks,
+              "stages": log,
               "labels": {"rows": label_rows, "summary": label_summary} if label_rows else None,
+              "longevity": {"days": life} if life else None,
+              "scaling": {"rows": scaling_rows, **scale} if scale else None,
               "diagnostics": {str(k): v for k, v in (diagnostics or {}).items()},
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "results.json", result)
@@ -386,7 +415,9 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
         wr.writerows(rows)
     md = markdown(cfg, roles, rows, summary, checks, seconds, figures, store_info, diagnostics,
                   labels_md=labels_markdown(label_summary, label_checks, cfg.labels)
-                  if label_summary else "")
+                  if label_summary else "",
+                  extra_md=(scaling_markdown(scale, scale_checks) if scale else "")
+                  + (longevity_markdown(life, life_checks) if life else ""))
     with atomic_path(out / "report.md", suffix=".md") as tmp:
         tmp.write_text(md)
     table = Table(title=f"{cfg.name}: test R² (mean ± sd over sessions and seeds)")
@@ -395,7 +426,7 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
     for s in summary:
         table.add_row(s["group"], s["eval"], s["label"], _pm(s))
     console.print(table)
-    for c in checks + label_checks:
+    for c in checks + extra_checks:
         console.print(("[green]PASS[/] " if c["pass"] else "[red]FAIL[/] ") + c["claim"])
     console.print(f"report: {out / 'report.md'}  ({seconds / 60:.1f} min)")
     return result

@@ -1,7 +1,7 @@
 """``lfpdistill run CONFIG``: the whole study, stage by stage.
 
 Stages (in order): data, teacher, ss_lfp, ms_lfp, distill, generalize, probe, finetune, classic,
-causal, labels, report. This module only orchestrates: which unit runs with which inputs
+causal, labels, scaling, report. This module only orchestrates: which unit runs with which inputs
 (:mod:`.units`), cached by :class:`~.cache.Cache`, evaluated where :mod:`.plan` says, summarised
 by :mod:`.report`.
 """
@@ -9,6 +9,7 @@ by :mod:`.report`.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from ..config import ExperimentConfig, TrainConfig
 from ..data import Store, open_store, write_json_atomic
 from ..errors import ConfigError
 from . import labels as label_units
+from . import scaling as scaling_units
 from . import units
 from .cache import Cache
-from .plan import Roles, Runs, eval_plan, resolve_roles
+from .longevity import session_days
+from .plan import EvalItem, Roles, Runs, eval_plan, resolve_roles
 from .report import write_report
 
 #: Seconds per unit of each stage in ``configs/demo.yaml`` on a quiet 2-core CPU
@@ -34,7 +37,7 @@ REFERENCE_UNIT_SECONDS: dict[str, float] = {
 }
 
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "generalize", "probe", "finetune",
-          "classic", "causal", "labels", "report"]
+          "classic", "causal", "labels", "scaling", "report"]
 
 
 def prepare_data(cfg: ExperimentConfig, cache: Cache) -> Store:
@@ -80,6 +83,11 @@ class Study:
             counts["causal"] = n_seeds * (3 + 2 * len(roles.heldout))
         if cfg.labels.enabled:  # the frozen models' read-outs per seed, the classic decoders once
             counts["labels"] = n_seeds + 1
+        if cfg.scaling.enabled:  # per point a student and its probe; a teacher per count
+            sc = cfg.scaling
+            points = len(sc.paired_seconds) + len(sc.teacher_sessions)
+            counts["scaling"] = (2 * n_seeds * points
+                                 + len(sc.teacher_sessions) * (n_seeds if cfg.teacher.per_seed else 1))
         return counts
 
     def train_cfg(self, base: TrainConfig, seed: int) -> TrainConfig:
@@ -94,6 +102,8 @@ class Study:
         roles = resolve_roles(cfg, store)
         if cfg.labels.enabled:  # before any training: a budget no session can meet
             check_label_budgets(cfg, store, roles)
+        if cfg.scaling.enabled:
+            check_scaling(cfg, store, roles)
         self.cache.expect(self.expected_units(roles))
         self.console.print(
             f"sessions — teacher: {', '.join(roles.teacher)}; distill: {', '.join(roles.distill)}"
@@ -110,12 +120,15 @@ class Study:
         if cfg.causal.enabled:
             rows += self.causal(store, roles, runs, memo)
         label_rows = self.labels(store, roles, runs, rows) if cfg.labels.enabled else []
+        scaling_rows = self.scaling(store, roles, runs, memo) if cfg.scaling.enabled else []
         self.console.print("[bold]report[/]")
         diagnostics = {seed: json.loads((d / "diagnostics.json").read_text())
                        for seed, d in runs.distilled.items() if (d / "diagnostics.json").exists()}
+        days = session_days(store, roles.eval) if cfg.longevity.enabled else None
         return write_report(self.out, cfg, roles.as_dict(), rows, traces, self.cache.log,
                             seconds=time.time() - t_start, store=store, diagnostics=diagnostics,
-                            label_rows=label_rows)
+                            label_rows=label_rows, days=days, scaling_rows=scaling_rows,
+                            full_seconds=scaling_units.full_seconds(store, roles.distill))
 
     # ------------------------------------------------------------------------------ models
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
@@ -268,6 +281,77 @@ class Study:
                            n_lags=lags[0], lag_step=lags[1])
         out += units.read_rows(d)
         return out + label_units.full_rows(rows, store, opts.models)
+
+    def scaling(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo
+                ) -> list[dict[str, Any]]:
+        """Students distilled on fewer paired seconds, or from teachers trained on fewer
+        sessions, each probed like the study's own student: rows tagged with ``axis`` and
+        ``x``."""
+        cfg, sc, run = self.cfg, self.cfg.scaling, self.cache.run
+        full_s = scaling_units.full_seconds(store, roles.distill)
+        self.console.print("[bold]scaling[/] (students on "
+                           + ", ".join(f"{b:g}" for b in sc.paired_seconds)
+                           + f" of {full_s:.0f} paired s; teachers on "
+                           + ", ".join(map(str, sc.teacher_sessions))
+                           + f" of {len(roles.teacher)} sessions)")
+        others = [n for n in roles.teacher if n not in roles.distill]
+        teachers: dict[tuple[int, int], Path] = {}
+        for k in sc.teacher_sessions:
+            for seed in cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]]:
+                teachers[(k, seed)] = run(
+                    "scaling", f"teacher{k}-seed{seed}", units.train_mae, store=store,
+                    sessions=roles.distill + others[:k - len(roles.distill)], modality="spikes",
+                    model=cfg.teacher.model, train=self.train_cfg(cfg.teacher.train, seed))
+        wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
+        rows: list[dict[str, Any]] = []
+        for seed in cfg.seeds:
+            base = self.train_cfg(cfg.distill.train, seed)
+            points: list[tuple[str, float, Path, TrainConfig]] = []
+            for b in sc.paired_seconds:
+                tc = _scaled_epochs(base, b, full_s) if sc.same_steps else base.model_copy(
+                    update={"train_seconds": b})
+                points.append(("paired_seconds", b, runs.teacher_for(cfg, seed), tc))
+            for k in sc.teacher_sessions:
+                teacher = teachers[(k, seed if cfg.teacher.per_seed else cfg.seeds[0])]
+                points.append(("teacher_sessions", float(k), teacher, base))
+            for axis, x, teacher, tc in points:
+                tag = f"{'paired' if axis == 'paired_seconds' else 'teacher'}{x:g}-seed{seed}"
+                student = run("scaling", f"distill-{tag}", units.train_student, store=store,
+                              teacher=teacher, sessions=roles.distill, model=cfg.lfp_model,
+                              train=tc, objective=cfg.distill.objective,
+                              init=runs.ms_lfp[seed] if cfg.distill.student_init == "ms_lfp"
+                              else None, memo=memo)
+                plan = [EvalItem("distilled", name, student, "distilled", seed)
+                        for name in roles.distill]
+                d = run("scaling", f"probe-{tag}", units.probe, store=store, plan=plan,
+                        wiener=wiener, memo=memo)
+                rows += [{**r, "axis": axis, "x": x} for r in units.read_rows(d)]
+        return rows
+
+
+def _scaled_epochs(train: TrainConfig, budget_s: float, full_s: float) -> TrainConfig:
+    """``train`` on ``budget_s`` of ``full_s`` training seconds, with its epochs multiplied so
+    that it takes about as many optimiser steps as on all of them."""
+    epochs = max(1, math.ceil(train.max_epochs * full_s / budget_s))
+    return train.model_copy(update={"train_seconds": budget_s, "max_epochs": epochs})
+
+
+def check_scaling(cfg: ExperimentConfig, store: Store, roles: Roles) -> None:
+    """Refuse, before anything trains, a paired budget longer than a distillation session's
+    training bins, or a teacher-session count outside [distillation sessions, teacher
+    sessions)."""
+    sc = cfg.scaling
+    have = scaling_units.full_seconds(store, roles.distill)
+    if sc.paired_seconds and max(sc.paired_seconds) >= have:
+        raise ConfigError(f"scaling.paired_seconds lists {max(sc.paired_seconds):g} s but the "
+                          f"distillation sessions have only {have:.0f} s of training bins; list "
+                          f"budgets below {have:.0f} s (all of them is always the last point)")
+    lo, hi = len(roles.distill), len(roles.teacher)
+    bad = [k for k in sc.teacher_sessions if not lo <= k < hi]
+    if bad:
+        raise ConfigError(f"scaling.teacher_sessions {bad} must lie in [{lo}, {hi}): a teacher "
+                          f"must see the {lo} distillation session(s), and the study's own "
+                          f"teacher ({hi} sessions) is always the last point")
 
 
 def check_label_budgets(cfg: ExperimentConfig, store: Store, roles: Roles) -> None:
