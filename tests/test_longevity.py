@@ -4,15 +4,19 @@ and a tiny `lfpdistill run` of a longevity config."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from conftest import shrink_config
 from lfpdistill.cli import main
 from lfpdistill.config import ExperimentConfig, SimChronicConfig, SimConfig
 from lfpdistill.simulate import simulate_sessions
 from lfpdistill.study.longevity import longevity_claims, summarise_longevity
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 SMALL = dict(n_sessions=5, seconds=12, seed=4, n_channels=16, units_min=40, units_max=50,
              n_hidden=400, segment_s=2.0)
@@ -110,36 +114,18 @@ def test_longevity_section_needs_later_days_mode_b_and_classic_decoders():
     assert ok.longevity.enabled
 
 
-TINY_LONGEVITY = {
-    "name": "tiny_longevity", "seeds": [0], "accelerator": "cpu",
-    "data": {"simulate": {"n_sessions": 4, "seconds": 40, "seed": 0, "n_channels": 32,
-                          "units_min": 30, "units_max": 40, "chronic": CHRONIC},
-             "segment_s": 4.0},
-    "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00", "sim01"],
-                 "heldout": ["sim02", "sim03"]},
-    "teacher": {"model": {"modality": "spikes", "patch_size": 16, "d_model": 16, "n_layers": 1,
-                          "n_heads": 2},
-                "train": {"max_epochs": 1, "progress": False}},
-    "lfp_model": {"modality": "lfp", "patch_size": 16, "d_model": 16, "n_layers": 1, "n_heads": 2},
-    "ss_lfp": {"max_epochs": 1, "progress": False},
-    "ms_lfp": {"max_epochs": 1, "progress": False},
-    "distill": {"train": {"max_epochs": 1, "progress": False}},
-    "generalize": {"modes": ["b"], "adapt": {"max_epochs": 1, "progress": False}},
-    "finetune": {"enabled": False},
-    "longevity": {"enabled": True},
-}
-
-
 @pytest.mark.slow
 def test_tiny_longevity_study_reports_r2_against_day(tmp_path):
+    """configs/longevity.yaml itself (ten days, its chronic rates and roles), made tiny."""
     cfg = tmp_path / "longevity.yaml"
-    cfg.write_text(yaml.safe_dump({**TINY_LONGEVITY, "out": str(tmp_path / "out")}))
+    cfg.write_text(yaml.safe_dump(shrink_config(CONFIGS / "longevity.yaml", tmp_path / "out")))
     assert main(["run", str(cfg)]) == 0
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
     days = res["longevity"]["days"]
-    assert [d["day"] for d in days] == [0, 30, 60, 90]
-    assert [d["phase"] for d in days] == ["distilled", "distilled", "later", "later"]
+    assert [d["day"] for d in days] == [60 * k for k in range(10)]
+    assert [d["phase"] for d in days] == ["distilled"] * 3 + ["later"] * 7
+    assert days[-1]["units"] < days[0]["units"]
     for d in days:
         for key in ("spikes", "best_classic_lfp", "distilled_probe", "distilled_wiener"):
             assert np.isfinite(d[key])
@@ -169,3 +155,12 @@ def test_simulate_command_takes_chronic_options(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unit_los" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_trend_is_the_least_squares_slope_per_100_days():
+    from lfpdistill.study.longevity import trends
+
+    summary = [{"day": d, "spikes": 0.7 - 0.001 * d, "distilled_wiener": 0.4} for d in (0, 50, 200)]
+    t = trends(summary)
+    assert t["spikes"] == pytest.approx(-0.1) and t["distilled_wiener"] == pytest.approx(0.0)
+    assert "best_classic_lfp" not in t

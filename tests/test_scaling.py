@@ -4,12 +4,15 @@ made before training, and a tiny `lfpdistill run` of a scaling config."""
 from __future__ import annotations
 
 import json
+import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from conftest import shrink_config
 from lfpdistill.cli import main
 from lfpdistill.config import ScalingSection, SimConfig
 from lfpdistill.data import WindowDataset
@@ -17,6 +20,8 @@ from lfpdistill.data.windows import budget_runs, runs_mask
 from lfpdistill.errors import DataValidationError
 from lfpdistill.simulate import simulate_sessions
 from lfpdistill.study.scaling import scaling_claims, summarise_scaling
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -124,24 +129,30 @@ def test_scaling_lists_are_checked_against_the_store_before_training(tmp_path, c
 
 @pytest.mark.slow
 def test_tiny_scaling_study_reports_both_curves(tmp_path):
+    """configs/scaling.yaml itself (eight teacher sessions, its budgets and counts), made tiny;
+    sessions of 120 s keep its largest budget (80 s) below the ~96 s of training bins."""
     cfg = tmp_path / "scaling.yaml"
-    cfg.write_text(yaml.safe_dump({**TINY_SCALING, "out": str(tmp_path / "out")}))
+    cfg.write_text(yaml.safe_dump(shrink_config(CONFIGS / "scaling.yaml", tmp_path / "out",
+                                                seconds=120.0)))
     assert main(["run", str(cfg)]) == 0
     out = tmp_path / "out"
     res = json.loads((out / "results.json").read_text())
     sc = res["scaling"]
     paired = [p["x"] for p in sc["points"] if p["axis"] == "paired_seconds"
               and p["eval"] == "probe"]
-    assert paired == [10, 20, sc["full_seconds"]]
+    assert paired == [20, 40, 80, sc["full_seconds"]]
     teach = [p["x"] for p in sc["points"] if p["axis"] == "teacher_sessions"
              and p["eval"] == "probe"]
-    assert teach == [1, 3]
-    # the budgeted students really trained on their budget
-    runs = sorted((out / "stages" / "scaling").glob("distill-paired10-seed0-*"))
+    assert teach == [2, 4, 8]
+    # the budgeted students really trained on their budget, with the epochs scaled
+    runs = sorted((out / "stages" / "scaling").glob("distill-paired20-seed0-*"))
     assert runs
     cfg_run = json.loads((runs[0] / "run_config.json").read_text())
-    assert cfg_run["train"]["train_seconds"] == 10
-    assert cfg_run["train"]["max_epochs"] == 5  # 50 s of training bins / 10 s
+    assert cfg_run["train"]["train_seconds"] == 20
+    assert cfg_run["train"]["max_epochs"] == math.ceil(sc["full_seconds"] / 20)
+    assert cfg_run["train"]["patience"] == cfg_run["train"]["max_epochs"]  # no early stop
+    steps = {p["x"]: p["steps"] for p in sc["points"] if p["axis"] == "paired_seconds"}
+    assert all(v is not None and v > 0 for v in steps.values())
     md = (out / "report.md").read_text()
     assert "## Scaling" in md and "scaling.png" in md
     assert any("still rising" in c["claim"] for c in res["checks"])

@@ -628,8 +628,8 @@ class ScalingSection(_Strict):
         description="teacher-session counts, increasing, each >= the distillation sessions and "
                     "below the study's teacher sessions")
     same_steps: bool = Field(True, description="scale the epochs so that every paired budget "
-                             "takes as many optimiser steps as the full data (else the same "
-                             "epochs, so fewer steps)")
+                             "takes as many optimiser steps as the full data, early stopping off "
+                             "(else the same epochs and early stopping, so fewer steps)")
 
     @model_validator(mode="after")
     def _check(self) -> ScalingSection:

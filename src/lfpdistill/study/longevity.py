@@ -130,14 +130,30 @@ def longevity_markdown(summary: list[dict[str, Any]], checks: list[dict[str, Any
         tag = " (distilled)" if r["phase"] == "distilled" else ""
         lines.append(f"| {r['day']:g} | {r['session']}{tag} | {r['units']} | "
                      + " | ".join(cells) + " |")
+    slopes = trends(summary)
+    lines.append("| trend per 100 days | | | " + " | ".join(
+        f"{slopes[k]:+.3f}" if k in slopes else "—" for k, _, _, _ in CURVES) + " |")
+    lines.append("\n*Trend*: least-squares slope of R² against day over all days, per 100 days.")
     return "\n".join(lines) + "\n"
+
+
+def trends(summary: list[dict[str, Any]]) -> dict[str, float]:
+    """Least-squares slope of each curve's R² against day, per 100 days (curves with at least
+    three days)."""
+    out: dict[str, float] = {}
+    for key, _, _, _ in CURVES:
+        pts = [(r["day"], r[key]) for r in summary if key in r]
+        if len(pts) >= 3 and len({d for d, _ in pts}) > 1:
+            d, v = np.array(pts, dtype=float).T
+            out[key] = float(np.polyfit(d, v, 1)[0] * 100.0)
+    return out
 
 
 def fig_longevity(summary: list[dict[str, Any]], path: Path,
                   save: Callable[[Any, Path], None]) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = plt.subplots(figsize=(9.0, 4.4))
     for key, label, _, _ in CURVES:
         pts = [r for r in summary if key in r]
         if not pts:
@@ -160,7 +176,7 @@ def fig_longevity(summary: list[dict[str, Any]], path: Path,
     ax2.set_ylim(bottom=0)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center left", bbox_to_anchor=(1.12, 0.5))
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center left", bbox_to_anchor=(1.16, 0.5))
     ax.set_title("Longevity: every decoder recalibrated each day", fontsize=10)
     fig.tight_layout()
     save(fig, path)

@@ -362,7 +362,7 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
                  label_rows: list[dict[str, Any]] | None = None,
                  days: dict[str, dict[str, float]] | None = None,
                  scaling_rows: list[dict[str, Any]] | None = None,
-                 full_seconds: float | None = None) -> dict[str, Any]:
+                 scaling_full: tuple[float, float | None] | None = None) -> dict[str, Any]:
     """Write results.json, results.csv, report.md and the figures; ``days`` (session -> day and
     recorded units) adds the longevity section, ``scaling_rows`` the scaling section."""
     out = Path(out)
@@ -375,7 +375,8 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
     label_checks = label_claims(label_summary)
     life = summarise_longevity(rows, days, roles["distill"]) if days else []
     life_checks = longevity_claims(life)
-    scale = (summarise_scaling(scaling_rows, rows, full_seconds or 0.0, len(roles["teacher"]))
+    full_s, full_steps = scaling_full or (0.0, None)
+    scale = (summarise_scaling(scaling_rows, rows, full_s, len(roles["teacher"]), full_steps)
              if scaling_rows else None)
     scale_checks = scaling_claims(scale) if scale else []
     extra_checks = label_checks + scale_checks + life_checks

@@ -128,7 +128,8 @@ class Study:
         return write_report(self.out, cfg, roles.as_dict(), rows, traces, self.cache.log,
                             seconds=time.time() - t_start, store=store, diagnostics=diagnostics,
                             label_rows=label_rows, days=days, scaling_rows=scaling_rows,
-                            full_seconds=scaling_units.full_seconds(store, roles.distill))
+                            scaling_full=(scaling_units.full_seconds(store, roles.distill),
+                                          _mean_steps(runs.distilled.values())))
 
     # ------------------------------------------------------------------------------ models
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
@@ -325,15 +326,27 @@ class Study:
                         for name in roles.distill]
                 d = run("scaling", f"probe-{tag}", units.probe, store=store, plan=plan,
                         wiener=wiener, memo=memo)
-                rows += [{**r, "axis": axis, "x": x} for r in units.read_rows(d)]
+                steps = json.loads((student / "summary.json").read_text()).get("steps")
+                rows += [{**r, "axis": axis, "x": x, "steps": steps} for r in units.read_rows(d)]
         return rows
+
+
+def _mean_steps(run_dirs: Any) -> float | None:
+    """Mean optimiser steps of training runs (``summary.json``), None if unrecorded."""
+    steps = [json.loads((Path(d) / "summary.json").read_text()).get("steps") for d in run_dirs
+             if (Path(d) / "summary.json").exists()]
+    steps = [s for s in steps if s is not None]
+    return float(np.mean(steps)) if steps else None
 
 
 def _scaled_epochs(train: TrainConfig, budget_s: float, full_s: float) -> TrainConfig:
     """``train`` on ``budget_s`` of ``full_s`` training seconds, with its epochs multiplied so
-    that it takes about as many optimiser steps as on all of them."""
+    that it takes about as many optimiser steps as on all of them (early stopping off: on a
+    small budget the validation loss turns early, and stopping there would compare fewer steps,
+    not less data)."""
     epochs = max(1, math.ceil(train.max_epochs * full_s / budget_s))
-    return train.model_copy(update={"train_seconds": budget_s, "max_epochs": epochs})
+    return train.model_copy(update={"train_seconds": budget_s, "max_epochs": epochs,
+                                    "patience": epochs})
 
 
 def check_scaling(cfg: ExperimentConfig, store: Store, roles: Roles) -> None:

@@ -33,18 +33,27 @@ def full_seconds(store: Any, names: list[str]) -> float:
 
 
 def summarise_scaling(scaling_rows: list[dict[str, Any]], rows: list[dict[str, Any]],
-                      full_s: float, n_teacher: int) -> dict[str, Any]:
+                      full_s: float, n_teacher: int, full_steps: float | None = None
+                      ) -> dict[str, Any]:
     """Mean ± sd over distillation sessions and seeds of each point of each curve (the study's
-    own student closes both), and the flat references."""
+    own student, ``full_steps`` optimiser steps, closes both), the optimiser steps of each
+    point's students, and the flat references."""
     vals: dict[tuple[str, str, float], list[float]] = defaultdict(list)
+    steps: dict[tuple[str, float], list[float]] = defaultdict(list)
     for r in scaling_rows:
         vals[(r["axis"], r["eval"], float(r["x"]))].append(r["r2"])
+        if r.get("steps") is not None:
+            steps[(r["axis"], float(r["x"]))].append(r["steps"])
     for r in rows:
         if r["model"] == "distilled" and r["group"] == "distilled" and r["eval"] in READOUTS:
             vals[("paired_seconds", r["eval"], float(full_s))].append(r["r2"])
             vals[("teacher_sessions", r["eval"], float(n_teacher))].append(r["r2"])
+    if full_steps is not None:
+        steps[("paired_seconds", float(full_s))].append(full_steps)
+        steps[("teacher_sessions", float(n_teacher))].append(full_steps)
     points = [{"axis": a, "eval": e, "x": x, "mean": float(np.mean(v)), "sd": float(np.std(v)),
-               "n": len(v)} for (a, e, x), v in vals.items()]
+               "n": len(v), "steps": float(np.mean(steps[(a, x)])) if steps[(a, x)] else None}
+              for (a, e, x), v in vals.items()]
     points.sort(key=lambda p: (p["axis"], p["eval"], p["x"]))
     refs: dict[str, float] = {}
     for key, model, ev in (("ms_lfp_probe", "ms_lfp", "probe"),
@@ -131,6 +140,9 @@ def scaling_markdown(summary: dict[str, Any], checks: list[dict[str, Any]]) -> s
                 lines.append(f"| Distilled LFP ({name}) | " + " | ".join(
                     f"{cells[x]['mean']:.3f} ± {cells[x]['sd']:.3f}" if x in cells else "—"
                     for x in xs) + " |")
+        st = {p["x"]: p["steps"] for p in summary["points"] if p["axis"] == axis}
+        lines.append("| optimiser steps | " + " | ".join(
+            f"{st[x]:.0f}" if st.get(x) is not None else "—" for x in xs) + " |")
     names = {"ms_lfp_probe": "MS-LFP (linear probe)", "ms_lfp_wiener": "MS-LFP (Wiener read-out)",
              "teacher_probe": "Teacher (linear probe)",
              "best_classic_lfp": f"best classic LFP decoder ({refs.get('best_classic_name')})"}
@@ -162,6 +174,9 @@ def fig_scaling(summary: dict[str, Any], path: Path, save: Callable[[Any, Path],
             if key in refs:
                 ax.axhline(refs[key], color=color, ls=ls, lw=1, label=label)
         ax.set_xscale("log", base=2)
+        xs = sorted({p["x"] for p in summary["points"] if p["axis"] == axis})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
         ax.set_xlabel(AXES[axis])
         ax.axhline(0, color="k", lw=0.5)
     axes[0][0].set_ylabel("velocity R² (test segments)")

@@ -1,0 +1,128 @@
+"""Can a label-free diagnostic tell a user when distillation did not take?
+
+For every distilled session of the robustness runs (``benchmarks/robustness.py`` outputs), this
+computes, on **validation** bins only and without behaviour labels:
+
+    D = R²(student latents -> teacher targets) - R²(MS-LFP latents -> teacher targets)
+
+each a ridge read-out (penalty by contiguous CV on training bins) of the teacher's aligned
+targets (the distillation's own transform: session centring, top PCs, standardisation), fit on
+training bins. D > 0 says the student carries more of the teacher than an LFP-only model of the
+same sessions; the rule fixed before the evaluation is "distillation took" iff D > 0. It then
+compares that call with the behaviour gain the user cannot see without labels: test R² of the
+linear probe, distilled − MS-LFP. Only runs whose distillation options equal the reference
+run's (``--reference``, the final defaults) are used.
+
+    python benchmarks/diagnostic_check.py --variants 100-103 --reference 200   # development
+    python benchmarks/diagnostic_check.py --variants 200-207 --reference 200   # evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lfpdistill.commands.distill import teacher_targets, transform_targets
+from lfpdistill.config import DistillConfig
+from lfpdistill.data import open_store
+from lfpdistill.evaluation import linear_probe, session_latents
+from lfpdistill.evaluation.decoders import WienerDecoder
+from lfpdistill.models import load_model
+
+
+def _r2_all(y: np.ndarray, p: np.ndarray) -> float:
+    return float(1 - ((y - p) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+
+
+def readout_r2(z: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray) -> float:
+    dec = WienerDecoder(n_lags=1, lag_step=1).fit(z[train], y[train])
+    return _r2_all(y[val], dec.predict(z)[val])
+
+
+def _parse(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def _strip(train: dict) -> dict:
+    return {k: v for k, v in train.items() if k not in ("seed", "progress", "accelerator")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", type=Path, default=Path("results/robustness"))
+    ap.add_argument("--variants", default="200-207")
+    ap.add_argument("--reference", type=int, default=200,
+                    help="variant whose distillation options define the runs used")
+    ap.add_argument("--out", type=Path, default=None, help="JSON of the per-session rows")
+    args = ap.parse_args()
+    ref_dir = next((args.root / f"v{args.reference}" / "stages" / "distill").iterdir())
+    ref = json.loads((ref_dir / "run_config.json").read_text())
+    rows = []
+    for v in _parse(args.variants):
+        vdir = args.root / f"v{v}" / "stages"
+        if not vdir.exists():
+            print(f"v{v}: no outputs, skipped")
+            continue
+        for d in sorted((vdir / "distill").iterdir()):
+            rc_path = d / "run_config.json"
+            if not (d / "done.json").exists() or not rc_path.exists():
+                continue
+            rc = json.loads(rc_path.read_text())
+            if rc["distill"] != ref["distill"] or _strip(rc["train"]) != _strip(ref["train"]) \
+                    or rc["student"] != ref["student"]:
+                continue
+            seed = rc["train"]["seed"]
+            ms = [m for m in sorted((vdir / "ms_lfp").iterdir()) if m.name.startswith(f"seed{seed}-")
+                  and (m / "done.json").exists()]
+            if len(ms) != 1:
+                print(f"v{v} {d.name}: {len(ms)} MS-LFP runs for seed {seed}, skipped")
+                continue
+            store = open_store(Path(rc["store"]))
+            sessions = [store.session(n) for n in rc["sessions"]]
+            teacher, tmeta = load_model(Path(rc["teacher"]), modality="spikes")
+            dcfg = DistillConfig(**rc["distill"])
+            tt = teacher_targets(teacher, sessions, tmeta.get("window_s", 1.0), dcfg)
+            student, smeta = load_model(d, modality="lfp")
+            msm, mmeta = load_model(ms[0], modality="lfp")
+            for s in sessions:
+                y = transform_targets(tt.cache[s.name], tt.basis, tt.stats, dcfg.target_norm)
+                zs = session_latents(student, s, smeta.get("window_s", 1.0))
+                zm = session_latents(msm, s, mmeta.get("window_s", 1.0))
+                tr, va, te = (s.split_mask(k) for k in ("train", "val", "test"))
+                r_s, r_m = readout_r2(zs, y, tr, va), readout_r2(zm, y, tr, va)
+                gain = (linear_probe(zs, s.velocity, tr, te)["r2"]
+                        - linear_probe(zm, s.velocity, tr, te)["r2"])
+                row = {"variant": v, "seed": seed, "session": s.name, "student_to_teacher": r_s,
+                       "ms_to_teacher": r_m, "D": r_s - r_m, "probe_gain": gain}
+                rows.append(row)
+                print(f"v{v} seed{seed} {s.name}: R²→teacher student {r_s:+.3f}, MS-LFP "
+                      f"{r_m:+.3f}, D {r_s - r_m:+.3f}; probe gain {gain:+.3f}", flush=True)
+    if not rows:
+        raise SystemExit("no matching runs")
+    call = np.array([r["D"] > 0 for r in rows])
+    took = np.array([r["probe_gain"] > 0 for r in rows])
+    d = np.array([r["D"] for r in rows])
+    g = np.array([r["probe_gain"] for r in rows])
+    print(f"\n{len(rows)} sessions: the call 'took iff D > 0' agrees with the sign of the probe "
+          f"gain on {np.mean(call == took):.0%}; of the {int((~took).sum())} sessions that lost, "
+          f"{int((~call & ~took).sum())} were flagged (D <= 0); of the {int(took.sum())} that "
+          f"gained, {int((call & took).sum())} were passed; Spearman r(D, gain) = "
+          f"{_spearman(d, g):+.2f}")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+if __name__ == "__main__":
+    main()
