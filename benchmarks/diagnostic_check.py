@@ -10,8 +10,11 @@ targets (the distillation's own transform: session centring, top PCs, standardis
 training bins. D > 0 says the student carries more of the teacher than an LFP-only model of the
 same sessions; the rule fixed before the evaluation is "distillation took" iff D > 0. It then
 compares that call with the behaviour gain the user cannot see without labels: test R² of the
-linear probe, distilled − MS-LFP. Only runs whose distillation options equal the reference
-run's (``--reference``, the final defaults) are used.
+linear probe, distilled − MS-LFP. For comparison it also scores the call a user with a few
+validation labels can make: ``val_gain``, the same probe gain on the validation bins
+(a rule fixed before its results were seen, not chosen on the development variants), and
+``D_corr``, the mean per-dimension correlation instead of R². Only runs whose distillation
+options equal the reference run's (``--reference``, the final defaults) are used.
 
     python benchmarks/diagnostic_check.py --variants 100-103 --reference 200   # development
     python benchmarks/diagnostic_check.py --variants 200-207 --reference 200   # evaluation
@@ -37,9 +40,14 @@ def _r2_all(y: np.ndarray, p: np.ndarray) -> float:
     return float(1 - ((y - p) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
-def readout_r2(z: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray) -> float:
+def readout_scores(z: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray
+                   ) -> tuple[float, float]:
+    """Ridge read-out latents -> targets fit on ``train``; on ``val``: R² over all target
+    dimensions, and the mean per-dimension Pearson correlation (blind to offsets and scale)."""
     dec = WienerDecoder(n_lags=1, lag_step=1).fit(z[train], y[train])
-    return _r2_all(y[val], dec.predict(z)[val])
+    p, t = dec.predict(z)[val], y[val]
+    corr = [np.corrcoef(p[:, k], t[:, k])[0, 1] for k in range(t.shape[1])]
+    return _r2_all(t, p), float(np.nanmean(corr))
 
 
 def _parse(spec: str) -> list[int]:
@@ -64,6 +72,8 @@ def main() -> None:
     args = ap.parse_args()
     ref_dir = next((args.root / f"v{args.reference}" / "stages" / "distill").iterdir())
     ref = json.loads((ref_dir / "run_config.json").read_text())
+    ref_ms_dir = next((args.root / f"v{args.reference}" / "stages" / "ms_lfp").iterdir())
+    ref_ms = json.loads((ref_ms_dir / "run_config.json").read_text())
     rows = []
     for v in _parse(args.variants):
         vdir = args.root / f"v{v}" / "stages"
@@ -79,8 +89,14 @@ def main() -> None:
                     or rc["student"] != ref["student"]:
                 continue
             seed = rc["train"]["seed"]
-            ms = [m for m in sorted((vdir / "ms_lfp").iterdir()) if m.name.startswith(f"seed{seed}-")
-                  and (m / "done.json").exists()]
+            ms = []
+            for m in sorted((vdir / "ms_lfp").iterdir()):
+                if not (m.name.startswith(f"seed{seed}-") and (m / "done.json").exists()):
+                    continue
+                mc = json.loads((m / "run_config.json").read_text())
+                if _strip(mc["train"]) == _strip(ref_ms["train"]) and \
+                        mc.get("model") == ref_ms.get("model"):
+                    ms.append(m)
             if len(ms) != 1:
                 print(f"v{v} {d.name}: {len(ms)} MS-LFP runs for seed {seed}, skipped")
                 continue
@@ -96,25 +112,33 @@ def main() -> None:
                 zs = session_latents(student, s, smeta.get("window_s", 1.0))
                 zm = session_latents(msm, s, mmeta.get("window_s", 1.0))
                 tr, va, te = (s.split_mask(k) for k in ("train", "val", "test"))
-                r_s, r_m = readout_r2(zs, y, tr, va), readout_r2(zm, y, tr, va)
+                (r_s, c_s), (r_m, c_m) = readout_scores(zs, y, tr, va), readout_scores(zm, y, tr, va)
                 gain = (linear_probe(zs, s.velocity, tr, te)["r2"]
                         - linear_probe(zm, s.velocity, tr, te)["r2"])
-                row = {"variant": v, "seed": seed, "session": s.name, "student_to_teacher": r_s,
-                       "ms_to_teacher": r_m, "D": r_s - r_m, "probe_gain": gain}
+                val_gain = (linear_probe(zs, s.velocity, tr, va)["r2"]
+                            - linear_probe(zm, s.velocity, tr, va)["r2"])
+                row = {"variant": v, "seed": seed, "session": s.name, "student_r2": r_s,
+                       "ms_r2": r_m, "D": r_s - r_m, "student_corr": c_s, "ms_corr": c_m,
+                       "D_corr": c_s - c_m, "val_gain": val_gain, "probe_gain": gain}
                 rows.append(row)
-                print(f"v{v} seed{seed} {s.name}: R²→teacher student {r_s:+.3f}, MS-LFP "
-                      f"{r_m:+.3f}, D {r_s - r_m:+.3f}; probe gain {gain:+.3f}", flush=True)
+                print(f"v{v} seed{seed} {s.name}: →teacher R² student {r_s:+.3f} MS-LFP "
+                      f"{r_m:+.3f} (D {r_s - r_m:+.3f}); corr {c_s:.3f} / {c_m:.3f} "
+                      f"(D_corr {c_s - c_m:+.3f}); validation probe gain {val_gain:+.3f}; "
+                      f"test probe gain {gain:+.3f}", flush=True)
     if not rows:
         raise SystemExit("no matching runs")
-    call = np.array([r["D"] > 0 for r in rows])
     took = np.array([r["probe_gain"] > 0 for r in rows])
-    d = np.array([r["D"] for r in rows])
     g = np.array([r["probe_gain"] for r in rows])
-    print(f"\n{len(rows)} sessions: the call 'took iff D > 0' agrees with the sign of the probe "
-          f"gain on {np.mean(call == took):.0%}; of the {int((~took).sum())} sessions that lost, "
-          f"{int((~call & ~took).sum())} were flagged (D <= 0); of the {int(took.sum())} that "
-          f"gained, {int((call & took).sum())} were passed; Spearman r(D, gain) = "
-          f"{_spearman(d, g):+.2f}")
+    for key in ("D", "D_corr", "val_gain"):
+        d = np.array([r[key] for r in rows])
+        call = d > 0
+        print(f"\n{key}: {len(rows)} sessions; the call 'took iff {key} > 0' agrees with the sign "
+              f"of the probe gain on {np.mean(call == took):.0%}; of the {int((~took).sum())} "
+              f"sessions that lost, {int((~call & ~took).sum())} were flagged; of the "
+              f"{int(took.sum())} that gained, {int((call & took).sum())} were passed; "
+              f"Spearman r({key}, gain) = {_spearman(d, g):+.2f}; keeping the student only where "
+              f"{key} > 0 (else MS-LFP) gives a median test gain of "
+              f"{np.median(np.where(call, g, 0.0)):+.3f} (always the student: {np.median(g):+.3f})")
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 

@@ -82,3 +82,26 @@ def test_study_refuses_a_label_budget_longer_than_a_sessions_training_bins_befor
         check_label_budgets(cfg, store, resolve_roles(cfg, store))
     ok = cfg.model_copy(update={"labels": LabelsSection(enabled=True, seconds=[5, 10])})
     check_label_budgets(ok, store, resolve_roles(ok, store))
+
+
+@pytest.mark.slow
+def test_tiny_run_of_the_label_efficiency_config(tmp_path):
+    """configs/label_efficiency.yaml itself (its sessions, budgets and draws), made tiny;
+    sessions of 120 s keep its largest budget (80 s) within the ~96 s of training bins."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from tests.conftest import shrink_config
+
+    from lfpdistill.cli import main
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "label_efficiency.yaml"
+    cfg = tmp_path / "labels.yaml"
+    cfg.write_text(yaml.safe_dump(shrink_config(path, tmp_path / "out", seconds=120.0)))
+    assert main(["run", str(cfg)]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    budgets = {s["budget"] for s in res["labels"]["summary"]}
+    assert budgets == {"10", "20", "40", "80", "all"}
+    assert any("label efficiency" in c["claim"] for c in res["checks"])
+    assert (tmp_path / "out" / "label_efficiency.png").exists()

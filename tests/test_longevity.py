@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tests.conftest import shrink_config
 
-from conftest import shrink_config
 from lfpdistill.cli import main
 from lfpdistill.config import ExperimentConfig, SimChronicConfig, SimConfig
 from lfpdistill.simulate import simulate_sessions

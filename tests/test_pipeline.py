@@ -7,6 +7,7 @@ import csv
 import json
 import re
 
+import numpy as np
 import pytest
 import yaml
 from rich.console import Console
@@ -66,6 +67,10 @@ def test_run_writes_parseable_report(tiny_run):
               ("distilled", "causal"), ("ms_lfp", "causal"), ("distilled", "causal_wiener"),
               ("ms_lfp", "causal_wiener")]:
         assert m in models, m
+    # every probe row is also scored on validation bins, and the report makes the call
+    assert all(np.isfinite(r["r2_val"]) for r in rows if r["eval"] == "probe")
+    assert {c["group"] for c in res["validation_check"]} == {"distilled", "unseen"}
+    assert "## Validation check" in (out / "report.md").read_text()
     # the time-left estimate expects exactly the units the study ran
     ran = collections.Counter(s["stage"] for s in res["stages"] if s["stage"] != "data")
     roles = Roles(**{k: res["roles"][k] for k in ("teacher", "distill", "heldout", "ms_lfp")})
@@ -83,6 +88,9 @@ def test_run_writes_parseable_report(tiny_run):
     numbers |= {f"{s[k]:.3f}" for s in res["labels"]["summary"] for k in ("mean", "sd")}
     numbers |= {f"{d['r2']:.3f}" for diag in res["diagnostics"].values()
                 for d in diag["sessions"].values()}
+    numbers |= {f"{c[k]:.3f}" for c in res["validation_check"]
+                for k in ("distilled_val", "ms_lfp_val", "test_gain")}
+    numbers |= {f"{c['test_gain']:+.3f}" for c in res["validation_check"]}
     assert res["diagnostics"], "the distillation diagnostics are missing from results.json"
     table_lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
     for ln in table_lines:
@@ -239,3 +247,26 @@ def test_report_prints_the_causal_table_only_when_the_study_has_causal_rows():
 
     assert "Causal (streaming)" not in text(rows)
     assert "Causal (streaming)" in text(rows + [row("causal", "distilled", 0.3)])
+
+
+def test_validation_check_calls_from_validation_bins_only():
+    from types import SimpleNamespace
+
+    from lfpdistill.study.report import markdown, summarise, validation_check
+
+    def row(model, session, r2_val, r2, seed=0, group="distilled"):
+        return {"eval": "probe", "group": group, "model": model, "session": session,
+                "seed": seed, "split": "test", "mode": None, "r2": r2, "r2_val": r2_val}
+
+    rows = [row("distilled", "a", 0.5, 0.1), row("ms_lfp", "a", 0.3, 0.4),   # val says distilled
+            row("distilled", "b", 0.2, 0.6), row("ms_lfp", "b", 0.4, 0.1),   # val says MS-LFP
+            row("teacher", "a", 0.9, 0.9),
+            {**row("distilled", "c", None, 0.3), "r2_val": None}]  # an old cache: no call
+    check = validation_check(rows)
+    calls = {c["session"]: c["call"] for c in check}
+    assert calls == {"a": "distilled", "b": "ms_lfp"}  # the test R² never decides
+    assert [c["test_gain"] for c in check] == pytest.approx([-0.3, 0.5])
+    cfg = SimpleNamespace(name="t", seeds=[0])
+    md = markdown(cfg, {"teacher": ["a"], "distill": ["a", "b"], "heldout": []}, rows,
+                  summarise(rows), [], 1.0, {}, "store")
+    assert "## Validation check" in md and "agrees with the sign of the test gain on 0 of 2" in md

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tests.conftest import shrink_config
 
-from conftest import shrink_config
 from lfpdistill.cli import main
 from lfpdistill.config import ScalingSection, SimConfig
 from lfpdistill.data import WindowDataset

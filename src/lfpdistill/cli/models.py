@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
                      "last 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])}
                     for name, d in diag["sessions"].items()]
             print_table(rows, title=f"distillation diagnostics ({diag['space']}, validation bins; "
-                                    "near 0 or below: distillation did not take on that session)")
+                                    "how far the alignment generalises; it does not predict the "
+                                    "behaviour gain: compare probes on validation bins for that)")
 
 
     @app.command(epilog=defaults_help("finetune"))

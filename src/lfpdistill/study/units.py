@@ -96,6 +96,9 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
                 "seed": p.seed, "mode": p.mode}
         res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("test"))
         preds[f"{p.model}|{p.session}"] = res.pop("pred")
+        # the same read-out scored on validation bins: what a user can check without test bins
+        res["r2_val"] = linear_probe(z, s.velocity, s.split_mask("train"),
+                                     s.split_mask("val"))["r2"]
         rows.append({**base, "eval": "probe", **res})
         if wiener:
             tkey = (str(p.run), p.session)
