@@ -188,7 +188,7 @@ def bench_loop(name: str, device: torch.device) -> dict[str, Any]:
                          resume=False)
             walls.append(time.perf_counter() - t0)
         store = open_store(store_dir)
-        sel = [store.session(n) for n in store.names()]
+        sel = [store.session(n) for n in store.names]
         n_windows = len(window_dataset(sel, "train", base, cfg.modality, True))
     epoch_s = walls[1] - walls[0]
     return {"model": name, "what": "loop", "precision": "fp32", "batch": base.batch_size,
