@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import shrink_config
+from tests.conftest import ONE_EPOCH, TINY_LFP_MODEL, TINY_SPIKE_MODEL, shrink_config
 
 from lfpdistill.cli import main
 from lfpdistill.config import ScalingSection, SimConfig
@@ -103,13 +103,9 @@ TINY_SCALING = {
                           "units_min": 30, "units_max": 40},
              "segment_s": 5.0},
     "sessions": {"teacher": ["sim00", "sim01", "sim02"], "distill": ["sim00"]},
-    "teacher": {"model": {"modality": "spikes", "patch_size": 16, "d_model": 16, "n_layers": 1,
-                          "n_heads": 2},
-                "train": {"max_epochs": 1, "progress": False}},
-    "lfp_model": {"modality": "lfp", "patch_size": 16, "d_model": 16, "n_layers": 1, "n_heads": 2},
-    "ss_lfp": {"max_epochs": 1, "progress": False},
-    "ms_lfp": {"max_epochs": 1, "progress": False},
-    "distill": {"train": {"max_epochs": 1, "progress": False}},
+    "teacher": {"model": TINY_SPIKE_MODEL, "train": ONE_EPOCH},
+    "lfp_model": TINY_LFP_MODEL, "ss_lfp": ONE_EPOCH, "ms_lfp": ONE_EPOCH,
+    "distill": {"train": ONE_EPOCH},
     "finetune": {"enabled": False},
     "scaling": {"enabled": True, "paired_seconds": [10, 20], "teacher_sessions": [1]},
 }

@@ -30,6 +30,7 @@ from ..evaluation.metrics import r2_xy
 from ..evaluation.probes import wiener_probe
 from ..models import load_model
 from ..session import Session, pick_segments
+from .checks import check_lines
 from .plan import EvalItem
 
 
@@ -234,10 +235,7 @@ def labels_markdown(summary: list[dict[str, Any]], checks: list[dict[str, Any]],
              f"{options.seed}); every decoder of a (session, budget, draw) is fit on the same "
              "bins, never on validation or test bins. *all*: every training bin (the study's own "
              "evaluations). Mean ± sd over sessions, seeds and draws.\n"]
-    for c in checks:
-        vals = ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
-                         for k, v in c["values"].items())
-        lines.append(f"- **{'PASS' if c['pass'] else 'FAIL'}** — {c['claim']} ({vals})")
+    lines += check_lines(checks)
     for group in ("distilled", "unseen"):
         sel = [s for s in summary if s["group"] == group]
         if not sel:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.classic import CLASSIC_LFP
+from .checks import check_lines
 
 #: (key, label, model, evaluation) of each curve; the distilled model and MS-LFP are the plain
 #: models on the distillation days and their mode (b) adaptations on the later days
@@ -119,10 +120,7 @@ def longevity_markdown(summary: list[dict[str, Any]], checks: list[dict[str, Any
              "distillation days and their adaptations to that day's unlabelled LFP (mode b) "
              "later. *Best classic LFP decoder*: the best of the classic LFP decoders on that "
              "day. Mean ± sd over model seeds.\n"]
-    for c in checks:
-        vals = ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
-                         for k, v in c["values"].items())
-        lines.append(f"- **{'PASS' if c['pass'] else 'FAIL'}** — {c['claim']} ({vals})")
+    lines += check_lines(checks)
     lines.append("\n| day | session | units | " + " | ".join(lbl for _, lbl, _, _ in CURVES) + " |")
     lines.append("|---|---|---|" + "---|" * len(CURVES))
     for r in summary:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.classic import CLASSIC_LFP
+from .checks import check_lines
 from .labels import train_seconds
 
 AXES = {"paired_seconds": "paired seconds per distillation session",
@@ -123,10 +124,7 @@ def scaling_markdown(summary: dict[str, Any], checks: list[dict[str, Any]]) -> s
              "as many optimiser steps, when `scaling.same_steps`), or from a teacher trained on "
              "fewer sessions (the distillation sessions first). The study's own student is the "
              "last point of both. Mean ± sd over distillation sessions and seeds.\n"]
-    for c in checks:
-        vals = ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
-                         for k, v in c["values"].items())
-        lines.append(f"- **{'PASS' if c['pass'] else 'FAIL'}** — {c['claim']} ({vals})")
+    lines += check_lines(checks)
     for axis, label in AXES.items():
         xs = sorted({p["x"] for p in summary["points"] if p["axis"] == axis})
         if not xs:
