@@ -60,6 +60,7 @@ import time
 
 import numpy as np
 from scipy import signal
+from scipy.special import ndtr
 
 from ..config import LATENT_NAMES_KINEMATIC, SimConfig
 from ..preprocess import LfpChainConfig, broadband_to_lfp_chunked
@@ -347,8 +348,6 @@ class _Chronic:
         ch = self.ch
         if ch.amplitude_loss == 0 or s == 0:
             return np.ones(len(units))
-        from scipy.special import ndtr
-
         a0 = self.snr[units]
         p0 = ndtr(a0 - ch.threshold)
         ps = ndtr(a0 * (1 - ch.amplitude_loss) ** s - ch.threshold)

@@ -129,7 +129,8 @@ class Study:
                             seconds=time.time() - t_start, store=store, diagnostics=diagnostics,
                             label_rows=label_rows, days=days, scaling_rows=scaling_rows,
                             scaling_full=(scaling_units.full_seconds(store, roles.distill),
-                                          _mean_steps(runs.distilled.values())))
+                                          _mean_steps(runs.distilled.values()))
+                            if cfg.scaling.enabled else None)
 
     # ------------------------------------------------------------------------------ models
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
