@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             model, meta = load_model(run)
             for name in args.readouts:
                 readout, shifts = READOUTS[name]
-                model.cfg = model.cfg.model_copy(update={"readout": readout,
-                                                         "readout_shifts": shifts})
-                model.tokenizer.cfg = model.cfg
+                model.with_readout(readout, shifts)
                 for s in sessions:
                     z = session_latents(model, s, meta.get("window_s", 1.0))
                     rows.append({"seed": seed, "session": s.name, "epochs": epochs,

@@ -168,6 +168,11 @@ def test_linear_probe_recovers_a_linear_readout_and_rejects_noise():
     vel2 = vel.copy()
     vel2[m["test"]] = rng.normal(size=(int(m["test"].sum()), 2))
     assert linear_probe(z, vel2, m["train"], m["test"])["r2"] < 0.1
+    # one fit predicts every bin: scoring its prediction on validation bins is the probe of
+    # those bins (how the study scores r2_val without a second fit)
+    res = linear_probe(noise + 0.3 * z, vel, m["train"], m["test"])
+    want = linear_probe(noise + 0.3 * z, vel, m["train"], m["val"])["r2"]
+    assert r2_xy(vel[m["val"]], res["pred"][m["val"]])["r2"] == pytest.approx(want, abs=1e-6)
 
 
 def test_linear_probe_errors():

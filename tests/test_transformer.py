@@ -344,3 +344,16 @@ def test_keep_ratio_leaves_some_scored_tokens_visible():
         x2 = x + 100 * out.mask[..., None].expand(4, 20, 2, 4).reshape(4, 20, 8)
         out2 = model.forward_masked(x2, ["a"] * 4, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(out2.latents, out.latents)
+
+
+def test_with_readout_sets_the_shared_config_and_validates_it():
+    from pydantic import ValidationError
+
+    model = NeuralTransformer(cfg(readout_shifts=2), {"s": 8})
+    model.with_readout("held_out", 5)
+    assert (model.cfg.readout, model.cfg.readout_shifts) == ("held_out", 5)
+    assert model.tokenizer.cfg is model.cfg  # one config object for model and tokenizer
+    model.with_readout("visible")  # shifts kept when not given
+    assert (model.cfg.readout, model.cfg.readout_shifts) == ("visible", 5)
+    with pytest.raises(ValidationError):
+        model.with_readout("held_out", 0)

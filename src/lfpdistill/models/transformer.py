@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -110,10 +111,14 @@ class NeuralTransformer(nn.Module):
     def vocab(self) -> dict[str, int]:
         return self.tokenizer.vocab()
 
-    def with_readout(self, readout: str) -> None:
-        """Set how frozen latents are read out (``visible`` or ``held_out``), in the one config
-        object that the model and its tokenizer share."""
-        self.cfg = self.cfg.model_copy(update={"readout": readout})
+    def with_readout(self, readout: str, shifts: int | None = None) -> None:
+        """Set how frozen latents are read out (``visible`` or ``held_out``; ``shifts``: the
+        held-out read-out's phase shifts, else kept), in the one config object that the model
+        and its tokenizer share."""
+        update: dict[str, Any] = {"readout": readout}
+        if shifts is not None:
+            update["readout_shifts"] = shifts
+        self.cfg = ModelConfig(**{**self.cfg.model_dump(), **update})  # validated
         self.tokenizer.cfg = self.cfg
 
     def forward(self, x: torch.Tensor, sessions: Sequence[str], widths: torch.Tensor | None = None,

@@ -327,16 +327,21 @@ class Study:
                         for name in roles.distill]
                 d = run("scaling", f"probe-{tag}", units.probe, store=store, plan=plan,
                         wiener=wiener, memo=memo)
-                steps = json.loads((student / "summary.json").read_text()).get("steps")
+                steps = _run_steps(student)
                 rows += [{**r, "axis": axis, "x": x, "steps": steps} for r in units.read_rows(d)]
         return rows
 
 
+def _run_steps(run_dir: Any) -> float | None:
+    """Optimiser steps of a training run (its ``summary.json``), None if unrecorded."""
+    path = Path(run_dir) / "summary.json"
+    steps = json.loads(path.read_text()).get("steps") if path.exists() else None
+    return None if steps is None else float(steps)
+
+
 def _mean_steps(run_dirs: Any) -> float | None:
-    """Mean optimiser steps of training runs (``summary.json``), None if unrecorded."""
-    steps = [json.loads((Path(d) / "summary.json").read_text()).get("steps") for d in run_dirs
-             if (Path(d) / "summary.json").exists()]
-    steps = [s for s in steps if s is not None]
+    """Mean optimiser steps of training runs, None if none recorded them."""
+    steps = [s for s in map(_run_steps, run_dirs) if s is not None]
     return float(np.mean(steps)) if steps else None
 
 
