@@ -27,35 +27,7 @@ import time
 
 import numpy as np
 
-from lfpdistill.evaluation import WienerDecoder, band_power_features, r2_mean
-from lfpdistill.simulate import SimConfig, simulate_sessions
-
-TARGETS = {"spikes": (0.60, 0.80), "raw_lfp": (0.25, 0.40), "lmp_bp": (0.45, 0.60)}
-
-
-def decode_session(sess, extra: bool = False) -> dict[str, float]:
-    """Test R^2 of the calibration decoders on one session (contiguous 80/20 split)."""
-    T = sess.n_bins
-    train = np.zeros(T, dtype=bool)
-    train[: int(0.8 * T)] = True
-    test = ~train
-    Y = sess.velocity
-    inputs = {
-        "spikes": (sess.spikes, True),
-        "raw_lfp": (sess.lfp, False),
-        "lmp_bp": (band_power_features(sess.lfp, fs=1.0 / sess.bin_size), False),
-        "latents": (sess.latents, False),
-    }
-    if extra:
-        bp = inputs["lmp_bp"][0]
-        C = sess.n_channels
-        inputs["lmp_only"] = (bp[:, :C], False)
-        inputs["power_only"] = (bp[:, C:], False)
-    out = {}
-    for key, (X, integrate) in inputs.items():
-        dec = WienerDecoder(n_lags=10, lag_step=2, integrate=integrate).fit(X, Y, train)
-        out[key] = r2_mean(Y[test], dec.predict(X, test))
-    return out
+from lfpdistill.simulate import CALIBRATION_BANDS, SimConfig, calibration_r2, simulate_sessions
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -66,8 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--path", choices=["fast", "raw"], default="fast")
     ap.add_argument("--task", choices=["random_target", "center_out"], default="random_target")
     ap.add_argument("--degradation", type=float, default=0.0)
-    ap.add_argument("--variant", choices=["default", "random"], default="default",
-                    help="random: parameters drawn from docs/simulator.md's ranges (per --seed)")
+    ap.add_argument("--variant", choices=["default", "random", "calibrated"], default="default",
+                    help="random: parameters drawn from docs/simulator.md's ranges (per --seed); "
+                         "calibrated: that draw scaled into the calibration bands")
     ap.add_argument("--extra", action="store_true", help="also LMP-only and power-only columns")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -82,8 +55,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = []
     t0 = time.perf_counter()
+    wanted = ["spikes", "raw_lfp", "lmp_bp", "latents"]
+    if args.extra:
+        wanted += ["lmp_only", "power_only"]
     for s in sessions:
-        r = decode_session(s, extra=args.extra)
+        r: dict = calibration_r2(s, wanted)
         r["session"] = s.name
         r["units"] = s.n_units
         rows.append(r)
@@ -104,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("| **mean** | " + f"{np.mean([r['units'] for r in rows]):.0f} | "
           + " | ".join(f"**{mean[k]:.3f}** ± {sd[k]:.3f}" for k in keys) + " |")
     print()
-    for k, (lo, hi) in TARGETS.items():
+    for k, (lo, hi) in CALIBRATION_BANDS.items():
         inside = sum(lo <= r[k] <= hi for r in rows)
         ok = "OK " if lo <= mean[k] <= hi else "OFF"
         print(f"{ok} {k:8s} mean {mean[k]:.3f}  target {lo:.2f}-{hi:.2f}  "

@@ -36,8 +36,9 @@ from typing import Any
 
 import yaml
 
-from lfpdistill.config import ExperimentConfig, parse_overrides
+from lfpdistill.config import ExperimentConfig, SimConfig, parse_overrides
 from lfpdistill.data import write_json_atomic
+from lfpdistill.simulate import resolve_variant
 from lfpdistill.study import run_experiment
 
 CLASSIC_LFP = ("wiener_lfp", "wiener_bandpower", "kalman_bandpower")
@@ -66,14 +67,31 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+def calibrated_simulation(base: dict[str, Any], seed: int, out: Path) -> dict[str, Any]:
+    """The base config's simulation as calibrated variant ``seed`` (resolved once, then read
+    from ``out/calibrated.json``: the calibration takes minutes)."""
+    path = out / "calibrated.json"
+    want = {**base.get("data", {}).get("simulate", {}), "variant": "calibrated", "seed": seed}
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("request") == want:
+            return saved["resolved"]
+    resolved = resolve_variant(SimConfig(**want)).model_dump(mode="json")
+    write_json_atomic(path, {"request": want, "resolved": resolved})
+    return resolved
+
+
 def variant_config(base: dict[str, Any], seed: int, out: Path, seeds: list[int], finetune: bool,
-                   sets: dict[str, Any]) -> ExperimentConfig:
+                   sets: dict[str, Any], family: str = "random") -> ExperimentConfig:
     raw = json.loads(json.dumps(base))
     raw["name"] = f"variant{seed}"
     raw["out"] = str(out)
     raw["seeds"] = seeds
-    raw.setdefault("data", {})["simulate"] = {**raw["data"].get("simulate", {}), "variant": "random",
-                                              "seed": seed}
+    if family == "calibrated":
+        raw.setdefault("data", {})["simulate"] = calibrated_simulation(base, seed, out)
+    else:
+        raw.setdefault("data", {})["simulate"] = {**raw["data"].get("simulate", {}),
+                                                  "variant": "random", "seed": seed}
     raw.setdefault("finetune", {})["enabled"] = finetune
     for k, v in sets.items():
         set_dotted(raw, k, v)
@@ -185,9 +203,18 @@ def _share(v: float | None) -> str:
 
 
 def markdown(tag: str, per_variant: dict[int, dict[str, Any]], dist: dict[str, Any],
-             sets: dict[str, Any]) -> str:
+             sets: dict[str, Any], family: str = "random",
+             skipped: dict[int, dict[str, Any]] | None = None) -> str:
     lines = [f"# Robustness over simulator variants — {tag}", "",
-             f"Options changed from the base config: {json.dumps(sets) if sets else 'none'}.", "",
+             f"Variant family: {family}. Options changed from the base config: "
+             f"{json.dumps(sets) if sets else 'none'}.", ""]
+    if skipped:
+        lines += ["Variants whose calibration did not reach the bands (skipped): "
+                  + "; ".join(f"{k} ({', '.join(f'{n} {v:.3f}' for n, v in c['r2'].items())})"
+                              for k, c in sorted(skipped.items())), ""]
+    if not per_variant:
+        return "\n".join(lines + ["No variant was run."]) + "\n"
+    lines += [
              "| variant | session | Teacher | MS-LFP | Distilled | gain | share | Distilled (Wiener) "
              "| best classic LFP |", "|---|---|---|---|---|---|---|---|---|"]
     for seed, v in sorted(per_variant.items()):
@@ -222,35 +249,52 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="defaults", help="name of this set of options")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="dotted config override, e.g. distill.objective.target_pcs=8")
+    ap.add_argument("--family", choices=["random", "calibrated"], default="random",
+                    help="random: parameters drawn from the documented ranges; calibrated: the "
+                         "same draws scaled into the calibration bands (a variant whose "
+                         "calibration does not reach them is reported and skipped)")
     args = ap.parse_args(argv)
     base = yaml.safe_load(Path(args.config).read_text())
     sets = parse_overrides(args.sets)
     out = Path(args.out)
     per_variant: dict[int, dict[str, Any]] = {}
     t0 = time.time()
+    skipped: dict[int, dict[str, Any]] = {}
     for seed in parse_seeds(args.variants):
         cfg = variant_config(base, seed, out / f"v{seed}", parse_seeds(args.seeds), args.finetune,
-                             sets)
+                             sets, args.family)
+        calib = cfg.data.simulate.calibration
+        if calib is not None and not calib["inside"]:
+            skipped[seed] = calib
+            print(f"variant {seed}: calibration did not reach the bands ({calib['r2']}); skipped",
+                  flush=True)
+            continue
         result = run_experiment(cfg)
         per_variant[seed] = variant_summary(result)
+        if calib is not None:
+            per_variant[seed]["calibration"] = calib
         v = per_variant[seed]
         print(f"variant {seed}: gain {_f(v['gain'])}, share "
               f"{'—' if v['share'] is None else round(v['share'], 2)}, Distilled (Wiener) - best "
               f"classic LFP {_f(v['distilled_wiener_minus_best_classic'])}", flush=True)
         # the summary so far after every variant: an interrupted run keeps what it measured
-        md = write_summary(out, args, sets, per_variant, time.time() - t0)
+        md = write_summary(out, args, sets, per_variant, time.time() - t0, skipped)
+    md = write_summary(out, args, sets, per_variant, time.time() - t0, skipped)
     print(md)
     return 0
 
 
 def write_summary(out: Path, args: argparse.Namespace, sets: dict[str, Any],
-                  per_variant: dict[int, dict[str, Any]], seconds: float) -> str:
-    dist = distribution(per_variant)
+                  per_variant: dict[int, dict[str, Any]], seconds: float,
+                  skipped: dict[int, dict[str, Any]]) -> str:
+    dist = distribution(per_variant) if per_variant else {}
     write_json_atomic(out / f"{args.tag}.json", {"tag": args.tag, "sets": sets,
                                                  "config": args.config, "seeds": args.seeds,
+                                                 "family": args.family,
                                                  "variants": per_variant, "distribution": dist,
+                                                 "not_calibrated": skipped,
                                                  "seconds": round(seconds, 1)})
-    md = markdown(args.tag, per_variant, dist, sets)
+    md = markdown(args.tag, per_variant, dist, sets, args.family, skipped)
     (out / f"{args.tag}.md").write_text(md)
     return md
 

@@ -24,7 +24,7 @@ CHOICES = {
     "prepare": {"fmt": ["odoherty", "flint", "nwb", "temporaldata"], "bin_by": ["channel", "unit"]},
     "download": {"dataset": ["odoherty", "flint"]},
     "simulate": {"task": ["random_target", "center_out"], "path": ["fast", "raw"],
-                 "variant": ["default", "random"]},
+                 "variant": ["default", "random", "calibrated"]},
     "embed": {"readout": ["visible", "held_out"]},
     "decode": {"nan": ["hold", "error"]},
     "export-nwb": {"sex": ["M", "F", "U", "O"]},

@@ -238,4 +238,50 @@ def test_simulate_command_records_the_drawn_variant(tmp_path, capsys):
     opts = json.loads((tmp_path / "v" / "manifest.json").read_text())["options"]["simulate"]
     assert opts["drawn_from"] == "random variant, seed 3" and opts["variant"] == "default"
     cli_error(capsys, ["simulate", "--out", tmp_path / "w", "--variant", "bogus"],
-              "Invalid value for '--variant': 'bogus' is not one of 'default', 'random'", code=2)
+              "Invalid value for '--variant': 'bogus' is not one of 'default', 'random', "
+              "'calibrated'", code=2)
+
+
+# ---------------------------------------------------------------------- calibrated variants
+def test_calibration_search_brackets_each_band_on_monotone_measures():
+    """The search moves each factor by its own band, also when the measures are coupled."""
+    from lfpdistill.simulate import CALIBRATION_BANDS, calibrate
+
+    def measure(f):  # R^2 rising with log-amplitude, each measure also moved by another factor
+        sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+        return {"spikes": sig(np.log(f["spikes"]) - 1.2),
+                "raw_lfp": sig(np.log(f["raw_lfp"]) + 0.3 * np.log(f["spikes"]) + 2.5) - 0.6,
+                "lmp_bp": sig(np.log(f["lmp_bp"]) + 0.5 * np.log(f["raw_lfp"]) - 2.0)}
+
+    res = calibrate(measure, max_iter=25)
+    assert res["inside"] and res["iterations"] < 25
+    for k, (a, b) in CALIBRATION_BANDS.items():
+        assert a <= res["r2"][k] <= b and res["r2"][k] == measure(res["factors"])[k]
+    # a band no factor within the bounds can reach: the search stops at max_iter, not inside
+    res = calibrate(lambda f: {"spikes": 0.1, "raw_lfp": 0.3, "lmp_bp": 0.5}, max_iter=6)
+    assert not res["inside"] and res["iterations"] == 6 and res["factors"]["spikes"] == 8.0
+    assert res["factors"]["raw_lfp"] == res["factors"]["lmp_bp"] == 1.0
+
+
+def test_calibrated_variant_keeps_its_draw_scales_three_amplitudes_and_is_deterministic():
+    from lfpdistill.simulate import calibrate_variant, resolve_variant, simulate_sessions
+
+    base = dict(seed=7, n_sessions=2, seconds=30, n_hidden=300, units_min=20, units_max=40,
+                n_channels=32)
+    drawn = resolve_variant(SimConfig(variant="random", **base))
+    a = calibrate_variant(drawn, simulate_sessions, seconds=30, max_iter=2, progress=False)
+    assert a == calibrate_variant(drawn, simulate_sessions, seconds=30, max_iter=2, progress=False)
+    c = a.calibration
+    assert c["iterations"] == 2 or c["inside"]
+    assert set(c["r2"]) == {"spikes", "raw_lfp", "lmp_bp"} and c["seconds"] == 30
+    f = c["factors"]
+    assert a.lfp.lmp == pytest.approx(drawn.lfp.lmp * f["lfp.lmp"], rel=1e-3)
+    assert a.lfp.broadband == pytest.approx(drawn.lfp.broadband * f["lfp.broadband"], rel=1e-3)
+    assert a.tuning_depth[1] == pytest.approx(drawn.tuning_depth[1] * f["tuning_depth"], rel=1e-3)
+    # everything else is the random draw's
+    skip = {"tuning_depth", "lfp", "calibration"}
+    assert {k: v for k, v in a.model_dump().items() if k not in skip} == \
+        {k: v for k, v in drawn.model_dump().items() if k not in skip}
+    assert a.lfp.model_dump(exclude={"lmp", "broadband"}) == \
+        drawn.lfp.model_dump(exclude={"lmp", "broadband"})
+    assert a.drawn_from == "random variant, seed 7" and a.n_sessions == 2 and a.seconds == 30

@@ -392,12 +392,17 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
         default_factory=SimChronicConfig,
         description="Chronic degradation across sessions (unit loss, spike amplitude, LFP "
                     "drift); zero by default.")
-    variant: Literal["default", "random"] = Field(
+    variant: Literal["default", "random", "calibrated"] = Field(
         "default", description="'random': draw the generative parameters (population, tuning, "
         "drift, motor lead, behaviour, LFP mixture, noise) from the documented ranges of "
-        "docs/simulator.md, seeded by `seed`; every other field keeps its value")
+        "docs/simulator.md, seeded by `seed`; every other field keeps its value. 'calibrated': "
+        "the same draw, then the tuning depth, LMP and broadband amplitudes scaled until one "
+        "session decodes within the calibration bands (a few minutes)")
     drawn_from: str | None = Field(
         None, description="set by the variant sampler: which draw produced these parameters")
+    calibration: dict[str, Any] | None = Field(
+        None, description="set by the calibrated variant sampler: the amplitude factors, the "
+        "calibration R² they reached and whether every band was reached")
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> SimConfig:

@@ -65,6 +65,7 @@ class SimPath(StrEnum):
 class Variant(StrEnum):
     default = "default"
     random = "random"
+    calibrated = "calibrated"
 
 
 class BinBy(StrEnum):

@@ -50,8 +50,9 @@ def register(app: typer.Typer) -> None:
             help="fast (100 Hz LFP directly) or raw (1 kHz + chain)")] = SimPath.fast,
         degradation: Annotated[float, typer.Option(help="per-session decay of unit yield/tuning")] = 0.0,
         variant: Annotated[Variant, typer.Option(
-            help="default, or random: generative parameters drawn from the documented ranges "
-                 "(docs/simulator.md), one variant per --seed")] = Variant.default,
+            help="default; random: generative parameters drawn from the documented ranges "
+                 "(docs/simulator.md), one variant per --seed; calibrated: the same draw with "
+                 "its decodability moved into the calibration bands (minutes)")] = Variant.default,
         segment_s: Annotated[float, typer.Option(help="split segment length (s)")] = 5.0,
         chronic: Annotated[list[str] | None, typer.Option(
             help="chronic degradation across sessions, KEY=VALUE, repeatable: interval_days, "
@@ -74,6 +75,13 @@ def register(app: typer.Typer) -> None:
         if cfg.drawn_from:
             console.print(f"{cfg.drawn_from}: {cfg.units_min}-{cfg.units_max} units, task {cfg.task}, "
                           f"lead {cfg.lead_s * 1000:.0f} ms (all drawn values in the store's manifest)")
+        if cfg.calibration:
+            c = cfg.calibration
+            reached = "inside the calibration bands" if c["inside"] else \
+                "NOT inside the calibration bands (the last factors tried are kept)"
+            console.print(f"calibration: {reached} after {c['iterations']} steps; R² "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in c["r2"].items()) + "; factors "
+                          + ", ".join(f"{k} x{v:.2f}" for k, v in c["factors"].items()))
         check_writable(out)  # before the simulation, not after it
         sess = simulate_sessions(cfg, progress=True)
         store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},

@@ -1,9 +1,12 @@
 """The built-in simulator of paired spike / LFP / behaviour recordings (:mod:`.generator`) and its
-family of variants with parameters drawn from documented ranges (:mod:`.variants`)."""
+family of variants with parameters drawn from documented ranges (:mod:`.variants`), optionally
+calibrated into the calibration bands (:mod:`.calibration`)."""
 
 from ..config import LATENT_NAMES_KINEMATIC, SimConfig, SimLfpConfig
-from .generator import electrode_grid, simulate_sessions
-from .variants import VARIANT_RANGES, draw_variant, resolve_variant
+from .calibration import CALIBRATION_BANDS, calibrate, calibrate_variant, calibration_r2
+from .generator import electrode_grid, resolve_variant, simulate_sessions
+from .variants import VARIANT_RANGES, draw_variant
 
-__all__ = ["LATENT_NAMES_KINEMATIC", "VARIANT_RANGES", "SimConfig", "SimLfpConfig", "draw_variant",
+__all__ = ["CALIBRATION_BANDS", "LATENT_NAMES_KINEMATIC", "VARIANT_RANGES", "SimConfig",
+           "SimLfpConfig", "calibrate", "calibrate_variant", "calibration_r2", "draw_variant",
            "electrode_grid", "resolve_variant", "simulate_sessions"]

@@ -65,7 +65,8 @@ from scipy.special import ndtr
 from ..config import LATENT_NAMES_KINEMATIC, SimConfig
 from ..preprocess import LfpChainConfig, broadband_to_lfp_chunked
 from ..session import Session, make_segments
-from .variants import resolve_variant
+from .calibration import calibrate_variant
+from .variants import resolve_random
 
 _V_REF = 10.0  # cm/s per latent unit (velocity, speed)
 _A_REF = 100.0  # cm/s^2 per latent unit (acceleration)
@@ -609,6 +610,20 @@ def _session(cfg: SimConfig, s: int, pop: _Population, units: np.ndarray, elec: 
         electrode_positions=elec.astype(np.float32), trials=np.asarray(trials, dtype=np.int64),
         segments=segments, latents=Z.astype(np.float32), meta=meta,
     )
+
+
+def resolve_variant(cfg: SimConfig, progress: bool = True) -> SimConfig:
+    """``cfg`` itself for the default simulator; for ``variant="random"``, a config whose drawn
+    fields are replaced by the draws of ``cfg.seed`` (``drawn_from`` records which,
+    :func:`lfpdistill.simulate.variants.resolve_random`); for ``variant="calibrated"``, that
+    config calibrated into the calibration bands (:func:`lfpdistill.simulate.calibration.
+    calibrate_variant`: minutes; ``progress`` prints a line per step to stderr)."""
+    if cfg.variant == "default":
+        return cfg
+    drawn = resolve_random(cfg)
+    if cfg.variant == "random":
+        return drawn
+    return calibrate_variant(drawn, simulate_sessions, progress=progress)
 
 
 def simulate_sessions(cfg: SimConfig | None = None, progress: bool = False) -> list[Session]:

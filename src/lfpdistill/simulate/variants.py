@@ -4,7 +4,9 @@ A method tuned on one generator can fail on recordings it was not tuned on. ``va
 draws every parameter in :data:`VARIANT_RANGES` independently (uniform, or log-uniform for
 amplitudes and rates) from a stream seeded by the config's ``seed``; the ranges and the reasons
 for them are in docs/simulator.md ("Simulator variants"). The same seed always gives the same
-variant, and a drawn value always lies inside its range (both tested).
+variant, and a drawn value always lies inside its range (both tested). ``variant="calibrated"``
+draws the same values, then scales three amplitudes until the variant decodes within the
+calibration bands (:mod:`.calibration`).
 """
 
 from __future__ import annotations
@@ -92,11 +94,12 @@ def draw_variant(seed: int) -> dict[str, Any]:
     return {r.field: r.draw(rng) for r in VARIANT_RANGES}
 
 
-def resolve_variant(cfg: SimConfig) -> SimConfig:
-    """``cfg`` itself for the default simulator; for ``variant="random"``, a config whose drawn
-    fields are replaced by the draws of ``cfg.seed`` (``drawn_from`` records which)."""
-    if cfg.variant != "random":
-        return cfg
+def resolve_random(cfg: SimConfig) -> SimConfig:
+    """``cfg`` with its drawn fields replaced by the draws of ``cfg.seed`` (``drawn_from``
+    records which draw; ``variant`` becomes ``default``). ``cfg.variant`` must be ``random`` or
+    ``calibrated`` (whose draw is the same): use :func:`lfpdistill.simulate.resolve_variant`."""
+    if cfg.variant == "default":
+        raise ValueError("resolve_random needs a random or calibrated variant config")
     d = draw_variant(cfg.seed)
     top: dict[str, Any] = {}
     lfp: dict[str, Any] = {}
@@ -113,4 +116,4 @@ def resolve_variant(cfg: SimConfig) -> SimConfig:
     lfp["beta_suppression"] = (low, min(0.95, low + lfp.pop("beta_suppression_width")))
     merged_lfp = {**cfg.lfp.model_dump(), **lfp}
     return SimConfig(**{**cfg.model_dump(), **top, "lfp": merged_lfp, "variant": "default",
-                        "drawn_from": f"random variant, seed {cfg.seed}"})
+                        "drawn_from": f"{cfg.variant} variant, seed {cfg.seed}"})

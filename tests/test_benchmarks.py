@@ -1,0 +1,63 @@
+"""Tests of the benchmark scripts' own logic (the benchmarks themselves are not run here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from lfpdistill.config import SimConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_robustness_calibrates_a_variant_once_and_skips_one_outside_the_bands(tmp_path, monkeypatch):
+    rob = _load("robustness")
+    calls = []
+
+    def fake_resolve(cfg: SimConfig) -> SimConfig:
+        calls.append(cfg)
+        inside = cfg.seed != 301
+        return SimConfig(**{**cfg.model_dump(), "variant": "default",
+                            "drawn_from": f"calibrated variant, seed {cfg.seed}",
+                            "calibration": {"inside": inside, "iterations": 8,
+                                            "r2": {"spikes": 0.7, "raw_lfp": 0.1, "lmp_bp": 0.5},
+                                            "factors": {}}})
+
+    monkeypatch.setattr(rob, "resolve_variant", fake_resolve)
+    base = {"name": "demo", "data": {"simulate": {"n_sessions": 3, "seconds": 30, "seed": 0}},
+            "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00"], "heldout": ["sim02"]}}
+    cfg = rob.variant_config(base, 300, tmp_path / "v300", [0], False, {}, "calibrated")
+    assert cfg.data.simulate.calibration["inside"] and cfg.data.simulate.seed == 300
+    assert cfg.data.simulate.n_sessions == 3 and cfg.data.simulate.variant == "default"
+    assert len(calls) == 1 and calls[0].variant == "calibrated" and calls[0].seconds == 30
+    saved = json.loads((tmp_path / "v300" / "calibrated.json").read_text())
+    assert saved["request"]["seed"] == 300
+    # the second time it is read back, not calibrated again; a changed request is recalibrated
+    rob.variant_config(base, 300, tmp_path / "v300", [0], False, {}, "calibrated")
+    assert len(calls) == 1
+    base["data"]["simulate"]["seconds"] = 40
+    rob.variant_config(base, 300, tmp_path / "v300", [0], False, {}, "calibrated")
+    assert len(calls) == 2
+    # the random family never calibrates
+    cfg = rob.variant_config(base, 300, tmp_path / "r300", [0], False, {}, "random")
+    assert cfg.data.simulate.variant == "random" and len(calls) == 2
+    # a variant outside the bands is skipped and named; nothing is run for it
+    ran = []
+    monkeypatch.setattr(rob, "run_experiment", lambda c: ran.append(c))
+    cfg_path = tmp_path / "base.yaml"
+    cfg_path.write_text(json.dumps(base))
+    assert rob.main(["--variants", "301", "--family", "calibrated", "--config", str(cfg_path),
+                     "--out", str(tmp_path / "out"), "--tag", "t"]) == 0
+    assert ran == []
+    md = (tmp_path / "out" / "t.md").read_text()
+    assert "Variant family: calibrated" in md and "301 (spikes 0.700" in md
+    assert "No variant was run." in md
+    assert json.loads((tmp_path / "out" / "t.json").read_text())["not_calibrated"]["301"]["inside"] is False
