@@ -20,6 +20,8 @@ different seeds (the final ones fixed only after the defaults stopped changing).
 
     python benchmarks/robustness.py --variants 100-103 --out results/robustness
     python benchmarks/robustness.py --variants 100-103 --tag pcs8 --set distill.objective.target_pcs=8
+    python benchmarks/robustness.py --family calibrated --variants 300-315 --max-variants 8 \
+        --out results/robustness_calibrated --tag final
 
 Every unit is cached per variant under ``OUT/v<seed>/``: a ``--set`` that only touches
 distillation re-trains only the students. Writes ``OUT/<tag>.json`` and ``OUT/<tag>.md``.
@@ -253,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="random: parameters drawn from the documented ranges; calibrated: the "
                          "same draws scaled into the calibration bands (a variant whose "
                          "calibration does not reach them is reported and skipped)")
+    ap.add_argument("--max-variants", type=int, default=None,
+                    help="stop after this many variants were run (calibrated family: the first N "
+                         "of --variants whose calibration reaches the bands)")
     args = ap.parse_args(argv)
     base = yaml.safe_load(Path(args.config).read_text())
     sets = parse_overrides(args.sets)
@@ -261,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     skipped: dict[int, dict[str, Any]] = {}
     for seed in parse_seeds(args.variants):
+        if args.max_variants is not None and len(per_variant) >= args.max_variants:
+            break
         cfg = variant_config(base, seed, out / f"v{seed}", parse_seeds(args.seeds), args.finetune,
                              sets, args.family)
         calib = cfg.data.simulate.calibration

@@ -61,3 +61,10 @@ def test_robustness_calibrates_a_variant_once_and_skips_one_outside_the_bands(tm
     assert "Variant family: calibrated" in md and "301 (spikes 0.700" in md
     assert "No variant was run." in md
     assert json.loads((tmp_path / "out" / "t.json").read_text())["not_calibrated"]["301"]["inside"] is False
+    # --max-variants: the first N variants that reach the bands are run, then it stops
+    monkeypatch.setattr(rob, "variant_summary", lambda r: {"gain": 0.0, "share": None,
+                                                            "distilled_wiener_minus_best_classic": 0.0})
+    monkeypatch.setattr(rob, "write_summary", lambda *a: "")
+    assert rob.main(["--variants", "300-305", "--family", "calibrated", "--config", str(cfg_path),
+                     "--out", str(tmp_path / "out2"), "--max-variants", "2"]) == 0
+    assert [c.data.simulate.seed for c in ran] == [300, 302]
