@@ -263,17 +263,16 @@ def test_calibration_search_brackets_each_band_on_monotone_measures():
     assert res["factors"]["raw_lfp"] == res["factors"]["lmp_bp"] == 1.0
 
 
-def test_calibrated_variant_keeps_its_draw_scales_three_amplitudes_and_is_deterministic():
+def test_calibrated_variant_keeps_its_draw_and_scales_three_amplitudes():
     from lfpdistill.simulate import calibrate_variant, resolve_variant, simulate_sessions
 
     base = dict(seed=7, n_sessions=2, seconds=30, n_hidden=300, units_min=20, units_max=40,
-                n_channels=32)
+                n_channels=8)
     drawn = resolve_variant(SimConfig(variant="random", **base))
-    a = calibrate_variant(drawn, simulate_sessions, seconds=30, max_iter=2, progress=False)
-    assert a == calibrate_variant(drawn, simulate_sessions, seconds=30, max_iter=2, progress=False)
+    a = calibrate_variant(drawn, simulate_sessions, seconds=20, max_iter=2, progress=False)
     c = a.calibration
     assert c["iterations"] == 2 or c["inside"]
-    assert set(c["r2"]) == {"spikes", "raw_lfp", "lmp_bp"} and c["seconds"] == 30
+    assert set(c["r2"]) == {"spikes", "raw_lfp", "lmp_bp"} and c["seconds"] == 20
     f = c["factors"]
     assert a.lfp.lmp == pytest.approx(drawn.lfp.lmp * f["lfp.lmp"], rel=1e-3)
     assert a.lfp.broadband == pytest.approx(drawn.lfp.broadband * f["lfp.broadband"], rel=1e-3)
