@@ -261,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     base = yaml.safe_load(Path(args.config).read_text())
     sets = parse_overrides(args.sets)
+    if args.family == "calibrated" and any(k.startswith("data.simulate.") for k in sets):
+        ap.error("--set data.simulate.* cannot be combined with --family calibrated (the "
+                 "calibration is measured on the base config's simulation); edit --config instead")
     out = Path(args.out)
     per_variant: dict[int, dict[str, Any]] = {}
     t0 = time.time()
@@ -271,15 +274,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = variant_config(base, seed, out / f"v{seed}", parse_seeds(args.seeds), args.finetune,
                              sets, args.family)
         calib = cfg.data.simulate.calibration
-        if calib is not None and not calib["inside"]:
-            skipped[seed] = calib
-            print(f"variant {seed}: calibration did not reach the bands ({calib['r2']}); skipped",
+        if calib is not None and not calib.inside:
+            skipped[seed] = calib.model_dump(mode="json")
+            print(f"variant {seed}: calibration did not reach the bands ({calib.r2}); skipped",
                   flush=True)
             continue
         result = run_experiment(cfg)
         per_variant[seed] = variant_summary(result)
         if calib is not None:
-            per_variant[seed]["calibration"] = calib
+            per_variant[seed]["calibration"] = calib.model_dump(mode="json")
         v = per_variant[seed]
         print(f"variant {seed}: gain {_f(v['gain'])}, share "
               f"{'—' if v['share'] is None else round(v['share'], 2)}, Distilled (Wiener) - best "

@@ -29,13 +29,13 @@ def test_robustness_calibrates_a_variant_once_and_skips_one_outside_the_bands(tm
                             "drawn_from": f"calibrated variant, seed {cfg.seed}",
                             "calibration": {"inside": inside, "iterations": 8,
                                             "r2": {"spikes": 0.7, "raw_lfp": 0.1, "lmp_bp": 0.5},
-                                            "factors": {}}})
+                                            "factors": {}, "bands": {}, "seconds": 200.0}})
 
     monkeypatch.setattr(rob, "resolve_variant", fake_resolve)
     base = {"name": "demo", "data": {"simulate": {"n_sessions": 3, "seconds": 30, "seed": 0}},
             "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00"], "heldout": ["sim02"]}}
     cfg = rob.variant_config(base, 300, tmp_path / "v300", [0], False, {}, "calibrated")
-    assert cfg.data.simulate.calibration["inside"] and cfg.data.simulate.seed == 300
+    assert cfg.data.simulate.calibration.inside and cfg.data.simulate.seed == 300
     assert cfg.data.simulate.n_sessions == 3 and cfg.data.simulate.variant == "default"
     assert len(calls) == 1 and calls[0].variant == "calibrated" and calls[0].seconds == 30
     saved = json.loads((tmp_path / "v300" / "calibrated.json").read_text())
@@ -68,3 +68,13 @@ def test_robustness_calibrates_a_variant_once_and_skips_one_outside_the_bands(tm
     assert rob.main(["--variants", "300-305", "--family", "calibrated", "--config", str(cfg_path),
                      "--out", str(tmp_path / "out2"), "--max-variants", "2"]) == 0
     assert [c.data.simulate.seed for c in ran] == [300, 302]
+
+
+def test_robustness_refuses_simulation_overrides_for_calibrated_variants(tmp_path, capsys):
+    import pytest
+
+    rob = _load("robustness")
+    with pytest.raises(SystemExit) as e:
+        rob.main(["--variants", "300", "--family", "calibrated", "--out", str(tmp_path),
+                  "--set", "data.simulate.n_channels=32"])
+    assert e.value.code == 2 and "cannot be combined with --family calibrated" in capsys.readouterr().err

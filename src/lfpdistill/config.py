@@ -341,6 +341,17 @@ class SimChronicConfig(pydantic.BaseModel, extra="forbid"):
                 or self.lfp_map_drift_deg > 0)
 
 
+class SimCalibration(pydantic.BaseModel, extra="forbid"):
+    """What the calibrated variant sampler reached (docs/simulator.md, "Calibrated variants")."""
+
+    factors: dict[str, float] = Field(description="amplitude -> factor applied to its drawn value")
+    r2: dict[str, float] = Field(description="calibration decoder -> test R² with those factors")
+    inside: bool = Field(description="whether every R² is inside its band")
+    iterations: int = Field(ge=1, description="measurements made")
+    bands: dict[str, tuple[float, float]] = Field(description="the bands aimed at")
+    seconds: float = Field(gt=0, description="length of the session measured (s)")
+
+
 class SimConfig(pydantic.BaseModel, extra="forbid"):
     """Configuration of :func:`simulate_sessions` (validated; defaults are the calibrated
     simulator, see docs/simulator.md)."""
@@ -400,7 +411,7 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
         "session decodes within the calibration bands (a few minutes)")
     drawn_from: str | None = Field(
         None, description="set by the variant sampler: which draw produced these parameters")
-    calibration: dict[str, Any] | None = Field(
+    calibration: SimCalibration | None = Field(
         None, description="set by the calibrated variant sampler: the amplitude factors, the "
         "calibration R² they reached and whether every band was reached")
 

@@ -65,24 +65,26 @@ def register(app: typer.Typer) -> None:
         from ..simulate import resolve_variant, simulate_sessions
 
         try:
-            cfg = resolve_variant(SimConfig(n_sessions=sessions, seconds=seconds, seed=seed,
-                                            task=value(task), path=value(path),
-                                            degradation=degradation, variant=value(variant),
-                                            segment_s=segment_s,
-                                            chronic=parse_overrides(chronic)))
+            request = SimConfig(n_sessions=sessions, seconds=seconds, seed=seed, task=value(task),
+                                path=value(path), degradation=degradation, variant=value(variant),
+                                segment_s=segment_s, chronic=parse_overrides(chronic))
         except ValidationError as e:
             raise ConfigError(f"invalid simulation option: {one_line(e)}") from None
+        check_writable(out)  # before the calibration and the simulation, not after them
+        try:
+            cfg = resolve_variant(request)
+        except ValidationError as e:  # a drawn value the other options do not allow
+            raise ConfigError(f"invalid simulation option for this variant: {one_line(e)}") from None
         if cfg.drawn_from:
             console.print(f"{cfg.drawn_from}: {cfg.units_min}-{cfg.units_max} units, task {cfg.task}, "
                           f"lead {cfg.lead_s * 1000:.0f} ms (all drawn values in the store's manifest)")
-        if cfg.calibration:
+        if cfg.calibration is not None:
             c = cfg.calibration
-            reached = "inside the calibration bands" if c["inside"] else \
+            reached = "inside the calibration bands" if c.inside else \
                 "NOT inside the calibration bands (the last factors tried are kept)"
-            console.print(f"calibration: {reached} after {c['iterations']} steps; R² "
-                          + ", ".join(f"{k} {v:.3f}" for k, v in c["r2"].items()) + "; factors "
-                          + ", ".join(f"{k} x{v:.2f}" for k, v in c["factors"].items()))
-        check_writable(out)  # before the simulation, not after it
+            console.print(f"calibration: {reached} after {c.iterations} steps; R² "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in c.r2.items()) + "; factors "
+                          + ", ".join(f"{k} x{v:.2f}" for k, v in c.factors.items()))
         sess = simulate_sessions(cfg, progress=True)
         store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},
                             segment_s=segment_s, seed=seed)

@@ -87,8 +87,13 @@ def calibrate(measure: Callable[[dict[str, float]], dict[str, float]],
     each by its own band: multiplied (or divided) by ``step`` while its measure is below (above)
     the band and nothing brackets it yet, then by geometric bisection between the last factors
     seen below and above. Factors stay within ``[1 / max_factor, max_factor]``. Stops when every
-    measure is inside its band or after ``max_iter`` measurements. Returns ``factors``, ``r2``
-    (of those factors), ``inside`` and ``iterations``.
+    measure is inside its band, when no factor can move (those outside their bands all at a
+    limit) or after ``max_iter`` measurements. Returns ``factors``, ``r2`` (of those factors),
+    ``inside`` and ``iterations``.
+
+    Known limit: a bracket is kept after the other factors move, so when coupled measures shift
+    a band past an old bracket the search only creeps towards it and ends outside the band
+    (``inside`` false) although other factors would reach it.
     """
     f = {k: 1.0 for k in bands}
     below: dict[str, float | None] = {k: None for k in bands}
@@ -101,6 +106,7 @@ def calibrate(measure: Callable[[dict[str, float]], dict[str, float]],
             log(f"calibration {it}: " + ", ".join(f"{k} {r2[k]:.3f} (x{f[k]:.2f})" for k in bands))
         if inside or it == max_iter:
             return {"factors": f, "r2": r2, "inside": inside, "iterations": it}
+        before = dict(f)
         for k, (a, b) in bands.items():
             if r2[k] < a:
                 below[k] = f[k]
@@ -113,6 +119,8 @@ def calibrate(measure: Callable[[dict[str, float]], dict[str, float]],
             else:
                 continue
             f[k] = float(min(max(nxt, 1.0 / max_factor), max_factor))
+        if f == before:  # every factor out of its band sits at a limit: measuring again repeats
+            return {"factors": f, "r2": r2, "inside": False, "iterations": it}
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -139,5 +147,6 @@ def calibrate_variant(cfg: SimConfig, simulate: Callable[[SimConfig], list[Sessi
     out = scaled(cfg, res["factors"])
     record = {"factors": {CALIBRATION_KNOBS[k]: round(v, 4) for k, v in res["factors"].items()},
               "r2": {k: round(v, 4) for k, v in res["r2"].items()}, "inside": res["inside"],
-              "iterations": res["iterations"], "bands": CALIBRATION_BANDS, "seconds": seconds}
+              "iterations": res["iterations"],
+              "bands": {k: list(v) for k, v in CALIBRATION_BANDS.items()}, "seconds": seconds}
     return SimConfig(**{**out.model_dump(), "calibration": record})

@@ -631,10 +631,10 @@ def simulate_sessions(cfg: SimConfig | None = None, progress: bool = False) -> l
 
     Sessions are generated one at a time (the raw path holds one session's broadband signal in
     memory). Deterministic: the same ``cfg`` gives bit-identical arrays. A ``variant="random"``
-    config is first resolved into its drawn parameters (:func:`resolve_variant`). With ``progress=True``
-    a line per session goes to stderr.
+    or ``"calibrated"`` config is first resolved into its parameters (:func:`resolve_variant`).
+    With ``progress=True`` a line per session (and per calibration step) goes to stderr.
     """
-    cfg = resolve_variant(cfg or SimConfig())
+    cfg = resolve_variant(cfg or SimConfig(), progress=progress)
     elec = electrode_grid(cfg.n_channels)
     channel_ids = [f"ch{i:03d}" for i in range(cfg.n_channels)]
     pop = _Population(cfg, elec)

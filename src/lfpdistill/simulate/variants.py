@@ -116,4 +116,5 @@ def resolve_random(cfg: SimConfig) -> SimConfig:
     lfp["beta_suppression"] = (low, min(0.95, low + lfp.pop("beta_suppression_width")))
     merged_lfp = {**cfg.lfp.model_dump(), **lfp}
     return SimConfig(**{**cfg.model_dump(), **top, "lfp": merged_lfp, "variant": "default",
-                        "drawn_from": f"{cfg.variant} variant, seed {cfg.seed}"})
+                        "drawn_from": f"{cfg.variant} variant, seed {cfg.seed}",
+                        "calibration": None})
