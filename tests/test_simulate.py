@@ -328,3 +328,24 @@ def test_simulate_command_records_the_calibration(tmp_path, capsys, monkeypatch)
     assert "NOT inside the calibration bands" in out and "lfp.lmp x2.00" in out
     opts = json.loads((tmp_path / "c" / "manifest.json").read_text())["options"]["simulate"]
     assert opts["calibration"]["inside"] is False and opts["drawn_from"] == "calibrated variant, seed 3"
+
+
+def test_a_study_warns_when_its_calibrated_variant_missed_the_bands(tmp_path, capsys, monkeypatch):
+    from lfpdistill.data import open_store
+    from lfpdistill.simulate import generator
+    from lfpdistill.study import units
+
+    monkeypatch.setattr(generator, "calibrate_variant", _fake_calibration)
+    units.simulate_store(tmp_path, SimConfig(variant="calibrated", seed=4, n_sessions=1, seconds=20,
+                                             n_hidden=200, units_min=10, units_max=20,
+                                             segment_s=2.0), segment_s=2.0, split_seed=0)
+    err = capsys.readouterr().err
+    assert "warning: calibrated variant, seed 4: NOT inside the calibration bands" in err
+    assert open_store(tmp_path / "store").manifest["options"]["simulate"]["calibration"]["inside"] is False
+
+
+def test_calibration_r2_refuses_an_unknown_column():
+    from lfpdistill.simulate import calibration_r2
+
+    with pytest.raises(ValueError, match="unknown calibration column"):
+        calibration_r2(None, ["spikes", "bogus"])  # refused before the session is read

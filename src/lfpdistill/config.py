@@ -351,6 +351,14 @@ class SimCalibration(pydantic.BaseModel, extra="forbid"):
     bands: dict[str, tuple[float, float]] = Field(description="the bands aimed at")
     seconds: float = Field(gt=0, description="length of the session measured (s)")
 
+    def describe(self) -> str:
+        """One line: whether the bands were reached, the R² and the factors."""
+        reached = "inside the calibration bands" if self.inside else \
+            "NOT inside the calibration bands (the last factors tried are kept)"
+        return (f"{reached} after {self.iterations} steps; R² "
+                + ", ".join(f"{k} {v:.3f}" for k, v in self.r2.items()) + "; factors "
+                + ", ".join(f"{k} x{v:.2f}" for k, v in self.factors.items()))
+
 
 class SimConfig(pydantic.BaseModel, extra="forbid"):
     """Configuration of :func:`simulate_sessions` (validated; defaults are the calibrated

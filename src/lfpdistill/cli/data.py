@@ -79,12 +79,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"{cfg.drawn_from}: {cfg.units_min}-{cfg.units_max} units, task {cfg.task}, "
                           f"lead {cfg.lead_s * 1000:.0f} ms (all drawn values in the store's manifest)")
         if cfg.calibration is not None:
-            c = cfg.calibration
-            reached = "inside the calibration bands" if c.inside else \
-                "NOT inside the calibration bands (the last factors tried are kept)"
-            console.print(f"calibration: {reached} after {c.iterations} steps; R² "
-                          + ", ".join(f"{k} {v:.3f}" for k, v in c.r2.items()) + "; factors "
-                          + ", ".join(f"{k} x{v:.2f}" for k, v in c.factors.items()))
+            console.print(f"calibration: {cfg.calibration.describe()}")
         sess = simulate_sessions(cfg, progress=True)
         store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},
                             segment_s=segment_s, seed=seed)

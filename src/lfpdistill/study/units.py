@@ -55,9 +55,8 @@ class StudyMemo:
 def simulate_store(out: Path, simulate: SimConfig, segment_s: float, split_seed: int) -> None:
     resolved = resolve_variant(simulate)  # the manifest records the drawn parameters
     if resolved.calibration is not None and not resolved.calibration.inside:
-        print(f"warning: {resolved.drawn_from} did not reach the calibration bands (R² "
-              + ", ".join(f"{k} {v:.3f}" for k, v in resolved.calibration.r2.items())
-              + "); its sessions decode outside them", file=sys.stderr, flush=True)
+        print(f"warning: {resolved.drawn_from}: {resolved.calibration.describe()}; its sessions "
+              "decode outside the bands", file=sys.stderr, flush=True)
     sessions = simulate_sessions(resolved, progress=True)
     write_store(sessions, out / "store", options={"source": "simulate",
                                                   "simulate": resolved.model_dump()},
