@@ -32,14 +32,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lfpdistill.cli import EXIT_ENVIRONMENT, exit_code, os_error_line
 from lfpdistill.config import ExperimentConfig, SimConfig, parse_overrides
 from lfpdistill.data import write_json_atomic
+from lfpdistill.errors import LfpDistillError
 from lfpdistill.simulate import resolve_variant
 from lfpdistill.study import run_experiment
 
@@ -242,6 +245,19 @@ def markdown(tag: str, per_variant: dict[int, dict[str, Any]], dist: dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; a problem with the data, the config or the output folder (e.g. one in
+    use by another run) is one line on stderr and a non-zero exit, as in the ``lfpdistill`` CLI."""
+    try:
+        return _main(argv)
+    except LfpDistillError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exit_code(e)
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", required=True, help="variant seeds, e.g. 100-103 or 1,5,9")
     ap.add_argument("--config", default="configs/demo.yaml", help="base study config")

@@ -78,3 +78,32 @@ def test_robustness_refuses_simulation_overrides_for_calibrated_variants(tmp_pat
         rob.main(["--variants", "300", "--family", "calibrated", "--out", str(tmp_path),
                   "--set", "data.simulate.n_channels=32"])
     assert e.value.code == 2 and "cannot be combined with --family calibrated" in capsys.readouterr().err
+
+
+def test_robustness_reports_an_output_folder_in_use_in_one_line(tmp_path, capsys):
+    """Another process holds the variant's output folder: one line naming it and the fix, exit 3
+    (a data/run problem, as in the CLI), not a traceback from inside the study."""
+    import subprocess
+    import sys
+
+    rob = _load("robustness")
+    folder = tmp_path / "out" / "v100"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lfpdistill.study.cache import lock_folder; "
+         f"lock_folder({str(folder)!r}); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cfg_path = tmp_path / "base.yaml"
+        cfg_path.write_text(json.dumps({
+            "name": "demo", "data": {"simulate": {"n_sessions": 3, "seconds": 30, "seed": 0}},
+            "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00"],
+                         "heldout": ["sim02"]}}))
+        code = rob.main(["--variants", "100", "--config", str(cfg_path),
+                         "--out", str(tmp_path / "out")])
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1
+    assert "is in use by another lfpdistill run" in err[0] and "v100" in err[0]
