@@ -264,6 +264,32 @@ def test_calibration_search_brackets_each_band_on_monotone_measures():
     assert res["factors"]["raw_lfp"] == res["factors"]["lmp_bp"] == 1.0
 
 
+def test_calibration_search_drops_a_bracket_the_other_factors_made_stale():
+    """Variant 307's shape: LMP + band power also rises with the LMP amplitude, so the broadband
+    factor's lower bracket (seen at the LMP's first value) goes stale once the LMP doubled. The
+    search steps past it instead of creeping towards it; with the other factors unchanged, a
+    narrow bracket of a steep measure is kept."""
+    from lfpdistill.simulate import calibrate
+
+    def coupled(f):
+        return {"spikes": min(0.15 * f["spikes"], 0.7), "raw_lfp": 0.19 * f["raw_lfp"],
+                "lmp_bp": 0.25 * f["raw_lfp"] ** 1.5 * f["lmp_bp"] ** 0.3}
+
+    res = calibrate(coupled)
+    assert res["inside"] and res["iterations"] == 6 and res["factors"]["lmp_bp"] < 1.0
+    # without the stale test (a ratio no bracket is below) the search creeps and misses
+    assert not calibrate(coupled, stale_ratio=1.0)["inside"]
+
+    asked = []
+
+    def steep(f):  # only the broadband factor moves its measure, steeply: the band is narrow
+        asked.append(f["lmp_bp"])
+        return {"spikes": 0.7, "raw_lfp": 0.3, "lmp_bp": 0.525 + 20 * np.log(f["lmp_bp"] / 1.05)}
+
+    res = calibrate(steep, max_iter=12)
+    assert res["inside"] and min(asked[1:]) > 1.0  # bisected inside [1, 2], never stepped out
+
+
 def test_calibrated_variant_keeps_its_draw_and_scales_three_amplitudes():
     from lfpdistill.simulate import calibrate_variant, resolve_variant, simulate_sessions
 

@@ -79,7 +79,7 @@ def scaled(cfg: SimConfig, factors: dict[str, float]) -> SimConfig:
 
 def calibrate(measure: Callable[[dict[str, float]], dict[str, float]],
               bands: dict[str, tuple[float, float]] = CALIBRATION_BANDS, max_iter: int = 8,
-              step: float = 2.0, max_factor: float = 8.0,
+              step: float = 2.0, max_factor: float = 8.0, stale_ratio: float = 1.1,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Search the factors that put every measure inside its band.
 
@@ -91,14 +91,24 @@ def calibrate(measure: Callable[[dict[str, float]], dict[str, float]],
     limit) or after ``max_iter`` measurements. Returns ``factors``, ``r2`` (of those factors),
     ``inside`` and ``iterations``.
 
-    Known limit: a bracket is kept after the other factors move, so when coupled measures shift
-    a band past an old bracket the search only creeps towards it and ends outside the band
-    (``inside`` false) although other factors would reach it.
+    A bracket is kept while the other factors move, so coupled measures can shift a band past an
+    old bracket; the search would then only creep towards it. A bracket narrower than
+    ``stale_ratio``, with the measure still outside the band and its far side seen when another
+    factor had another value, is therefore taken as stale: the far side is dropped and the
+    factor steps by ``step`` again.
     """
     f = {k: 1.0 for k in bands}
     below: dict[str, float | None] = {k: None for k in bands}
     above: dict[str, float | None] = {k: None for k in bands}
+    seen_with: dict[tuple[str, str], dict[str, float]] = {}  # (key, side) -> the factors then
     r2: dict[str, float] = {}
+
+    def stale(k: str, side: str, far: float | None, now: dict[str, float]) -> bool:
+        if far is None or max(far, now[k]) / min(far, now[k]) >= stale_ratio:
+            return False
+        then = seen_with[(k, side)]
+        return any(then[j] != now[j] for j in now if j != k)
+
     for it in range(1, max_iter + 1):
         r2 = {k: float(v) for k, v in measure(dict(f)).items()}
         inside = all(a <= r2[k] <= b for k, (a, b) in bands.items())
@@ -109,12 +119,16 @@ def calibrate(measure: Callable[[dict[str, float]], dict[str, float]],
         before = dict(f)
         for k, (a, b) in bands.items():
             if r2[k] < a:
-                below[k] = f[k]
+                below[k], seen_with[(k, "below")] = f[k], dict(before)
                 up = above[k]
+                if stale(k, "above", up, before):
+                    above[k] = up = None
                 nxt = f[k] * step if up is None or up <= f[k] else math.sqrt(f[k] * up)
             elif r2[k] > b:
-                above[k] = f[k]
+                above[k], seen_with[(k, "above")] = f[k], dict(before)
                 down = below[k]
+                if stale(k, "below", down, before):
+                    below[k] = down = None
                 nxt = f[k] / step if down is None or down >= f[k] else math.sqrt(f[k] * down)
             else:
                 continue
