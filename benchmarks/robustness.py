@@ -32,14 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lfpdistill.cli import EXIT_ENVIRONMENT, exit_code, os_error_line
+from lfpdistill.cli import report_error
 from lfpdistill.config import ExperimentConfig, SimConfig, parse_overrides
 from lfpdistill.data import write_json_atomic
 from lfpdistill.errors import LfpDistillError
@@ -249,12 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     use by another run) is one line on stderr and a non-zero exit, as in the ``lfpdistill`` CLI."""
     try:
         return _main(argv)
-    except LfpDistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return exit_code(e)
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+    except (LfpDistillError, OSError) as e:
+        return report_error(e)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -77,16 +77,20 @@ def exit_code(e: BaseException) -> int:
     return EXIT_BUG
 
 
+def report_error(e: LfpDistillError | OSError) -> int:
+    """Print a known problem (bad data, config or environment) as the CLI's one-line error on
+    stderr and return its exit code; scripts built on the library use it too."""
+    line = str(e) if isinstance(e, LfpDistillError) else os_error_line(e)
+    print(f"error: {line}", file=sys.stderr)
+    return exit_code(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lfpdistill`` console script."""
     try:
         code = app(args=argv, prog_name="lfpdistill", standalone_mode=False)
-    except LfpDistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return exit_code(e)
-    except OSError as e:
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
+    except (LfpDistillError, OSError) as e:
+        return report_error(e)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
