@@ -107,3 +107,11 @@ def test_robustness_reports_an_output_folder_in_use_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len(err) == 1
     assert "is in use by another lfpdistill run" in err[0] and "v100" in err[0]
+
+
+def test_robustness_reports_a_missing_config_in_one_line(tmp_path, capsys):
+    rob = _load("robustness")
+    code = rob.main(["--variants", "100", "--config", str(tmp_path / "nope.yaml"),
+                     "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and "nope.yaml" in err[0] and err[0].startswith("error: ")
