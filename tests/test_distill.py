@@ -471,3 +471,77 @@ def test_session_centred_targets_drop_the_offsets_between_sessions(store_dir, te
         assert abs(t[s.split_mask("train")].mean()) < 0.05
     for name, z in before.items():                      # the caller's latents are untouched
         np.testing.assert_array_equal(given[name], z)
+
+
+# ---------------------------------------------------------------------------- anchor
+@pytest.fixture(scope="module")
+def lfp_run(store_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ms_lfp")
+    pretrain_run(store_dir, None, "lfp", out, mcfg("lfp"), tcfg(max_epochs=1))
+    return out
+
+
+def test_anchor_targets_are_the_anchor_latents_pcs_fit_on_training_bins(store_dir, lfp_run):
+    from lfpdistill.commands.distill import anchor_targets
+
+    sel = _sessions(store_dir)
+    anchor, _ = load_model(lfp_run, modality="lfp")
+    dcfg = DistillConfig(anchor_pcs=3, target_norm="standardize", target_center="session")
+    out = anchor_targets(anchor, sel, 0.2, dcfg)
+    for s in sel:
+        z = out[s.name]
+        assert z.shape == (s.n_bins, 3) and np.isfinite(z).all()
+        train = s.split_mask("train")
+        np.testing.assert_allclose(z[train].mean(0), 0.0, atol=1e-4)  # centred per session
+    pooled = np.concatenate([out[s.name][s.split_mask("train")] for s in sel])
+    np.testing.assert_allclose(pooled.std(0), 1.0, rtol=1e-3)  # standardised on training bins
+    # validation bins do not move the transform: change them and the training targets stay
+    given = {s.name: session_latents(anchor, s, 0.2) for s in sel}
+    moved = {n: z.copy() for n, z in given.items()}
+    for s in sel:
+        moved[s.name][s.split_mask("val")] += 100.0
+    again = anchor_targets(anchor, sel, 0.2, dcfg, given=moved)
+    for s in sel:
+        train = s.split_mask("train")
+        np.testing.assert_allclose(again[s.name][train], out[s.name][train], rtol=1e-4, atol=1e-4)
+
+
+def test_distill_run_with_an_anchor_trains_both_heads_and_keeps_the_student_loadable(
+        store_dir, teacher_run, lfp_run, tmp_path):
+    out = tmp_path / "anchored"
+    dcfg = DistillConfig(target_pcs=4, target_norm="standardize", anchor_pcs=3, w_anchor=0.5)
+    distill_run(teacher_run, store_dir, None, out, mcfg("lfp"), tcfg(max_epochs=2), dcfg,
+                anchor_run=lfp_run)
+    rows = list(csv.DictReader((out / "logs" / "metrics.csv").read_text().splitlines()))
+    assert any(r.get("val_anchor") for r in rows)
+    state = load_checkpoint(out / "model.ckpt")["state_dict"]
+    assert state["anchor_proj.weight"].shape == (3, 16)
+    student, meta = load_model(out, modality="lfp")  # the read-out model has no anchor head
+    assert meta["distill"]["anchor_pcs"] == 3
+    assert not any("anchor" in k for k in student.state_dict())
+
+
+def test_anchor_options_must_come_together(store_dir, teacher_run, lfp_run, tmp_path):
+    with pytest.raises(ConfigError, match="needs an anchor LFP run") as e:
+        distill_run(teacher_run, store_dir, None, tmp_path / "a", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(anchor_pcs=3))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="anchor_pcs is 0"):
+        distill_run(teacher_run, store_dir, None, tmp_path / "b", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(), anchor_run=lfp_run)
+    with pytest.raises(ConfigError, match="cache_teacher"):
+        distill_run(teacher_run, store_dir, None, tmp_path / "c", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(anchor_pcs=3, cache_teacher=False), anchor_run=lfp_run)
+
+
+def test_an_anchor_that_does_not_know_the_sessions_is_a_clear_error(store_dir, teacher_run,
+                                                                    tmp_path):
+    only_a = tmp_path / "only_a"
+    pretrain_run(store_dir, ["a"], "lfp", only_a, mcfg("lfp"), tcfg(max_epochs=1))
+    with pytest.raises(DataValidationError, match="anchor .* has not seen session\\(s\\) b") as e:
+        distill_run(teacher_run, store_dir, None, tmp_path / "s", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(anchor_pcs=3), anchor_run=only_a)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointMismatchError):  # a spike run is not an LFP anchor
+        distill_run(teacher_run, store_dir, None, tmp_path / "t", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(anchor_pcs=3), anchor_run=teacher_run)

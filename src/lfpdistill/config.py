@@ -243,6 +243,13 @@ class DistillConfig(BaseModel):
                                  "at random (zeroed, the rest scaled by 1/(1-p)): the student "
                                  "cannot fit the teacher's targets from a few electrodes' "
                                  "idiosyncrasies; 0 turns it off")
+    anchor_pcs: int = Field(0, ge=0, description="besides the teacher, align the student to the "
+                            "top-k principal components of a frozen LFP model's latents (the study "
+                            "uses its MS-LFP; `lfpdistill distill --anchor RUN`), centred, "
+                            "standardised and weighted like the teacher's targets: the student "
+                            "keeps what an LFP model already reads from the LFP and adds what the "
+                            "teacher knows beyond it; 0 turns it off; needs cache_teacher")
+    w_anchor: float = Field(1.0, ge=0, description="weight of the anchor alignment (anchor_pcs)")
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
     cache_teacher: bool = Field(True, description="compute teacher latents once per session")

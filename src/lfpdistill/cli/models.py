@@ -74,6 +74,9 @@ def register(app: typer.Typer) -> None:
         sessions: Annotated[str, typer.Option(help="session names/patterns to distil on")] = "*",
         student_init: Annotated[Path | None, typer.Option(
             help="start the student from this LFP run (e.g. MS-LFP) instead of scratch")] = None,
+        anchor: Annotated[Path | None, typer.Option(
+            help="LFP run (e.g. MS-LFP) whose latents the student also keeps aligned to; needs "
+                 "--set anchor_pcs=K")] = None,
         overrides: SetOpt = None,
         no_resume: Annotated[bool, typer.Option("--no-resume", help="start over")] = False,
     ) -> None:
@@ -82,7 +85,7 @@ def register(app: typer.Typer) -> None:
 
         mcfg, tcfg, dcfg = distill_configs(overrides)
         summary = distill_run(teacher, store, sessions, out, mcfg, tcfg, dcfg, student_init=student_init,
-                              resume=not no_resume)
+                              resume=not no_resume, anchor_run=anchor)
         done(f"[bold]distill done[/]: {summary.get('epochs')} epochs, best val loss "
              f"{fmt(summary.get('best_val_loss'))}; student ({kept(summary)}) in "
              f"{out / 'model.ckpt'}")

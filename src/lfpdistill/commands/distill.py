@@ -111,17 +111,67 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     if dcfg.target_smooth_s:
         sigma = dcfg.target_smooth_s / sel[0].bin_size
         cache = {s.name: smooth_within_segments(cache[s.name], s.segments, sigma) for s in sel}
-    train_bins = {s.name: runs_mask(budget_runs(s, "train", train_seconds, seed), s.n_bins)
-                  for s in sel}
-    if dcfg.target_center == "session":
-        cache = {n: (z - z[train_bins[n]].mean(0)).astype(np.float32) for n, z in cache.items()}
-    basis = teacher_pca(cache, train_bins, dcfg.target_pcs) if dcfg.target_pcs else None
-    stats = teacher_target_stats(cache, train_bins, basis)
+    train_bins = _train_bins(sel, train_seconds, seed)
+    cache, basis, stats = _fit_target_transform(cache, train_bins, dcfg.target_center,
+                                                dcfg.target_pcs)
     weights = None
     if dcfg.target_weighting == "lfp_predictable":
         targets = {n: transform_targets(z, basis, stats, dcfg.target_norm) for n, z in cache.items()}
         weights = lfp_predictability(sel, targets, train_bins=train_bins)
     return TeacherTargets(cache if dcfg.cache_teacher else None, stats, basis, weights)
+
+
+def _train_bins(sel: Sequence[Session], train_seconds: float | None, seed: int
+                ) -> dict[str, np.ndarray]:
+    return {s.name: runs_mask(budget_runs(s, "train", train_seconds, seed), s.n_bins) for s in sel}
+
+
+def _fit_target_transform(cache: dict[str, np.ndarray], train_bins: dict[str, np.ndarray],
+                          center: str, k: int
+                          ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray] | None,
+                                     tuple[np.ndarray, np.ndarray]]:
+    """Latents centred per session (``center == "session"``), then the top-``k`` PCA basis
+    (``k`` 0: none) and the per-dimension statistics, all fit on the training bins."""
+    if center == "session":
+        cache = {n: (z - z[train_bins[n]].mean(0)).astype(np.float32) for n, z in cache.items()}
+    basis = teacher_pca(cache, train_bins, k) if k else None
+    return cache, basis, teacher_target_stats(cache, train_bins, basis)
+
+
+def anchor_targets(anchor: NeuralTransformer, sel: Sequence[Session], window_s: float,
+                   dcfg: DistillConfig, given: dict[str, np.ndarray] | None = None,
+                   train_seconds: float | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """The anchor's (a frozen LFP model's) stitched latents of every bin in the space the student
+    is aligned to them: centred as the teacher's targets, top ``anchor_pcs`` PCs, normalised as
+    the teacher's, all fit on the same training bins. ``given`` as in :func:`teacher_targets`."""
+    given = given or {}
+    cache = {s.name: given[s.name] if s.name in given else session_latents(anchor, s, window_s)
+             for s in sel}
+    for s in sel:
+        if cache[s.name].shape[0] != s.n_bins:
+            raise DataValidationError(f"anchor latents of '{s.name}' have {cache[s.name].shape[0]} "
+                                      f"bins but its LFP has {s.n_bins}")
+    train_bins = _train_bins(sel, train_seconds, seed)
+    cache, basis, stats = _fit_target_transform(cache, train_bins, dcfg.target_center,
+                                                dcfg.anchor_pcs)
+    return {n: transform_targets(z, basis, stats, dcfg.target_norm).astype(np.float32)
+            for n, z in cache.items()}
+
+
+def _load_anchor(anchor_run: Path, sel: Sequence[Session]) -> tuple[NeuralTransformer, float]:
+    anchor, ameta = load_model(Path(anchor_run), modality="lfp")
+    if abs(ameta["bin_size"] - sel[0].bin_size) > 1e-9:
+        raise DataValidationError(f"anchor '{anchor_run}' uses {ameta['bin_size']}s bins but the "
+                                  f"store uses {sel[0].bin_size}s bins")
+    vocab = anchor.vocab()
+    unknown = [s.name for s in sel if s.name not in vocab]
+    if unknown:
+        raise DataValidationError(
+            f"the anchor '{anchor_run}' has not seen session(s) {', '.join(unknown)}; anchor on an "
+            "LFP run trained (or adapted) on the distillation sessions, e.g. the MS-LFP run")
+    anchor.tokenizer.check_sessions([s.name for s in sel], [s.n_channels for s in sel])
+    anchor.eval()
+    return anchor, float(ameta.get("window_s", 1.0))
 
 
 def smooth_within_segments(z: np.ndarray, segments: np.ndarray | None, sigma_bins: float
@@ -177,14 +227,25 @@ def lfp_predictability(sessions: Sequence[Session], targets: dict[str, np.ndarra
 def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str] | None,
                 out: Path, student_cfg: ModelConfig, train_cfg: TrainConfig,
                 dcfg: DistillConfig | None = None, student_init: Path | None = None,
-                resume: bool = True, teacher_latents: dict[str, np.ndarray] | None = None
-                ) -> dict[str, Any]:
+                resume: bool = True, teacher_latents: dict[str, np.ndarray] | None = None,
+                anchor_run: Path | None = None,
+                anchor_latents: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Distil the frozen spike teacher into an LFP student on paired sessions.
 
     ``teacher_latents`` (session -> stitched latents of this teacher) skips recomputing them;
-    they are checked against every session.
+    they are checked against every session. ``anchor_run`` (an LFP run that knows the sessions,
+    e.g. MS-LFP) is needed when ``dcfg.anchor_pcs`` > 0; ``anchor_latents`` are its latents, as
+    ``teacher_latents``.
     """
     dcfg = dcfg or DistillConfig()
+    if dcfg.anchor_pcs and anchor_run is None:
+        raise ConfigError(f"anchor_pcs={dcfg.anchor_pcs} needs an anchor LFP run (--anchor RUN, e.g. "
+                          "the MS-LFP run); or set distill anchor_pcs=0")
+    if dcfg.anchor_pcs and not dcfg.cache_teacher:
+        raise ConfigError("anchor_pcs needs cache_teacher: true")
+    if anchor_run is not None and not dcfg.anchor_pcs:
+        raise ConfigError("an anchor run was given but anchor_pcs is 0; set anchor_pcs (e.g. 16) "
+                          "or drop the anchor")
     L.seed_everything(train_cfg.seed, verbose=False)
     store = open_store(store_dir)
     sel = load_selected(store, sessions, "spikes")
@@ -193,6 +254,11 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
     model = _build_student(sel, student_cfg, student_init)
     targets = teacher_targets(teacher, sel, tmeta.get("window_s", train_cfg.window_s), dcfg,
                               teacher_latents, train_cfg.train_seconds, train_cfg.seed)
+    anchor = None
+    if anchor_run is not None:
+        anchor_model, anchor_window = _load_anchor(anchor_run, sel)
+        anchor = anchor_targets(anchor_model, sel, anchor_window, dcfg, anchor_latents,
+                                train_cfg.train_seconds, train_cfg.seed)
     mods = ("lfp",) if targets.cache is not None else ("spikes", "lfp")
     train_ds = WindowDataset(sel, "train", train_cfg.window_s, train_cfg.stride_s, mods,
                              require=("spikes", "lfp"), budget_s=train_cfg.train_seconds,
@@ -203,12 +269,13 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
                   "teacher": str(teacher_run), "sessions": [s.name for s in sel],
                   "student": model.cfg.model_dump(), "train": train_cfg.model_dump(),
                   "distill": dcfg.model_dump(),
-                  "student_init": str(student_init) if student_init else None}
+                  "student_init": str(student_init) if student_init else None,
+                  "anchor": str(anchor_run) if anchor_run else None}
     module = DistillModule(model, teacher, train_cfg, dcfg, sel[0].bin_size, targets.cache,
                            targets.stats, targets.basis,
                            extra_meta={"sessions_trained": [s.name for s in sel],
                                        "window_s": train_cfg.window_s},
-                           target_weights=targets.weights)
+                           target_weights=targets.weights, anchor_targets=anchor)
     summary = fit(module, train_ds, val_ds, Path(out), train_cfg, run_config, resume=resume)
     if summary.get("global_rank", 0) != 0:
         return summary  # under DDP rank 0 evaluates the kept weights

@@ -160,7 +160,7 @@ class Study:
                 teacher=runs.teacher_for(cfg, seed), sessions=roles.distill, model=cfg.lfp_model,
                 train=self.train_cfg(cfg.distill.train, seed), objective=cfg.distill.objective,
                 init=runs.ms_lfp[seed] if cfg.distill.student_init == "ms_lfp" else None,
-                memo=memo)
+                memo=memo, **_anchor(cfg, runs.ms_lfp[seed]))
         if roles.heldout:
             self.console.print("[bold]generalize[/] (held-out sessions: session embeddings only)")
         for seed in cfg.seeds:
@@ -243,7 +243,8 @@ class Study:
                           teacher=runs.teacher_for(cfg, seed), sessions=roles.distill,
                           model=model, train=self.train_cfg(cfg.distill.train, seed),
                           objective=cfg.distill.objective,
-                          init=ms if cfg.distill.student_init == "ms_lfp" else None, memo=memo)
+                          init=ms if cfg.distill.student_init == "ms_lfp" else None, memo=memo,
+                          **_anchor(cfg, ms))
             items = [{"model": m, "run": str(r), "session": name, "group": "distilled",
                       "seed": seed, "mode": None}
                      for name in roles.distill for m, r in (("distilled", student), ("ms_lfp", ms))]
@@ -322,7 +323,7 @@ class Study:
                               teacher=teacher, sessions=roles.distill, model=cfg.lfp_model,
                               train=tc, objective=cfg.distill.objective,
                               init=runs.ms_lfp[seed] if cfg.distill.student_init == "ms_lfp"
-                              else None, memo=memo)
+                              else None, memo=memo, **_anchor(cfg, runs.ms_lfp[seed]))
                 plan = [EvalItem("distilled", name, student, "distilled", seed)
                         for name in roles.distill]
                 d = run("scaling", f"probe-{tag}", units.probe, store=store, plan=plan,
@@ -330,6 +331,12 @@ class Study:
                 steps = _run_steps(student)
                 rows += [{**r, "axis": axis, "x": x, "steps": steps} for r in units.read_rows(d)]
         return rows
+
+
+def _anchor(cfg: ExperimentConfig, ms_lfp: Path) -> dict[str, Path]:
+    """The distillation anchor argument: the MS-LFP run when the objective asks for one (none
+    otherwise, so a study without an anchor keeps its cache keys)."""
+    return {"anchor": ms_lfp} if cfg.distill.objective.anchor_pcs else {}
 
 
 def _run_steps(run_dir: Any) -> float | None:

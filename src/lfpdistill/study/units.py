@@ -42,10 +42,12 @@ class StudyMemo:
     def cache_key(self) -> str:
         return "memo"  # pure functions of the other inputs
 
-    def teacher_latents(self, run: Path, session: str) -> np.ndarray:
+    def teacher_latents(self, run: Path, session: str, modality: str = "spikes") -> np.ndarray:
+        """Stitched latents of ``session`` under the model of ``run`` (a spike teacher, or with
+        ``modality="lfp"`` an LFP model such as the distillation anchor)."""
         key = (str(run), session)
         if key not in self._latents:
-            model, meta = load_model(run, modality="spikes")
+            model, meta = load_model(run, modality=modality)
             self._latents[key] = session_latents(model, self.store.session(session),
                                                  meta.get("window_s", 1.0))
         return self._latents[key]
@@ -73,9 +75,12 @@ def train_mae(out: Path, store: Store, sessions: list[str], modality: str, model
 
 def train_student(out: Path, store: Store, teacher: Path, sessions: list[str], model: ModelConfig,
                   train: TrainConfig, objective: DistillConfig, init: Path | None,
-                  memo: StudyMemo) -> None:
+                  memo: StudyMemo, anchor: Path | None = None) -> None:
+    anchor_latents = ({n: memo.teacher_latents(anchor, n, "lfp") for n in sessions}
+                      if anchor is not None else None)
     distill_run(teacher, store.root, sessions, out, model, train, objective, student_init=init,
-                resume=False, teacher_latents={n: memo.teacher_latents(teacher, n) for n in sessions})
+                resume=False, teacher_latents={n: memo.teacher_latents(teacher, n) for n in sessions},
+                anchor_run=anchor, anchor_latents=anchor_latents)
 
 
 def finetune(out: Path, store: Store, run: Path, session: str, train: TrainConfig) -> None:

@@ -1,7 +1,8 @@
 """Cross-modal representational distillation: LFP student aligned to a frozen spike teacher.
 
 Loss = ``w_align`` · alignment(student latent, teacher latent) + ``w_mae`` · masked LFP
-reconstruction. Latents are per-timestep (mean over that bin's patch tokens). The teacher is
+reconstruction (+ ``w_anchor`` · alignment to a frozen LFP model's latents, with ``anchor_pcs``).
+Latents are per-timestep (mean over that bin's patch tokens). The teacher is
 frozen and in eval mode; by default its latents are computed once per session (centre-crop
 stitched, as for the probe) and cached, so every student window is aligned to teacher latents of
 exactly the same bins.
@@ -56,7 +57,8 @@ class DistillModule(BaseModule):
                  target_stats: tuple[np.ndarray, np.ndarray] | None = None,
                  target_basis: tuple[np.ndarray, np.ndarray] | None = None,
                  extra_meta: dict[str, Any] | None = None,
-                 target_weights: np.ndarray | None = None):
+                 target_weights: np.ndarray | None = None,
+                 anchor_targets: dict[str, np.ndarray] | None = None):
         super().__init__(train_cfg)
         if model.modality != "lfp" or teacher.modality != "spikes":
             raise DataValidationError("distillation needs an LFP student and a spike teacher")
@@ -104,6 +106,18 @@ class DistillModule(BaseModule):
             self.register_buffer("t_scale", torch.as_tensor(np.sqrt(w / w.mean())))
         else:
             self.t_scale = None
+        # anchor: a frozen LFP model's latents (transformed, per session and bin) the student also
+        # aligns to through its own head, so it keeps what the LFP alone already gives
+        self.anchor_targets = anchor_targets
+        self.anchor_proj: nn.Module | None = None
+        if anchor_targets is not None:
+            if teacher_cache is None:
+                raise DataValidationError("anchor targets need cached teacher latents "
+                                          "(cache_teacher: true)")
+            widths = {z.shape[1] for z in anchor_targets.values()}
+            if len(widths) != 1:
+                raise DataValidationError(f"anchor targets of different widths {sorted(widths)}")
+            self.anchor_proj = nn.Linear(d_s, widths.pop())
         self.extra_meta = extra_meta or {}
 
     def export_meta(self) -> dict[str, Any]:
@@ -157,6 +171,14 @@ class DistillModule(BaseModule):
         align = alignment_loss(student, target, self.dcfg.align_loss)
         total = self.dcfg.w_align * align
         res = {"align": align}
+        if self.anchor_proj is not None:
+            assert self.anchor_targets is not None
+            idx = batch["t_index"].cpu().numpy()
+            a = torch.from_numpy(np.stack([self.anchor_targets[n][ti] for n, ti in
+                                           zip(batch["session"], idx, strict=True)])).to(self.device)
+            anchor = alignment_loss(self.anchor_proj(out.latents).float(), a, self.dcfg.align_loss)
+            total = total + self.dcfg.w_anchor * anchor
+            res["anchor"] = anchor
         if self.dcfg.w_mae > 0:
             mae, _ = masked_loss(self.model.forward_masked(x, batch["session"], widths), "lfp")
             total = total + self.dcfg.w_mae * mae
@@ -179,6 +201,8 @@ class DistillModule(BaseModule):
         bs = len(batch["session"])
         self.log("val_loss", res["loss"], prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("val_align", res["align"], prog_bar=True, batch_size=bs, sync_dist=True)
+        if "anchor" in res:
+            self.log("val_anchor", res["anchor"], batch_size=bs, sync_dist=True)
 
 
 def teacher_target_stats(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray],
