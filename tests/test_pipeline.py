@@ -270,3 +270,22 @@ def test_validation_check_calls_from_validation_bins_only():
     md = markdown(cfg, {"teacher": ["a"], "distill": ["a", "b"], "heldout": []}, rows,
                   summarise(rows), [], 1.0, {}, "store")
     assert "## Validation check" in md and "agrees with the sign of the test gain on 0 of 2" in md
+
+
+@pytest.mark.slow
+def test_study_anchors_the_students_to_their_own_ms_lfp_run(tmp_path):
+    """With ``anchor_pcs`` the study passes each student (bidirectional and causal) the MS-LFP run
+    it is compared with as its anchor."""
+    cfg = {**TINY, "out": str(tmp_path / "out"),
+           "distill": {"objective": {"anchor_pcs": 4}, "train": {"max_epochs": 1, "progress": False}},
+           "finetune": {"enabled": False}, "classic": {"enabled": False},
+           "labels": {"enabled": False}}
+    assert main(["run", str(write_cfg(tmp_path / "anchored.yaml", cfg))]) == 0
+    configs = {p.parent: json.loads(p.read_text())
+               for p in (tmp_path / "out").rglob("run_config.json")}
+    students = {d: c for d, c in configs.items() if c.get("stage") == "distill"}
+    assert len(students) == 2  # the study's student and the causal one
+    for c in students.values():
+        anchor = configs[type(tmp_path)(c["anchor"])]
+        assert anchor["modality"] == "lfp" and anchor["sessions"] == ["sim00", "sim01"]  # MS-LFP
+        assert anchor["model"]["causal"] == c["student"]["causal"]
