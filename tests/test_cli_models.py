@@ -184,6 +184,20 @@ def test_distill_on_a_store_without_spikes(dirs, spike_run, capsys, tmp_path):
                     "--out", tmp_path, *TINY], "have no spikes")
 
 
+def test_distill_with_an_anchor_from_the_command_line(dirs, spike_run, lfp_run, capsys, tmp_path):
+    out = tmp_path / "anchored"
+    assert main(["distill", "--teacher", str(spike_run), "--store", str(dirs["store"]),
+                 "--out", str(out), "--anchor", str(lfp_run), *TINY, "--set", "anchor_pcs=4"]) == 0
+    assert json.loads((out / "run_config.json").read_text())["anchor"] == str(lfp_run)
+    cli_error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["store"],
+                       "--out", tmp_path / "no_anchor", *TINY, "--set", "anchor_pcs=4"],
+              "anchor_pcs=4 needs an anchor", "--anchor RUN")
+    cli_error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["store"],
+                       "--out", tmp_path / "no_pcs", "--anchor", lfp_run, *TINY],
+              "anchor_pcs is 0", "--set anchor_pcs=16")
+    assert not (tmp_path / "no_anchor" / "model.ckpt").exists()
+
+
 def test_distill_with_an_invalid_distillation_option(dirs, spike_run, capsys, tmp_path):
     cli_error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["store"], "--out", tmp_path,
                     "--set", "align_loss=l1"], "invalid distillation option")

@@ -522,7 +522,7 @@ def test_distill_run_with_an_anchor_trains_both_heads_and_keeps_the_student_load
 
 
 def test_anchor_options_must_come_together(store_dir, teacher_run, lfp_run, tmp_path):
-    with pytest.raises(ConfigError, match="needs an anchor LFP run") as e:
+    with pytest.raises(ConfigError, match="needs an anchor: an LFP run") as e:
         distill_run(teacher_run, store_dir, None, tmp_path / "a", mcfg("lfp"), tcfg(max_epochs=1),
                     DistillConfig(anchor_pcs=3))
     assert "\n" not in str(e.value)

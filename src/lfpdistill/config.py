@@ -248,7 +248,10 @@ class DistillConfig(BaseModel):
                             "uses its MS-LFP; `lfpdistill distill --anchor RUN`), centred, "
                             "standardised and weighted like the teacher's targets: the student "
                             "keeps what an LFP model already reads from the LFP and adds what the "
-                            "teacher knows beyond it; 0 turns it off; needs cache_teacher")
+                            "teacher knows beyond it; 0 turns it off (the default: on development "
+                            "variants it lifted the gain where the teacher adds little but cost a "
+                            "strong teacher's unseen sessions 0.04-0.05, docs/experiments.md round "
+                            "9); needs cache_teacher")
     w_anchor: float = Field(1.0, ge=0, description="weight of the anchor alignment (anchor_pcs)")
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")

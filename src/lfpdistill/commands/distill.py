@@ -239,13 +239,14 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
     """
     dcfg = dcfg or DistillConfig()
     if dcfg.anchor_pcs and anchor_run is None:
-        raise ConfigError(f"anchor_pcs={dcfg.anchor_pcs} needs an anchor LFP run (--anchor RUN, e.g. "
-                          "the MS-LFP run); or set distill anchor_pcs=0")
+        raise ConfigError(f"anchor_pcs={dcfg.anchor_pcs} needs an anchor: an LFP run that knows these "
+                          "sessions, e.g. the MS-LFP run (lfpdistill distill --anchor RUN); or "
+                          "anchor_pcs=0 to distil without one")
     if dcfg.anchor_pcs and not dcfg.cache_teacher:
         raise ConfigError("anchor_pcs needs cache_teacher: true")
     if anchor_run is not None and not dcfg.anchor_pcs:
-        raise ConfigError("an anchor run was given but anchor_pcs is 0; set anchor_pcs (e.g. 16) "
-                          "or drop the anchor")
+        raise ConfigError("an anchor run was given but anchor_pcs is 0; set it (e.g. --set "
+                          "anchor_pcs=16) or drop the anchor")
     L.seed_everything(train_cfg.seed, verbose=False)
     store = open_store(store_dir)
     sel = load_selected(store, sessions, "spikes")
