@@ -36,10 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lfpdistill.cli import report_error
-from lfpdistill.config import ExperimentConfig, SimConfig, parse_overrides
+from lfpdistill.config import ExperimentConfig, SimConfig, parse_overrides, read_config_yaml
 from lfpdistill.data import write_json_atomic
 from lfpdistill.errors import LfpDistillError
 from lfpdistill.simulate import resolve_variant
@@ -270,7 +268,7 @@ def _main(argv: list[str] | None) -> int:
                     help="stop after this many variants were run (calibrated family: the first N "
                          "of --variants whose calibration reaches the bands)")
     args = ap.parse_args(argv)
-    base = yaml.safe_load(Path(args.config).read_text())
+    base = read_config_yaml(Path(args.config))
     sets = parse_overrides(args.sets)
     if args.family == "calibrated" and any(k.startswith("data.simulate.") for k in sets):
         ap.error("--set data.simulate.* cannot be combined with --family calibrated (the "

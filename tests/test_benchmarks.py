@@ -114,4 +114,9 @@ def test_robustness_reports_a_missing_config_in_one_line(tmp_path, capsys):
     code = rob.main(["--variants", "100", "--config", str(tmp_path / "nope.yaml"),
                      "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 4 and len(err) == 1 and "nope.yaml" in err[0] and err[0].startswith("error: ")
+    assert code == 2 and len(err) == 1 and "nope.yaml" in err[0] and err[0].startswith("error: ")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    code = rob.main(["--variants", "100", "--config", str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bad.yaml' is not valid YAML" in err[0]

@@ -756,8 +756,9 @@ def describe_validation_error(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_config(path: Path, overrides: dict | None = None) -> ExperimentConfig:
-    """Read and validate a YAML experiment config."""
+def read_config_yaml(path: Path) -> dict[str, Any]:
+    """The sections of a YAML experiment config, not yet validated (one-line errors for a missing
+    file, invalid YAML or a file that is not a mapping)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file '{path}' does not exist; see configs/demo.yaml for an example")
@@ -767,6 +768,13 @@ def load_config(path: Path, overrides: dict | None = None) -> ExperimentConfig:
         raise ConfigError(f"config '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config '{path}' must be a YAML mapping of sections")
+    return raw
+
+
+def load_config(path: Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Read and validate a YAML experiment config."""
+    path = Path(path)
+    raw = read_config_yaml(path)
     if overrides:
         raw = {**raw, **overrides}
     try:
