@@ -534,13 +534,16 @@ def test_anchor_options_must_come_together(store_dir, teacher_run, lfp_run, tmp_
                     DistillConfig(anchor_pcs=3, cache_teacher=False), anchor_run=lfp_run)
 
 
-def test_an_anchor_that_does_not_know_the_sessions_is_a_clear_error(store_dir, teacher_run,
-                                                                    tmp_path):
+def test_an_anchor_that_does_not_fit_is_a_clear_error(store_dir, teacher_run, lfp_run, tmp_path):
     only_a = tmp_path / "only_a"
     pretrain_run(store_dir, ["a"], "lfp", only_a, mcfg("lfp"), tcfg(max_epochs=1))
     with pytest.raises(DataValidationError, match="anchor .* has not seen session\\(s\\) b") as e:
         distill_run(teacher_run, store_dir, None, tmp_path / "s", mcfg("lfp"), tcfg(max_epochs=1),
                     DistillConfig(anchor_pcs=3), anchor_run=only_a)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DataValidationError, match="anchor_pcs=17 but the anchor latents have 16") as e:
+        distill_run(teacher_run, store_dir, None, tmp_path / "wide", mcfg("lfp"), tcfg(max_epochs=1),
+                    DistillConfig(anchor_pcs=17), anchor_run=lfp_run)
     assert "\n" not in str(e.value)
     with pytest.raises(CheckpointMismatchError):  # a spike run is not an LFP anchor
         distill_run(teacher_run, store_dir, None, tmp_path / "t", mcfg("lfp"), tcfg(max_epochs=1),

@@ -97,14 +97,7 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
     if not (dcfg.cache_teacher or dcfg.target_pcs or dcfg.target_norm == "standardize"
             or dcfg.target_weighting != "uniform"):
         return TeacherTargets(None, None, None)
-    given = given or {}
-    cache = {s.name: given[s.name] if s.name in given else session_latents(teacher, s, window_s)
-             for s in sel}
-    for s in sel:
-        if cache[s.name].shape[0] != s.n_bins:
-            raise DataValidationError(
-                f"teacher latents of '{s.name}' have {cache[s.name].shape[0]} bins but its LFP "
-                f"has {s.n_bins}; spikes and LFP must share one bin grid")
+    cache = stitched_latents(teacher, sel, window_s, given, "teacher")
     lag = int(round(dcfg.target_lag_s / sel[0].bin_size))
     if lag:
         cache = {n: lag_latents(z, lag) for n, z in cache.items()}
@@ -113,7 +106,7 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
         cache = {s.name: smooth_within_segments(cache[s.name], s.segments, sigma) for s in sel}
     train_bins = _train_bins(sel, train_seconds, seed)
     cache, basis, stats = _fit_target_transform(cache, train_bins, dcfg.target_center,
-                                                dcfg.target_pcs)
+                                                dcfg.target_pcs, "target_pcs", "teacher")
     weights = None
     if dcfg.target_weighting == "lfp_predictable":
         targets = {n: transform_targets(z, basis, stats, dcfg.target_norm) for n, z in cache.items()}
@@ -126,15 +119,31 @@ def _train_bins(sel: Sequence[Session], train_seconds: float | None, seed: int
     return {s.name: runs_mask(budget_runs(s, "train", train_seconds, seed), s.n_bins) for s in sel}
 
 
+def stitched_latents(model: NeuralTransformer, sel: Sequence[Session], window_s: float,
+                     given: dict[str, np.ndarray] | None, source: str) -> dict[str, np.ndarray]:
+    """Every bin's stitched latents of each session under ``model`` (``given`` ones are used as
+    they are), checked to cover the session's bin grid."""
+    given = given or {}
+    cache = {s.name: given[s.name] if s.name in given else session_latents(model, s, window_s)
+             for s in sel}
+    for s in sel:
+        if cache[s.name].shape[0] != s.n_bins:
+            raise DataValidationError(
+                f"{source} latents of '{s.name}' have {cache[s.name].shape[0]} bins but its LFP "
+                f"has {s.n_bins}; spikes and LFP must share one bin grid")
+    return cache
+
+
 def _fit_target_transform(cache: dict[str, np.ndarray], train_bins: dict[str, np.ndarray],
-                          center: str, k: int
+                          center: str, k: int, option: str, source: str
                           ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray] | None,
                                      tuple[np.ndarray, np.ndarray]]:
     """Latents centred per session (``center == "session"``), then the top-``k`` PCA basis
-    (``k`` 0: none) and the per-dimension statistics, all fit on the training bins."""
+    (``k`` 0: none; ``option`` names ``k`` in errors) and the per-dimension statistics, all fit
+    on the training bins."""
     if center == "session":
         cache = {n: (z - z[train_bins[n]].mean(0)).astype(np.float32) for n, z in cache.items()}
-    basis = teacher_pca(cache, train_bins, k) if k else None
+    basis = teacher_pca(cache, train_bins, k, option, source) if k else None
     return cache, basis, teacher_target_stats(cache, train_bins, basis)
 
 
@@ -144,16 +153,10 @@ def anchor_targets(anchor: NeuralTransformer, sel: Sequence[Session], window_s: 
     """The anchor's (a frozen LFP model's) stitched latents of every bin in the space the student
     is aligned to them: centred as the teacher's targets, top ``anchor_pcs`` PCs, normalised as
     the teacher's, all fit on the same training bins. ``given`` as in :func:`teacher_targets`."""
-    given = given or {}
-    cache = {s.name: given[s.name] if s.name in given else session_latents(anchor, s, window_s)
-             for s in sel}
-    for s in sel:
-        if cache[s.name].shape[0] != s.n_bins:
-            raise DataValidationError(f"anchor latents of '{s.name}' have {cache[s.name].shape[0]} "
-                                      f"bins but its LFP has {s.n_bins}")
+    cache = stitched_latents(anchor, sel, window_s, given, "anchor")
     train_bins = _train_bins(sel, train_seconds, seed)
     cache, basis, stats = _fit_target_transform(cache, train_bins, dcfg.target_center,
-                                                dcfg.anchor_pcs)
+                                                dcfg.anchor_pcs, "anchor_pcs", "anchor")
     return {n: transform_targets(z, basis, stats, dcfg.target_norm).astype(np.float32)
             for n, z in cache.items()}
 

@@ -31,8 +31,9 @@ from .plan import EvalItem
 
 
 class StudyMemo:
-    """Results computed once per study and shared by units: the teacher's stitched latents of a
-    session (a teacher shared by several seeds and stages) and its Wiener read-outs."""
+    """Results computed once per study and shared by units: a frozen model's stitched latents of
+    a session (a teacher shared by several seeds and stages, a distillation anchor) and the
+    teacher's Wiener read-outs."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -42,7 +43,7 @@ class StudyMemo:
     def cache_key(self) -> str:
         return "memo"  # pure functions of the other inputs
 
-    def teacher_latents(self, run: Path, session: str, modality: str = "spikes") -> np.ndarray:
+    def latents(self, run: Path, session: str, modality: str = "spikes") -> np.ndarray:
         """Stitched latents of ``session`` under the model of ``run`` (a spike teacher, or with
         ``modality="lfp"`` an LFP model such as the distillation anchor)."""
         key = (str(run), session)
@@ -76,10 +77,10 @@ def train_mae(out: Path, store: Store, sessions: list[str], modality: str, model
 def train_student(out: Path, store: Store, teacher: Path, sessions: list[str], model: ModelConfig,
                   train: TrainConfig, objective: DistillConfig, init: Path | None,
                   memo: StudyMemo, anchor: Path | None = None) -> None:
-    anchor_latents = ({n: memo.teacher_latents(anchor, n, "lfp") for n in sessions}
+    anchor_latents = ({n: memo.latents(anchor, n, "lfp") for n in sessions}
                       if anchor is not None else None)
     distill_run(teacher, store.root, sessions, out, model, train, objective, student_init=init,
-                resume=False, teacher_latents={n: memo.teacher_latents(teacher, n) for n in sessions},
+                resume=False, teacher_latents={n: memo.latents(teacher, n) for n in sessions},
                 anchor_run=anchor, anchor_latents=anchor_latents)
 
 
@@ -98,7 +99,7 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
     for p in plan:
         s = store.session(p.session)
         if p.model == "teacher":  # one teacher for every seed: computed once
-            z = memo.teacher_latents(p.run, p.session)
+            z = memo.latents(p.run, p.session)
         else:
             model, meta = load_model(p.run)
             z = session_latents(model, s, meta.get("window_s", 1.0), as_session=p.as_session)

@@ -127,18 +127,23 @@ class DistillModule(BaseModule):
     def on_fit_start(self) -> None:
         self.teacher.to(self.device)
 
+    def cached_rows(self, cache: dict[str, np.ndarray], batch: dict[str, Any], what: str
+                    ) -> torch.Tensor:
+        """The rows of per-session ``cache`` (``[bins, d]``) for the batch's windows: ``[B, T, d]``."""
+        idx = batch["t_index"].cpu().numpy()
+        z = []
+        for name, ti in zip(batch["session"], idx, strict=True):
+            rows = cache[name]
+            if ti.max() >= rows.shape[0]:
+                raise DataValidationError(
+                    f"cached {what} latents of session '{name}' cover {rows.shape[0]} bins "
+                    f"but the LFP window reaches bin {ti.max()}; rebuild the {what} cache")
+            z.append(rows[ti])
+        return torch.from_numpy(np.stack(z)).to(self.device)
+
     def teacher_latents(self, batch: dict[str, Any]) -> torch.Tensor:
         if self.teacher_cache is not None:
-            idx = batch["t_index"].cpu().numpy()
-            z = []
-            for name, ti in zip(batch["session"], idx, strict=True):
-                cache = self.teacher_cache[name]
-                if ti.max() >= cache.shape[0]:
-                    raise DataValidationError(
-                        f"cached teacher latents of session '{name}' cover {cache.shape[0]} bins "
-                        f"but the LFP window reaches bin {ti.max()}; rebuild the teacher cache")
-                z.append(cache[ti])
-            return torch.from_numpy(np.stack(z)).to(self.device)
+            return self.cached_rows(self.teacher_cache, batch, "teacher")
         x, widths = batch_input(batch, "spikes")
         with torch.no_grad():
             return self.teacher.encode(x, batch["session"], widths).float()
@@ -173,9 +178,7 @@ class DistillModule(BaseModule):
         res = {"align": align}
         if self.anchor_proj is not None:
             assert self.anchor_targets is not None
-            idx = batch["t_index"].cpu().numpy()
-            a = torch.from_numpy(np.stack([self.anchor_targets[n][ti] for n, ti in
-                                           zip(batch["session"], idx, strict=True)])).to(self.device)
+            a = self.cached_rows(self.anchor_targets, batch, "anchor")
             anchor = alignment_loss(self.anchor_proj(out.latents).float(), a, self.dcfg.align_loss)
             total = total + self.dcfg.w_anchor * anchor
             res["anchor"] = anchor
@@ -216,15 +219,17 @@ def teacher_target_stats(cache: dict[str, np.ndarray], masks: dict[str, np.ndarr
     return z.mean(0), z.std(0)
 
 
-def teacher_pca(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray], k: int
+def teacher_pca(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray], k: int,
+                option: str = "target_pcs", source: str = "teacher"
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Centre ``[d]`` and top-``k`` principal axes ``[k, d]`` of teacher latents over the
-    training bins of every session."""
+    """Centre ``[d]`` and top-``k`` principal axes ``[k, d]`` of teacher latents (or those of
+    another ``source``, whose count is the config ``option``) over the training bins of every
+    session."""
     z = np.concatenate([cache[n][m] for n, m in masks.items()]).astype(np.float64)
     if k > min(z.shape):
         raise DataValidationError(
-            f"target_pcs={k} but the teacher latents have {z.shape[1]} dimensions over {z.shape[0]} "
-            f"training bins; use target_pcs <= {min(z.shape)}")
+            f"{option}={k} but the {source} latents have {z.shape[1]} dimensions over {z.shape[0]} "
+            f"training bins; use {option} <= {min(z.shape)}")
     centre = z.mean(0)
     _, _, vt = np.linalg.svd(z - centre, full_matrices=False)
     return centre.astype(np.float32), vt[:k].astype(np.float32)
