@@ -132,7 +132,8 @@ def variant_summary(result: dict[str, Any]) -> dict[str, Any]:
             "distilled_wiener_minus_best_classic": statistics.mean(
                 p["distilled_wiener"] - p["best_classic_lfp"] for p in per_session
                 if p["distilled_wiener"] is not None and p["best_classic_lfp"] is not None),
-            "diagnostics": result.get("diagnostics", {})}
+            "diagnostics": result.get("diagnostics", {}),
+            "anchor_choice": result.get("anchor_choice", {})}
 
 
 def teacher_leads(v: dict[str, Any]) -> bool:
@@ -225,6 +226,17 @@ def markdown(tag: str, per_variant: dict[int, dict[str, Any]], dist: dict[str, A
                          f"{p['distilled']:.3f} | {_f(p['gain'])} | "
                          f"{_share(p['share'])} | "
                          f"{p['distilled_wiener']:.3f} | {p['best_classic_lfp']:.3f} |")
+    kept = {seed: v.get("anchor_choice", {}) for seed, v in per_variant.items()}
+    if any(any("plain_val" in c for c in k.values()) for k in kept.values()):
+        lines += ["", "The student each variant kept (distill.anchor: validation), per model seed: "
+                  "validation probe of the plain / the anchored student.", "",
+                  "| variant | seed | plain | anchored | kept |", "|---|---|---|---|---|"]
+        for seed, k in sorted(kept.items()):
+            for ms, c in sorted(k.items()):
+                if "plain_val" in c:
+                    lines.append(f"| {seed} | {ms} | {c['plain_val']:.3f} | "
+                                 f"{c['anchored_val']:.3f} | "
+                                 f"{'anchored' if c['anchored'] else 'plain'} |")
     lines += ["", "| variant | held-out session | Distilled (b) | MS-LFP adapted | gain |",
               "|---|---|---|---|---|"]
     for seed, v in sorted(per_variant.items()):

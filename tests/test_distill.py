@@ -548,3 +548,47 @@ def test_an_anchor_that_does_not_fit_is_a_clear_error(store_dir, teacher_run, lf
     with pytest.raises(CheckpointMismatchError):  # a spike run is not an LFP anchor
         distill_run(teacher_run, store_dir, None, tmp_path / "t", mcfg("lfp"), tcfg(max_epochs=1),
                     DistillConfig(anchor_pcs=3), anchor_run=teacher_run)
+
+
+def test_the_study_keeps_the_student_whose_validation_probe_is_higher(store_dir, lfp_run,
+                                                                      tmp_path):
+    """distill.anchor "validation": the choice is the mean validation-bin probe over the
+    sessions; swapping the candidates swaps it, and the test bins' labels never enter it."""
+    from lfpdistill.evaluation import linear_probe
+    from lfpdistill.study.units import choose_student
+
+    other = tmp_path / "other"
+    pretrain_run(store_dir, None, "lfp", other, mcfg("lfp"), tcfg(max_epochs=1, seed=1))
+    store = open_store(store_dir)
+    val = {}
+    for run in (lfp_run, other):
+        model, meta = load_model(run, modality="lfp")
+        val[run] = np.mean([linear_probe(session_latents(model, s, meta["window_s"]), s.velocity,
+                                         s.split_mask("train"), s.split_mask("val"))["r2"]
+                            for s in map(store.session, store.names)])
+    assert val[lfp_run] != pytest.approx(val[other])
+    choose_student(tmp_path / "c", store, store.names, plain=lfp_run, anchored=other)
+    c = json.loads((tmp_path / "c" / "choice.json").read_text())
+    assert c["plain_val"] == pytest.approx(val[lfp_run]) and c["anchored_val"] == pytest.approx(
+        val[other])
+    assert c["anchored"] == (val[other] > val[lfp_run])
+    assert set(c["sessions"]) == set(store.names)
+    choose_student(tmp_path / "swapped", store, store.names, plain=other, anchored=lfp_run)
+    swapped = json.loads((tmp_path / "swapped" / "choice.json").read_text())
+    assert swapped["anchored"] != c["anchored"]
+    # scramble the test bins' velocity: the same scores, the same choice
+    rng = np.random.default_rng(0)
+    scrambled = []
+    for s in map(store.session, store.names):
+        v = np.array(s.velocity, copy=True)
+        test = s.split_mask("test")
+        v[test] = rng.normal(size=(int(test.sum()), 2)) * 10
+        scrambled.append(dataclasses.replace(s, velocity=v.astype(np.float32)))
+    moved = open_store(write_store(scrambled, tmp_path / "scrambled", segment_s=1.0).root)
+    for name in store.names:  # same split, other test labels
+        assert (moved.session(name).split_mask("test") == store.session(name).split_mask("test")).all()
+        assert not np.allclose(moved.session(name).velocity, store.session(name).velocity)
+    choose_student(tmp_path / "c2", moved, moved.names, plain=lfp_run, anchored=other)
+    again = json.loads((tmp_path / "c2" / "choice.json").read_text())
+    assert again["plain_val"] == pytest.approx(c["plain_val"])
+    assert again["anchored_val"] == pytest.approx(c["anchored_val"])

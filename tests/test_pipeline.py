@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from rich.console import Console
+from tests.conftest import cli_error
 
 from lfpdistill.cli import main
 from lfpdistill.config import load_config
@@ -92,6 +93,20 @@ def test_run_writes_parseable_report(tiny_run):
                 for k in ("distilled_val", "ms_lfp_val", "test_gain")}
     numbers |= {f"{c['test_gain']:+.3f}" for c in res["validation_check"]}
     assert res["diagnostics"], "the distillation diagnostics are missing from results.json"
+    # distill.anchor "validation" (the default): two students, the one kept is the one probed
+    choice = res["anchor_choice"]["0"]
+    assert choice["rule"] == "validation" and {"plain_val", "anchored_val"} <= set(choice)
+    assert choice["anchored"] == (choice["anchored_val"] > choice["plain_val"])
+    numbers |= {f"{choice[k]:.3f}" for k in ("plain_val", "anchored_val")}
+    assert "## The student: plain or anchored to the MS-LFP" in md
+    students = {json.loads(p.read_text()).get("anchor") is not None: p.parent
+                for p in (out / "stages" / "distill").glob("seed0-*/run_config.json")}
+    assert set(students) == {False, True}
+    probed = {str(d) for d in (out / "stages" / "generalize").glob("adapt_distilled-*/")}
+    assert probed  # mode (b) starts from the kept student
+    init = json.loads(next((out / "stages" / "generalize").glob(
+        "adapt_distilled-*/run_config.json")).read_text())["init_from"]
+    assert init == str(students[choice["anchored"]])
     table_lines = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
     for ln in table_lines:
         for num in re.findall(r"-?\d+\.\d{3}", ln):
@@ -274,10 +289,11 @@ def test_validation_check_calls_from_validation_bins_only():
 
 @pytest.mark.slow
 def test_study_anchors_the_students_to_their_own_ms_lfp_run(tmp_path):
-    """With ``anchor_pcs`` the study passes each student (bidirectional and causal) the MS-LFP run
-    it is compared with as its anchor."""
+    """With ``distill.anchor: always`` the study passes each student (bidirectional and causal)
+    the MS-LFP run it is compared with as its anchor, and trains no plain one."""
     cfg = {**TINY, "out": str(tmp_path / "out"),
-           "distill": {"objective": {"anchor_pcs": 4}, "train": {"max_epochs": 1, "progress": False}},
+           "distill": {"anchor": "always", "anchor_pcs": 4,
+                       "train": {"max_epochs": 1, "progress": False}},
            "finetune": {"enabled": False}, "classic": {"enabled": False},
            "labels": {"enabled": False}}
     assert main(["run", str(write_cfg(tmp_path / "anchored.yaml", cfg))]) == 0
@@ -289,3 +305,39 @@ def test_study_anchors_the_students_to_their_own_ms_lfp_run(tmp_path):
         anchor = configs[type(tmp_path)(c["anchor"])]
         assert anchor["modality"] == "lfp" and anchor["sessions"] == ["sim00", "sim01"]  # MS-LFP
         assert anchor["model"]["causal"] == c["student"]["causal"]
+        assert c["distill"]["anchor_pcs"] == 4
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["anchor_choice"] == {"0": {"rule": "always", "anchored": True}}
+
+
+def test_the_study_sets_the_anchor_itself(tmp_path, capsys):
+    """objective.anchor_pcs in a study is refused with the fields to use instead; anchor 'off'
+    plans one plain student per seed, 'validation' two and the choice."""
+    bad = {**TINY, "distill": {"objective": {"anchor_pcs": 16}}}
+    cli_error(capsys, ["run", str(write_cfg(tmp_path / "bad.yaml", bad))],
+              "distill.objective.anchor_pcs is set by the study", "distill.anchor", code=2)
+    roles = Roles(teacher=["sim00", "sim01"], distill=["sim00"], heldout=["sim02"],
+                  ms_lfp=["sim00", "sim01"])
+    counts = {}
+    for rule in ("off", "always", "validation"):
+        cfg = load_config(write_cfg(tmp_path / f"{rule}.yaml",
+                                    {**TINY, "seeds": [0, 1], "distill": {"anchor": rule}}))
+        counts[rule] = Study(cfg, out=tmp_path / rule,
+                             console=Console(quiet=True)).expected_units(roles)["distill"]
+        assert cfg.distill.student_objective(True).anchor_pcs == 16
+        assert cfg.distill.student_objective(False).anchor_pcs == 0
+    assert counts == {"off": 2, "always": 2, "validation": 6}
+    with pytest.raises(ConfigError, match="distill.anchor_pcs"):
+        load_config(write_cfg(tmp_path / "zero.yaml", {**TINY, "distill": {"anchor_pcs": 0}}))
+
+
+def test_report_names_the_student_the_study_kept():
+    from lfpdistill.study.report import anchor_markdown
+
+    md = anchor_markdown({0: {"rule": "validation", "anchored": True, "plain_val": 0.2,
+                              "anchored_val": 0.3},
+                          1: {"rule": "validation", "anchored": False, "plain_val": 0.4,
+                              "anchored_val": 0.1}})
+    assert "| 0 | 0.200 | 0.300 | anchored |" in md and "| 1 | 0.400 | 0.100 | plain |" in md
+    assert "validation" in md and "test bins never do" in md
+    assert anchor_markdown({0: {"rule": "off", "anchored": False}}) == ""  # nothing was chosen

@@ -248,10 +248,9 @@ class DistillConfig(BaseModel):
                             "uses its MS-LFP; `lfpdistill distill --anchor RUN`), centred, "
                             "standardised and weighted like the teacher's targets: the student "
                             "keeps what an LFP model already reads from the LFP and adds what the "
-                            "teacher knows beyond it; 0 turns it off (the default: on development "
-                            "variants it lifted the gain where the teacher adds little but cost a "
-                            "strong teacher's unseen sessions 0.04-0.05, docs/experiments.md round "
-                            "9); needs cache_teacher")
+                            "teacher knows beyond it; 0 turns it off (the default of `lfpdistill "
+                            "distill`; a study sets it from distill.anchor and distill.anchor_pcs); "
+                            "needs cache_teacher")
     w_anchor: float = Field(1.0, ge=0, description="weight of the anchor alignment (anchor_pcs)")
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
@@ -583,7 +582,30 @@ class DistillSection(_Strict):
     objective: DistillConfig = Field(default_factory=recommended_distill)
     train: TrainConfig = Field(default_factory=lambda: recommended_train("distill"))
     student_init: Literal["scratch", "ms_lfp"] = "scratch"
+    anchor: Literal["validation", "always", "off"] = Field(
+        "validation", description="anchor the student to the study's own MS-LFP (its top "
+        "anchor_pcs latent PCs, beside the teacher's targets; objective.anchor_pcs): "
+        "'validation' trains the student with and without the anchor and keeps the one whose "
+        "linear probe scores higher on the distilled sessions' validation bins (labels of those "
+        "bins choose; test bins never do), 'always' keeps the anchored one, 'off' trains the "
+        "plain one only (docs/experiments.md rounds 9-10)")
+    anchor_pcs: int = Field(16, ge=1, description="principal components of the MS-LFP latents "
+                            "the anchored student aligns to (with anchor 'validation' or "
+                            "'always')")
     _recommended_fields = {"objective": ("distill", "objective"), "train": ("distill", "train")}
+
+    @pydantic.model_validator(mode="after")
+    def _anchor_is_the_studys(self) -> DistillSection:
+        if self.objective.anchor_pcs:
+            raise ValueError(
+                "distill.objective.anchor_pcs is set by the study: use distill.anchor "
+                "(validation | always | off) and distill.anchor_pcs instead")
+        return self
+
+    def student_objective(self, anchored: bool) -> DistillConfig:
+        """The objective of the plain (``anchored`` False) or the anchored student."""
+        return self.objective.model_copy(
+            update={"anchor_pcs": self.anchor_pcs if anchored else 0})
 
 
 class FinetuneSection(_Strict):

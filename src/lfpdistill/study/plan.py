@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import ExperimentConfig
 from ..data import Store
@@ -66,6 +67,9 @@ class Runs:
     distilled: dict[int, Path] = field(default_factory=dict)
     adapt_ms: dict[tuple[int, str], Path] = field(default_factory=dict)
     adapt_distilled: dict[tuple[int, str], Path] = field(default_factory=dict)
+    #: per seed: whether the study's student is the anchored one, and the validation probes
+    #: that chose it (distill.anchor "validation"; fixed for "always" and "off")
+    anchor_choice: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def teacher_for(self, cfg: ExperimentConfig, seed: int) -> Path:
         return self.teacher[seed if cfg.teacher.per_seed else cfg.seeds[0]]

@@ -286,6 +286,25 @@ def validation_markdown(check: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def anchor_markdown(choice: dict[int, dict[str, Any]]) -> str:
+    """Which student the study kept per seed, plain or anchored to its MS-LFP, and on what."""
+    chosen = {seed: c for seed, c in choice.items() if "plain_val" in c}
+    if not chosen:
+        return ""
+    buf = io.StringIO()
+    w = buf.write
+    w("\n## The student: plain or anchored to the MS-LFP\n\n"
+      "The study distilled two students per seed, one aligned to the teacher only and one also "
+      "anchored to its MS-LFP's latent PCs, and kept the one whose linear probe scores higher on "
+      "the distilled sessions' **validation** bins (mean over those sessions; labels of "
+      "validation bins choose, test bins never do). Every *Distilled* number in this report is "
+      "the kept student's.\n\n| seed | plain | anchored | kept |\n|---|---|---|---|\n")
+    for seed, c in sorted(chosen.items()):
+        w(f"| {seed} | {c['plain_val']:.3f} | {c['anchored_val']:.3f} | "
+          f"{'anchored' if c['anchored'] else 'plain'} |\n")
+    return buf.getvalue()
+
+
 def diagnostics_markdown(diagnostics: dict[int, dict[str, Any]]) -> str:
     """The distillation diagnostics section: teacher variance the student explains, per seed and
     session, on validation bins."""
@@ -407,7 +426,8 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
                  label_rows: list[dict[str, Any]] | None = None,
                  days: dict[str, dict[str, float]] | None = None,
                  scaling_rows: list[dict[str, Any]] | None = None,
-                 scaling_full: tuple[float, float | None] | None = None) -> dict[str, Any]:
+                 scaling_full: tuple[float, float | None] | None = None,
+                 anchor_choice: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write results.json, results.csv, report.md and the figures; ``days`` (session -> day and
     recorded units) adds the longevity section, ``scaling_rows`` the scaling section."""
     out = Path(out)
@@ -453,6 +473,7 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
               "validation_check": validation_check(rows),
               "scaling": {"rows": scaling_rows, **scale} if scale else None,
               "diagnostics": {str(k): v for k, v in (diagnostics or {}).items()},
+              "anchor_choice": {str(k): v for k, v in (anchor_choice or {}).items()},
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "results.json", result)
     with atomic_path(out / "results.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
@@ -464,7 +485,8 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
                   labels_md=labels_markdown(label_summary, label_checks, cfg.labels)
                   if label_summary else "",
                   extra_md=(scaling_markdown(scale, scale_checks) if scale else "")
-                  + (longevity_markdown(life, life_checks) if life else ""))
+                  + (longevity_markdown(life, life_checks) if life else "")
+                  + anchor_markdown(anchor_choice or {}))
     with atomic_path(out / "report.md", suffix=".md") as tmp:
         tmp.write_text(md)
     table = Table(title=f"{cfg.name}: test R² (mean ± sd over sessions and seeds)")

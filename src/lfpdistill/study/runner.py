@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from ..config import ExperimentConfig, TrainConfig
+from ..config import ExperimentConfig, ModelConfig, TrainConfig
 from ..data import Store, open_store, write_json_atomic
 from ..errors import ConfigError
 from . import labels as label_units
@@ -71,7 +71,8 @@ class Study:
         cfg = self.cfg
         n_seeds = len(cfg.seeds)
         counts = {"teacher": n_seeds if cfg.teacher.per_seed else 1,
-                  "ss_lfp": n_seeds * len(roles.eval), "ms_lfp": n_seeds, "distill": n_seeds,
+                  "ss_lfp": n_seeds * len(roles.eval), "ms_lfp": n_seeds,
+                  "distill": n_seeds * (3 if cfg.distill.anchor == "validation" else 1),
                   "generalize": n_seeds * len(roles.heldout) * (1 + ("b" in cfg.generalize.modes)),
                   "probe": n_seeds}
         if cfg.finetune.enabled:
@@ -130,7 +131,7 @@ class Study:
                             label_rows=label_rows, days=days, scaling_rows=scaling_rows,
                             scaling_full=(scaling_units.full_seconds(store, roles.distill),
                                           _mean_steps(runs.distilled.values()))
-                            if cfg.scaling.enabled else None)
+                            if cfg.scaling.enabled else None, anchor_choice=runs.anchor_choice)
 
     # ------------------------------------------------------------------------------ models
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
@@ -153,14 +154,29 @@ class Study:
             runs.ms_lfp[seed] = run("ms_lfp", f"seed{seed}", units.train_mae, store=store,
                                     sessions=roles.ms_lfp, modality="lfp", model=cfg.lfp_model,
                                     train=self.train_cfg(cfg.ms_lfp, seed))
-        self.console.print("[bold]distill[/] (LFP student aligned to the frozen teacher)")
+        anchor = cfg.distill.anchor
+        self.console.print("[bold]distill[/] (LFP student aligned to the frozen teacher"
+                           + {"validation": "; with and without the MS-LFP anchor, the one with "
+                                            "the higher validation probe kept)",
+                              "always": ", anchored to the MS-LFP)", "off": ")"}[anchor])
         for seed in cfg.seeds:
-            runs.distilled[seed] = run(
-                "distill", f"seed{seed}", units.train_student, store=store,
-                teacher=runs.teacher_for(cfg, seed), sessions=roles.distill, model=cfg.lfp_model,
-                train=self.train_cfg(cfg.distill.train, seed), objective=cfg.distill.objective,
-                init=runs.ms_lfp[seed] if cfg.distill.student_init == "ms_lfp" else None,
-                memo=memo, **_anchor(cfg, runs.ms_lfp[seed]))
+            students = {a: self.student("distill", f"seed{seed}", a, store=store, roles=roles,
+                                        teacher=runs.teacher_for(cfg, seed),
+                                        model=cfg.lfp_model, ms=runs.ms_lfp[seed],
+                                        train=self.train_cfg(cfg.distill.train, seed), memo=memo)
+                        for a in {"validation": (False, True), "always": (True,),
+                                  "off": (False,)}[anchor]}
+            if len(students) > 1:
+                d = run("distill", f"choose-seed{seed}", units.choose_student, store=store,
+                        sessions=roles.distill, plain=students[False], anchored=students[True])
+                choice = json.loads((d / "choice.json").read_text())
+                self.console.print(
+                    f"  seed {seed}: validation probe plain {choice['plain_val']:.3f}, anchored "
+                    f"{choice['anchored_val']:.3f} → {'anchored' if choice['anchored'] else 'plain'}")
+            else:
+                choice = {"anchored": anchor == "always"}
+            runs.anchor_choice[seed] = {"rule": anchor, **choice}
+            runs.distilled[seed] = students[choice["anchored"]]
         if roles.heldout:
             self.console.print("[bold]generalize[/] (held-out sessions: session embeddings only)")
         for seed in cfg.seeds:
@@ -175,6 +191,19 @@ class Study:
                         sessions=[name], modality="lfp", model=cfg.lfp_model, train=tc,
                         init_from=src, train_only_new=True)
         return runs
+
+    def student(self, stage: str, name: str, anchored: bool, *, store: Store, roles: Roles,
+                teacher: Path, model: ModelConfig, ms: Path, train: TrainConfig,
+                memo: units.StudyMemo) -> Path:
+        """One distilled student: plain, or anchored to the MS-LFP run ``ms`` (the anchor is not
+        passed at all to a plain one, so its cache key is that of a study without anchors)."""
+        d = self.cfg.distill
+        return self.cache.run(
+            stage, name, units.train_student, store=store, teacher=teacher,
+            sessions=roles.distill, model=model, train=train,
+            objective=d.student_objective(anchored),
+            init=ms if d.student_init == "ms_lfp" else None, memo=memo,
+            **({"anchor": ms} if anchored else {}))
 
     # -------------------------------------------------------------------------- evaluation
     def probe(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo,
@@ -239,12 +268,12 @@ class Study:
             ms = run("causal", f"ms_lfp-seed{seed}", units.train_mae, store=store,
                      sessions=roles.ms_lfp, modality="lfp", model=model,
                      train=self.train_cfg(cfg.ms_lfp, seed))
-            student = run("causal", f"distill-seed{seed}", units.train_student, store=store,
-                          teacher=runs.teacher_for(cfg, seed), sessions=roles.distill,
-                          model=model, train=self.train_cfg(cfg.distill.train, seed),
-                          objective=cfg.distill.objective,
-                          init=ms if cfg.distill.student_init == "ms_lfp" else None, memo=memo,
-                          **_anchor(cfg, ms))
+            # the causal student follows the choice the study's student made for this seed
+            student = self.student("causal", f"distill-seed{seed}",
+                                   runs.anchor_choice[seed]["anchored"], store=store,
+                                   roles=roles, teacher=runs.teacher_for(cfg, seed), model=model,
+                                   ms=ms, train=self.train_cfg(cfg.distill.train, seed),
+                                   memo=memo)
             items = [{"model": m, "run": str(r), "session": name, "group": "distilled",
                       "seed": seed, "mode": None}
                      for name in roles.distill for m, r in (("distilled", student), ("ms_lfp", ms))]
@@ -319,11 +348,10 @@ class Study:
                 points.append(("teacher_sessions", float(k), teacher, base))
             for axis, x, teacher, tc in points:
                 tag = f"{'paired' if axis == 'paired_seconds' else 'teacher'}{x:g}-seed{seed}"
-                student = run("scaling", f"distill-{tag}", units.train_student, store=store,
-                              teacher=teacher, sessions=roles.distill, model=cfg.lfp_model,
-                              train=tc, objective=cfg.distill.objective,
-                              init=runs.ms_lfp[seed] if cfg.distill.student_init == "ms_lfp"
-                              else None, memo=memo, **_anchor(cfg, runs.ms_lfp[seed]))
+                student = self.student("scaling", f"distill-{tag}",
+                                       runs.anchor_choice[seed]["anchored"], store=store,
+                                       roles=roles, teacher=teacher, model=cfg.lfp_model,
+                                       ms=runs.ms_lfp[seed], train=tc, memo=memo)
                 plan = [EvalItem("distilled", name, student, "distilled", seed)
                         for name in roles.distill]
                 d = run("scaling", f"probe-{tag}", units.probe, store=store, plan=plan,
@@ -333,10 +361,6 @@ class Study:
         return rows
 
 
-def _anchor(cfg: ExperimentConfig, ms_lfp: Path) -> dict[str, Path]:
-    """The distillation anchor argument: the MS-LFP run when the objective asks for one (none
-    otherwise, so a study without an anchor keeps its cache keys)."""
-    return {"anchor": ms_lfp} if cfg.distill.objective.anchor_pcs else {}
 
 
 def _run_steps(run_dir: Any) -> float | None:

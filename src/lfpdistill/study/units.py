@@ -84,6 +84,26 @@ def train_student(out: Path, store: Store, teacher: Path, sessions: list[str], m
                 anchor_run=anchor, anchor_latents=anchor_latents)
 
 
+def choose_student(out: Path, store: Store, sessions: list[str], plain: Path, anchored: Path
+                   ) -> None:
+    """Keep the anchored student only if its frozen latents' linear probe (fit on train bins)
+    scores higher on the ``sessions``' validation bins, averaged over the sessions, than the
+    plain student's: ``choice.json`` with both scores per session. Test bins are never read."""
+    val: dict[str, dict[str, float]] = {}
+    for tag, run in (("plain", plain), ("anchored", anchored)):
+        model, meta = load_model(run, modality="lfp")
+        for name in sessions:
+            s = store.session(name)
+            z = session_latents(model, s, meta.get("window_s", 1.0))
+            res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("val"))
+            val.setdefault(name, {})[tag] = res["r2"]
+    mean = {tag: float(np.mean([val[n][tag] for n in sessions])) for tag in ("plain", "anchored")}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "choice.json", {
+        "anchored": bool(mean["anchored"] > mean["plain"]), "plain_val": mean["plain"],
+        "anchored_val": mean["anchored"], "sessions": val})
+
+
 def finetune(out: Path, store: Store, run: Path, session: str, train: TrainConfig) -> None:
     finetune_run(run, store.root, session, out, train, resume=False)
 
