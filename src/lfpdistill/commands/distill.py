@@ -166,13 +166,10 @@ def _load_anchor(anchor_run: Path, sel: Sequence[Session]) -> tuple[NeuralTransf
     if abs(ameta["bin_size"] - sel[0].bin_size) > 1e-9:
         raise DataValidationError(f"anchor '{anchor_run}' uses {ameta['bin_size']}s bins but the "
                                   f"store uses {sel[0].bin_size}s bins")
-    vocab = anchor.vocab()
-    unknown = [s.name for s in sel if s.name not in vocab]
-    if unknown:
-        raise DataValidationError(
-            f"the anchor '{anchor_run}' has not seen session(s) {', '.join(unknown)}; anchor on an "
-            "LFP run trained (or adapted) on the distillation sessions, e.g. the MS-LFP run")
-    anchor.tokenizer.check_sessions([s.name for s in sel], [s.n_channels for s in sel])
+    check_teacher_sessions(anchor, [s.name for s in sel], {s.name: s.n_channels for s in sel},
+                           who=f"the anchor '{anchor_run}'",
+                           fix="anchor on an LFP run trained (or adapted) on the distillation "
+                               "sessions, e.g. the MS-LFP run")
     anchor.eval()
     return anchor, float(ameta.get("window_s", 1.0))
 

@@ -236,11 +236,12 @@ def teacher_pca(cache: dict[str, np.ndarray], masks: dict[str, np.ndarray], k: i
 
 
 def check_teacher_sessions(teacher: NeuralTransformer, names: Sequence[str],
-                           widths: dict[str, int]) -> None:
-    vocab = teacher.vocab()
-    unknown = [n for n in names if n not in vocab]
+                           widths: dict[str, int], who: str = "the teacher",
+                           fix: str = "distil on sessions in its vocabulary or adapt the teacher "
+                                      "to them first (lfpdistill adapt TEACHER ...)") -> None:
+    """A frozen model that embeds the distillation sessions (the teacher; with ``who`` and
+    ``fix``, an anchor) must know each of them, at the channel count it was trained on."""
+    unknown = [n for n in names if n not in teacher.vocab()]
     if unknown:
-        raise DataValidationError(
-            f"the teacher has not seen session(s) {', '.join(unknown)}; distil on sessions in its "
-            "vocabulary or adapt the teacher to them first (lfpdistill adapt TEACHER ...)")
+        raise DataValidationError(f"{who} has not seen session(s) {', '.join(unknown)}; {fix}")
     teacher.tokenizer.check_sessions(list(names), [widths[n] for n in names])
