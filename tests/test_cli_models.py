@@ -189,6 +189,8 @@ def test_distill_with_an_anchor_from_the_command_line(dirs, spike_run, lfp_run, 
     assert main(["distill", "--teacher", str(spike_run), "--store", str(dirs["store"]),
                  "--out", str(out), "--anchor", str(lfp_run), *TINY, "--set", "anchor_pcs=4"]) == 0
     assert json.loads((out / "run_config.json").read_text())["anchor"] == str(lfp_run)
+    table = capsys.readouterr().out.split("distillation diagnostics")[1]
+    assert "anchor" in table and "PCs" in table  # the anchor column (rich may wrap its header)
     cli_error(capsys, ["distill", "--teacher", spike_run, "--store", dirs["store"],
                        "--out", tmp_path / "no_anchor", *TINY, "--set", "anchor_pcs=4"],
               "anchor_pcs=4 needs an anchor", "--anchor RUN")

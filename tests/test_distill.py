@@ -519,6 +519,24 @@ def test_distill_run_with_an_anchor_trains_both_heads_and_keeps_the_student_load
     student, meta = load_model(out, modality="lfp")  # the read-out model has no anchor head
     assert meta["distill"]["anchor_pcs"] == 3
     assert not any("anchor" in k for k in student.state_dict())
+    # the diagnostics also report how much of the anchor's PCs the anchor head explains, on
+    # validation bins: recomputed here from the kept student, its anchor head and the targets
+    from lfpdistill.commands.distill import anchor_targets
+
+    diag = json.loads((out / "diagnostics.json").read_text())
+    anchor, _ = load_model(lfp_run, modality="lfp")
+    sel = _sessions(store_dir)
+    targets = anchor_targets(anchor, sel, 0.2, dcfg)
+    w, b = state["anchor_proj.weight"].numpy(), state["anchor_proj.bias"].numpy()
+    for s in sel:
+        pred = session_latents(student, s, 0.2) @ w.T + b
+        val = s.split_mask("val")
+        t, p = targets[s.name][val].astype(np.float64), pred[val].astype(np.float64)
+        r2 = 1 - ((t - p) ** 2).sum() / ((t - t.mean(0)) ** 2).sum()
+        got = diag["anchor"]["sessions"][s.name]
+        assert got["r2"] == pytest.approx(r2, abs=1e-4) and len(got["r2_per_dim"]) == 3
+        assert got["bins"] == int(val.sum())
+    assert diag["anchor"]["space"] == "anchor_pcs" and diag["space"] == "target_pcs"
 
 
 def test_anchor_options_must_come_together(store_dir, teacher_run, lfp_run, tmp_path):

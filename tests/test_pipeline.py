@@ -88,7 +88,8 @@ def test_run_writes_parseable_report(tiny_run):
     numbers |= {f"{r['r2']:.3f}" for r in rows}
     numbers |= {f"{s[k]:.3f}" for s in res["labels"]["summary"] for k in ("mean", "sd")}
     numbers |= {f"{d['r2']:.3f}" for diag in res["diagnostics"].values()
-                for d in diag["sessions"].values()}
+                for d in [*diag["sessions"].values(), *diag.get("anchor", {}).get(
+                    "sessions", {}).values()]}
     numbers |= {f"{c[k]:.3f}" for c in res["validation_check"]
                 for k in ("distilled_val", "ms_lfp_val", "test_gain")}
     numbers |= {f"{c['test_gain']:+.3f}" for c in res["validation_check"]}
@@ -341,3 +342,16 @@ def test_report_names_the_student_the_study_kept():
     assert "| 0 | 0.200 | 0.300 | anchored |" in md and "| 1 | 0.400 | 0.100 | plain |" in md
     assert "validation" in md and "test bins never do" in md
     assert anchor_markdown({0: {"rule": "off", "anchored": False}}) == ""  # nothing was chosen
+
+
+def test_diagnostics_table_shows_the_anchor_column_only_for_anchored_students():
+    from lfpdistill.study.report import diagnostics_markdown
+
+    d = {"r2": 0.25, "r2_per_dim": [0.5, 0.4, 0.3], "r2_train": 0.6}
+    plain = {"space": "target_pcs", "sessions": {"a": d}}
+    assert "anchor PCs explained" not in diagnostics_markdown({0: plain})
+    anchored = {**plain, "anchor": {"space": "anchor_pcs", "sessions": {"a": {**d, "r2": 0.125}}}}
+    md = diagnostics_markdown({0: anchored, 1: plain})
+    assert "anchor PCs explained" in md
+    assert "| 0 | a | 0.250 | 0.60 | 0.50 / 0.40 / 0.30 | 0.50 / 0.40 / 0.30 | 0.125 |" in md
+    assert "| 1 | a | 0.250 | 0.60 | 0.50 / 0.40 / 0.30 | 0.50 / 0.40 / 0.30 | — |" in md

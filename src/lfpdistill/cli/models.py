@@ -94,7 +94,9 @@ def register(app: typer.Typer) -> None:
             rows = [{"session": name, "teacher variance explained (val)": d["r2"],
                      "(train)": d.get("r2_train"),
                      "first 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3]),
-                     "last 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])}
+                     "last 3 dims": " ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:]),
+                     **({"anchor PCs (val)": diag["anchor"]["sessions"][name]["r2"]}
+                        if name in diag.get("anchor", {}).get("sessions", {}) else {})}
                     for name, d in diag["sessions"].items()]
             print_table(rows, title=f"distillation diagnostics ({diag['space']}, validation bins; "
                                     "how far the alignment generalises; it does not predict the "

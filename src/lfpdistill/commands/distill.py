@@ -303,6 +303,7 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
     dimension (the principal components, in order, when ``target_pcs`` is set); ``sd_per_dim``:
     the targets' spread on these bins; ``r2_train``: the overall value on the training bins (the
     fit the student reached; far above ``r2`` means it did not generalise across segments).
+    With an anchor, ``anchor`` holds the same for the anchor's PCs through the anchor head.
     """
     module.eval()
     module.to("cpu")
@@ -310,6 +311,8 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
     teacher.to("cpu")
     out: dict[str, Any] = {"split": split, "space": "target_pcs" if module.t_basis is not None
                            else "teacher latents", "sessions": {}}
+    if module.anchor_proj is not None:
+        out["anchor"] = {"space": "anchor_pcs", "sessions": {}}
     for s in sessions:
         mask = s.split_mask(split)
         if not mask.any():
@@ -320,21 +323,32 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
 
         def fn(xb: torch.Tensor, name: str = s.name) -> torch.Tensor:
             widths = torch.full((xb.shape[0],), xb.shape[2], dtype=torch.long)
-            return module.proj(model(xb, [name] * xb.shape[0], widths, reconstruct=False).latents)
+            return model(xb, [name] * xb.shape[0], widths, reconstruct=False).latents
 
         assert s.segments is not None
-        pred = compute_latents(fn, s.lfp, s.segments, window)
-        t, p = target[mask].astype(np.float64), pred[mask].astype(np.float64)
-        sse = ((t - p) ** 2).sum(0)
-        sst = ((t - t.mean(0)) ** 2).sum(0)
+        latents = torch.from_numpy(compute_latents(fn, s.lfp, s.segments, window))
         train = s.split_mask("train")
-        tt, pt = target[train].astype(np.float64), pred[train].astype(np.float64)
-        out["sessions"][s.name] = {
-            "r2": float(1 - sse.sum() / max(sst.sum(), 1e-12)),
-            "r2_per_dim": [float(v) for v in 1 - sse / np.maximum(sst, 1e-12)],
-            "sd_per_dim": [float(v) for v in t.std(0)],
-            "bins": int(mask.sum()),
-            # the same on the training bins: far above the validation value = overfitting
-            "r2_train": float(1 - ((tt - pt) ** 2).sum() / max(((tt - tt.mean(0)) ** 2).sum(), 1e-12)),
-        }
+        out["sessions"][s.name] = _explained(target, module.proj(latents).numpy(), mask, train)
+        if module.anchor_proj is not None:
+            assert module.anchor_targets is not None
+            out["anchor"]["sessions"][s.name] = _explained(
+                module.anchor_targets[s.name], module.anchor_proj(latents).numpy(), mask, train)
     return out
+
+
+def _explained(target: np.ndarray, pred: np.ndarray, mask: np.ndarray, train: np.ndarray
+               ) -> dict[str, Any]:
+    """Share of ``target``'s variance that ``pred`` explains on the ``mask`` bins (overall and
+    per dimension), and overall on the ``train`` bins."""
+    t, p = target[mask].astype(np.float64), pred[mask].astype(np.float64)
+    sse = ((t - p) ** 2).sum(0)
+    sst = ((t - t.mean(0)) ** 2).sum(0)
+    tt, pt = target[train].astype(np.float64), pred[train].astype(np.float64)
+    return {
+        "r2": float(1 - sse.sum() / max(sst.sum(), 1e-12)),
+        "r2_per_dim": [float(v) for v in 1 - sse / np.maximum(sst, 1e-12)],
+        "sd_per_dim": [float(v) for v in t.std(0)],
+        "bins": int(mask.sum()),
+        # the same on the training bins: far above the validation value = overfitting
+        "r2_train": float(1 - ((tt - pt) ** 2).sum() / max(((tt - tt.mean(0)) ** 2).sum(), 1e-12)),
+    }

@@ -320,14 +320,21 @@ def diagnostics_markdown(diagnostics: dict[int, dict[str, Any]]) -> str:
       "check above does better.\n\n")
     w("R² is 1 − SSE/SST around the validation bins' own mean, so a slow drift of a component between "
       "segments counts against it; the training-bin value shows how far the fit itself got.\n\n")
-    w("| seed | session | explained (all dims) | on training bins | first 3 dims | last 3 dims |\n"
-      "|---|---|---|---|---|---|\n")
+    anchored = any("anchor" in d for d in diagnostics.values())
+    if anchored:
+        w("*Anchor PCs*: the same share for the MS-LFP latent PCs an anchored student also aligns "
+          "to (through its anchor head), on the same validation bins.\n\n")
+    w("| seed | session | explained (all dims) | on training bins | first 3 dims | last 3 dims |"
+      + (" anchor PCs explained |" if anchored else "") + "\n"
+      "|---|---|---|---|---|---|" + ("---|" if anchored else "") + "\n")
     for seed, diag in sorted(diagnostics.items()):
         for name, d in diag.get("sessions", {}).items():
             first = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3])
             last = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])
             train = f"{d['r2_train']:.2f}" if "r2_train" in d else "—"
-            w(f"| {seed} | {name} | {d['r2']:.3f} | {train} | {first} | {last} |\n")
+            a = diag.get("anchor", {}).get("sessions", {}).get(name)
+            extra = (f" {a['r2']:.3f} |" if a else " — |") if anchored else ""
+            w(f"| {seed} | {name} | {d['r2']:.3f} | {train} | {first} | {last} |{extra}\n")
     return buf.getvalue()
 
 
