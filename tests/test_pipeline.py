@@ -355,3 +355,20 @@ def test_diagnostics_table_shows_the_anchor_column_only_for_anchored_students():
     assert "anchor PCs explained" in md
     assert "| 0 | a | 0.250 | 0.60 | 0.50 / 0.40 / 0.30 | 0.50 / 0.40 / 0.30 | 0.125 |" in md
     assert "| 1 | a | 0.250 | 0.60 | 0.50 / 0.40 / 0.30 | 0.50 / 0.40 / 0.30 | — |" in md
+
+
+def test_choosing_the_student_needs_validation_bins(tmp_path, capsys):
+    """A store without validation bins in the distilled sessions is refused before any model is
+    trained, with the way out."""
+    from tests.conftest import make_session
+
+    from lfpdistill.data import write_store
+
+    store = tmp_path / "store"
+    write_store([make_session(f"s{i}", T=1500, N=7, C=5, seed=i) for i in range(3)], store,
+                segment_s=1.0, fractions=(0.9, 0.0, 0.1))
+    cfg = {**TINY, "out": str(tmp_path / "out"), "data": {"store": str(store)},
+           "sessions": {"teacher": ["s0", "s1"], "distill": ["s0"], "heldout": ["s2"]}}
+    cli_error(capsys, ["run", str(write_cfg(tmp_path / "v.yaml", cfg))],
+              "distill.anchor 'validation'", "validation bins", "'always' or 'off'")
+    assert not (tmp_path / "out" / "stages" / "teacher").exists()

@@ -103,6 +103,11 @@ class Study:
         roles = resolve_roles(cfg, store)
         if cfg.labels.enabled:  # before any training: a budget no session can meet
             check_label_budgets(cfg, store, roles)
+        if cfg.distill.anchor == "validation" and not any(
+                store.session(n).split_mask("val").any() for n in roles.distill):
+            raise ConfigError("distill.anchor 'validation' chooses the student on the distilled "
+                              "sessions' validation bins, but they have none; set distill.anchor "
+                              "to 'always' or 'off', or write the store with a validation split")
         if cfg.scaling.enabled:
             check_scaling(cfg, store, roles)
         self.cache.expect(self.expected_units(roles))

@@ -21,6 +21,7 @@ from ..commands.finetune import finetune_run
 from ..commands.pretrain import pretrain_run
 from ..config import ClassicSection, DistillConfig, ModelConfig, SimConfig, TrainConfig
 from ..data import Store, write_json_atomic, write_store
+from ..errors import ConfigError
 from ..evaluation import classic_decoders, linear_probe, session_latents, wiener_fits
 from ..evaluation.metrics import r2_xy
 from ..models import load_model
@@ -87,9 +88,14 @@ def train_student(out: Path, store: Store, teacher: Path, sessions: list[str], m
 def choose_student(out: Path, store: Store, sessions: list[str], plain: Path, anchored: Path
                    ) -> None:
     """Keep the anchored student only if its frozen latents' linear probe (fit on train bins)
-    scores higher on the ``sessions``' validation bins, averaged over the sessions, than the
-    plain student's: ``choice.json`` with both scores per session. Test bins are never read."""
+    scores higher on the ``sessions``' validation bins, averaged over the sessions that have
+    some, than the plain student's: ``choice.json`` with both scores per session. Test bins are
+    never read."""
     val: dict[str, dict[str, float]] = {}
+    scored = [n for n in sessions if store.session(n).split_mask("val").any()]
+    if not scored:
+        raise ConfigError(f"no validation bins in {', '.join(sessions)} to choose the student on")
+    sessions = scored
     for tag, run in (("plain", plain), ("anchored", anchored)):
         model, meta = load_model(run, modality="lfp")
         for name in sessions:
