@@ -70,8 +70,14 @@ def main() -> None:
                     help="variant whose distillation options define the runs used")
     ap.add_argument("--out", type=Path, default=None, help="JSON of the per-session rows")
     args = ap.parse_args()
-    ref_dir = next((args.root / f"v{args.reference}" / "stages" / "distill").iterdir())
-    ref = json.loads((ref_dir / "run_config.json").read_text())
+    # the reference's plain student (a study with distill.anchor "validation" also has an
+    # anchored one)
+    students = [json.loads(p.read_text()) for p in sorted(
+        (args.root / f"v{args.reference}" / "stages" / "distill").glob("*/run_config.json"))]
+    ref = next((c for c in students if not c.get("anchor")), None)
+    if ref is None:
+        raise SystemExit(f"error: no plain distilled student under {args.root / f'v{args.reference}'}"
+                         "; run the robustness benchmark on that variant first")
     ref_ms_dir = next((args.root / f"v{args.reference}" / "stages" / "ms_lfp").iterdir())
     ref_ms = json.loads((ref_ms_dir / "run_config.json").read_text())
     rows = []

@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from lfpdistill.cli import report_error
-from lfpdistill.config import ExperimentConfig, SimConfig, parse_overrides, read_config_yaml
+from lfpdistill.config import (
+    ExperimentConfig,
+    SimConfig,
+    parse_overrides,
+    read_config_yaml,
+    validate_config,
+)
 from lfpdistill.data import write_json_atomic
 from lfpdistill.errors import LfpDistillError
 from lfpdistill.simulate import resolve_variant
@@ -97,7 +103,7 @@ def variant_config(base: dict[str, Any], seed: int, out: Path, seeds: list[int],
     raw.setdefault("finetune", {})["enabled"] = finetune
     for k, v in sets.items():
         set_dotted(raw, k, v)
-    return ExperimentConfig(**raw)
+    return validate_config(raw, f"variant {seed}'s config (--config and --set)")
 
 
 def _mean(rows: list[dict[str, Any]], **match: Any) -> float | None:
@@ -232,9 +238,9 @@ def markdown(tag: str, per_variant: dict[int, dict[str, Any]], dist: dict[str, A
                   "validation probe of the plain / the anchored student.", "",
                   "| variant | seed | plain | anchored | kept |", "|---|---|---|---|---|"]
         for seed, k in sorted(kept.items()):
-            for ms, c in sorted(k.items()):
+            for model_seed, c in sorted(k.items(), key=lambda kv: int(kv[0])):
                 if "plain_val" in c:
-                    lines.append(f"| {seed} | {ms} | {c['plain_val']:.3f} | "
+                    lines.append(f"| {seed} | {model_seed} | {c['plain_val']:.3f} | "
                                  f"{c['anchored_val']:.3f} | "
                                  f"{'anchored' if c['anchored'] else 'plain'} |")
     lines += ["", "| variant | held-out session | Distilled (b) | MS-LFP adapted | gain |",

@@ -120,3 +120,31 @@ def test_robustness_reports_a_missing_config_in_one_line(tmp_path, capsys):
     code = rob.main(["--variants", "100", "--config", str(bad), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "bad.yaml' is not valid YAML" in err[0]
+    # an override the config refuses: one line naming the variant and the fix, nothing trained
+    code = rob.main(["--variants", "100", "--out", str(tmp_path / "out"),
+                     "--set", "distill.objective.anchor_pcs=16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "variant 100's config" in err[0] and "use distill.anchor" in err[0]
+    assert not (tmp_path / "out" / "v100" / "stages").exists()
+
+
+def test_robustness_names_the_student_each_variant_kept():
+    rob = _load("robustness")
+
+    def row(model, session, r2, ev="probe", mode=None):
+        return {"model": model, "session": session, "eval": ev, "r2": r2, "mode": mode}
+
+    rows = [row("teacher", "a", 0.7), row("ms_lfp", "a", 0.3), row("distilled", "a", 0.5),
+            row("distilled", "a", 0.6, "probe_wiener"), row("wiener_bandpower", "a", 0.4, "classic"),
+            row("ms_lfp", "b", 0.2), row("distilled", "b", 0.25, mode="b")]
+    choice = {"0": {"rule": "validation", "anchored": True, "plain_val": 0.31, "anchored_val": 0.42},
+              "10": {"rule": "validation", "anchored": False, "plain_val": 0.5, "anchored_val": 0.4}}
+    v = rob.variant_summary({"rows": rows, "roles": {"distill": ["a"], "heldout": ["b"]},
+                             "anchor_choice": choice})
+    assert v["anchor_choice"] == choice
+    md = rob.markdown("t", {400: v}, rob.distribution({400: v}), {}, "calibrated")
+    assert "| 400 | 0 | 0.310 | 0.420 | anchored |" in md
+    assert md.index("| 400 | 0 |") < md.index("| 400 | 10 |")  # model seeds in number order
+    plain_only = {**v, "anchor_choice": {"0": {"rule": "off", "anchored": False}}}
+    assert "kept" not in rob.markdown("t", {400: plain_only}, rob.distribution({400: plain_only}), {})

@@ -313,7 +313,8 @@ def test_study_anchors_the_students_to_their_own_ms_lfp_run(tmp_path):
 
 def test_the_study_sets_the_anchor_itself(tmp_path, capsys):
     """objective.anchor_pcs in a study is refused with the fields to use instead; anchor 'off'
-    plans one plain student per seed, 'validation' two and the choice."""
+    and 'always' plan one student per seed, 'validation' two and the choice; inconsistent
+    anchor options are one line each."""
     bad = {**TINY, "distill": {"objective": {"anchor_pcs": 16}}}
     cli_error(capsys, ["run", str(write_cfg(tmp_path / "bad.yaml", bad))],
               "distill.objective.anchor_pcs is set by the study", "distill.anchor", code=2)
@@ -323,13 +324,22 @@ def test_the_study_sets_the_anchor_itself(tmp_path, capsys):
     for rule in ("off", "always", "validation"):
         cfg = load_config(write_cfg(tmp_path / f"{rule}.yaml",
                                     {**TINY, "seeds": [0, 1], "distill": {"anchor": rule}}))
-        counts[rule] = Study(cfg, out=tmp_path / rule,
-                             console=Console(quiet=True)).expected_units(roles)["distill"]
+        units = Study(cfg, out=tmp_path / rule, console=Console(quiet=True)).expected_units(roles)
+        counts[rule] = (units["distill"], units.get("choose", 0))
         assert cfg.distill.student_objective(True).anchor_pcs == 16
         assert cfg.distill.student_objective(False).anchor_pcs == 0
-    assert counts == {"off": 2, "always": 2, "validation": 6}
-    with pytest.raises(ConfigError, match="distill.anchor_pcs"):
-        load_config(write_cfg(tmp_path / "zero.yaml", {**TINY, "distill": {"anchor_pcs": 0}}))
+    assert counts == {"off": (2, 0), "always": (2, 0), "validation": (4, 2)}
+    for i, (distill, fragment) in enumerate([
+            ({"anchor_pcs": 0}, "needs distill.anchor_pcs >= 1"),
+            ({"anchor": "always", "objective": {"cache_teacher": False}}, "cache_teacher: true"),
+            ({"anchor_pcs": 17}, "the MS-LFP anchor has 16 latent dimensions")]):
+        err = cli_error(capsys, ["run", str(write_cfg(tmp_path / f"e{i}.yaml",
+                                                      {**TINY, "distill": distill}))],
+                        fragment, code=2)
+        assert "distill.anchor" in err
+    # without an anchor none of these apply
+    load_config(write_cfg(tmp_path / "off.yaml", {**TINY, "distill": {
+        "anchor": "off", "anchor_pcs": 0, "objective": {"cache_teacher": False}}}))
 
 
 def test_report_names_the_student_the_study_kept():
@@ -372,3 +382,63 @@ def test_choosing_the_student_needs_validation_bins(tmp_path, capsys):
     cli_error(capsys, ["run", str(write_cfg(tmp_path / "v.yaml", cfg))],
               "distill.anchor 'validation'", "validation bins", "'always' or 'off'")
     assert not (tmp_path / "out" / "stages" / "teacher").exists()
+
+
+def test_the_kept_student_flows_downstream_and_the_plain_one_keeps_its_key(tmp_path):
+    """Units recorded instead of run: with distill.anchor 'validation' the plain student has
+    the unit inputs of a study without anchors; the student each seed keeps is the one adapted
+    to held-out sessions, and the causal student follows the same choice."""
+    from lfpdistill.study.cache import canonical
+
+    def recorded(rule):
+        cfg = load_config(write_cfg(tmp_path / f"{rule}.yaml", {
+            **TINY, "seeds": [0, 1], "causal": {"enabled": True}, "distill": {"anchor": rule}}))
+        study = Study(cfg, out=tmp_path / rule, console=Console(quiet=True))
+        calls = []
+
+        def run(stage, name, work, **inputs):
+            # the same folder under either rule (the cache tells students apart by their key)
+            d = tmp_path / "units" / stage / (name + ("-anchored" if "anchor" in inputs else ""))
+            d.mkdir(parents=True, exist_ok=True)
+            calls.append({"stage": stage, "name": name, "work": work.__name__, "inputs": inputs,
+                          "dir": d})
+            if work.__name__ == "choose_student":  # seed 1 keeps the anchored student
+                (d / "choice.json").write_text(json.dumps(
+                    {"anchored": name == "seed1", "plain_val": 0.2, "anchored_val": 0.1}))
+            (d / "rows.json").write_text("[]")
+            return d
+
+        study.cache.run = run
+        roles = Roles(teacher=["sim00", "sim01"], distill=["sim00"], heldout=["sim02"],
+                      ms_lfp=["sim00", "sim01"])
+        runs = study.train_models(store=None, roles=roles, memo=None)
+        study.causal(store=None, roles=roles, runs=runs, memo=None)
+        return calls, runs
+
+    def key(call):  # what the cache hashes, less the (absent) store and memo
+        return canonical({k: v for k, v in call["inputs"].items() if k not in ("store", "memo")})
+
+    calls, runs = recorded("validation")
+    off, _ = recorded("off")
+    students = [c for c in calls if c["work"] == "train_student" and c["stage"] == "distill"]
+    plain = {c["name"]: c for c in students if "anchor" not in c["inputs"]}
+    anchored = {c["name"]: c for c in students if "anchor" in c["inputs"]}
+    assert set(plain) == set(anchored) == {"seed0", "seed1"}
+    off_students = {c["name"]: c for c in off if c["work"] == "train_student"
+                    and c["stage"] == "distill"}
+    for seed in ("seed0", "seed1"):
+        assert key(plain[seed]) == key(off_students[seed])  # same key: cached plain runs reused
+        assert anchored[seed]["inputs"]["objective"].anchor_pcs == 16
+    assert plain["seed1"]["dir"] != anchored["seed1"]["dir"]
+    assert runs.distilled == {0: plain["seed0"]["dir"], 1: anchored["seed1"]["dir"]}
+    assert runs.anchor_choice[1]["anchored"] and not runs.anchor_choice[0]["anchored"]
+    for c in calls:
+        if c["name"].startswith("adapt_distilled") and c["stage"] == "generalize":
+            seed = int(c["name"][-1])
+            assert c["inputs"]["init_from"] == runs.distilled[seed]
+    causal = {c["name"]: c for c in calls if c["stage"] == "causal"
+              and c["work"] == "train_student"}
+    causal_ms = {c["name"]: c["dir"] for c in calls if c["stage"] == "causal"
+                 and c["name"].startswith("ms_lfp")}
+    assert "anchor" not in causal["distill-seed0"]["inputs"]
+    assert causal["distill-seed1"]["inputs"]["anchor"] == causal_ms["ms_lfp-seed1"]

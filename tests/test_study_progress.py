@@ -49,8 +49,8 @@ def test_expected_units_of_the_demo(tmp_path):
     roles = Roles(teacher=["sim00", "sim01", "sim02", "sim03"], distill=["sim00", "sim01"],
                   heldout=["sim04", "sim05"], ms_lfp=["sim00", "sim01", "sim02", "sim03"])
     assert study.expected_units(roles) == {
-        "teacher": 1, "ss_lfp": 12, "ms_lfp": 3, "distill": 9, "generalize": 12, "probe": 3,
-        "finetune": 12, "classic": 1}
+        "teacher": 1, "ss_lfp": 12, "ms_lfp": 3, "distill": 6, "choose": 3, "generalize": 12,
+        "probe": 3, "finetune": 12, "classic": 1}
     # distill.anchor "validation": per seed a plain and an anchored student, and the choice
     cfg = cfg.model_copy(update={"causal": cfg.causal.model_copy(update={"enabled": True})})
     assert Study(cfg, out=tmp_path / "c", console=Console(quiet=True)).expected_units(roles)[

@@ -589,9 +589,9 @@ class DistillSection(_Strict):
         "linear probe scores higher on the distilled sessions' validation bins (labels of those "
         "bins choose; test bins never do), 'always' keeps the anchored one, 'off' trains the "
         "plain one only (docs/experiments.md rounds 9-10)")
-    anchor_pcs: int = Field(16, ge=1, description="principal components of the MS-LFP latents "
+    anchor_pcs: int = Field(16, ge=0, description="principal components of the MS-LFP latents "
                             "the anchored student aligns to (with anchor 'validation' or "
-                            "'always')")
+                            "'always'; at most lfp_model.d_model)")
     _recommended_fields = {"objective": ("distill", "objective"), "train": ("distill", "train")}
 
     @pydantic.model_validator(mode="after")
@@ -600,6 +600,13 @@ class DistillSection(_Strict):
             raise ValueError(
                 "distill.objective.anchor_pcs is set by the study: use distill.anchor "
                 "(validation | always | off) and distill.anchor_pcs instead")
+        if self.anchor != "off" and not self.anchor_pcs:
+            raise ValueError(f"distill.anchor '{self.anchor}' needs distill.anchor_pcs >= 1 (e.g. "
+                             "16); set distill.anchor: off to distil without an anchor")
+        if self.anchor != "off" and not self.objective.cache_teacher:
+            raise ValueError(f"distill.anchor '{self.anchor}' needs distill.objective."
+                             "cache_teacher: true; set distill.anchor: off to distil without "
+                             "cached teacher latents")
         return self
 
     def student_objective(self, anchored: bool) -> DistillConfig:
@@ -755,6 +762,11 @@ class ExperimentConfig(_Strict):
             raise ValueError("teacher.model.modality must be 'spikes'")
         if self.lfp_model.modality != "lfp":
             raise ValueError("lfp_model.modality must be 'lfp'")
+        if self.distill.anchor != "off" and self.distill.anchor_pcs > self.lfp_model.d_model:
+            raise ValueError(f"distill.anchor_pcs={self.distill.anchor_pcs} but the MS-LFP "
+                             f"anchor has {self.lfp_model.d_model} latent dimensions "
+                             "(lfp_model.d_model); use distill.anchor_pcs <= "
+                             f"{self.lfp_model.d_model}")
         if self.longevity.enabled:
             need = [what for what, ok in (
                 ("sessions.heldout (the later days)", bool(self.sessions.heldout)),
@@ -799,10 +811,16 @@ def load_config(path: Path, overrides: dict | None = None) -> ExperimentConfig:
     raw = read_config_yaml(path)
     if overrides:
         raw = {**raw, **overrides}
+    return validate_config(raw, f"config '{path}'")
+
+
+def validate_config(raw: dict[str, Any], what: str = "config") -> ExperimentConfig:
+    """The sections of an experiment config, validated; a problem is one :class:`ConfigError`
+    line that starts with ``what``."""
     try:
         return ExperimentConfig(**raw)
     except ValidationError as e:
-        raise ConfigError(f"config '{path}': {describe_validation_error(e)}") from None
+        raise ConfigError(f"{what}: {describe_validation_error(e)}") from None
 
 
 # ---------------------------------------------------------------------------------- overrides

@@ -1,6 +1,6 @@
 """``lfpdistill run CONFIG``: the whole study, stage by stage.
 
-Stages (in order): data, teacher, ss_lfp, ms_lfp, distill, generalize, probe, finetune, classic,
+Stages (in order): data, teacher, ss_lfp, ms_lfp, distill, choose, generalize, probe, finetune, classic,
 causal, labels, scaling, report. This module only orchestrates: which unit runs with which inputs
 (:mod:`.units`), cached by :class:`~.cache.Cache`, evaluated where :mod:`.plan` says, summarised
 by :mod:`.report`.
@@ -34,9 +34,10 @@ from .report import write_report
 REFERENCE_UNIT_SECONDS: dict[str, float] = {
     "data": 7.3, "teacher": 113.0, "ss_lfp": 8.1, "ms_lfp": 31.6, "distill": 72.7,
     "generalize": 2.4, "probe": 46.0, "finetune": 12.0, "classic": 110.0,
+    "choose": 6.0,  # distill.anchor "validation" (round 10's development runs, variant 302)
 }
 
-STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "generalize", "probe", "finetune",
+STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "choose", "generalize", "probe", "finetune",
           "classic", "causal", "labels", "scaling", "report"]
 
 
@@ -72,9 +73,11 @@ class Study:
         n_seeds = len(cfg.seeds)
         counts = {"teacher": n_seeds if cfg.teacher.per_seed else 1,
                   "ss_lfp": n_seeds * len(roles.eval), "ms_lfp": n_seeds,
-                  "distill": n_seeds * (3 if cfg.distill.anchor == "validation" else 1),
+                  "distill": n_seeds * (2 if cfg.distill.anchor == "validation" else 1),
                   "generalize": n_seeds * len(roles.heldout) * (1 + ("b" in cfg.generalize.modes)),
                   "probe": n_seeds}
+        if cfg.distill.anchor == "validation":  # the plain or the anchored student, per seed
+            counts["choose"] = n_seeds
         if cfg.finetune.enabled:
             sessions = roles.distill + (roles.heldout if cfg.finetune.sessions == "all" else [])
             counts["finetune"] = n_seeds * len(sessions) * len(cfg.finetune.models)
@@ -172,7 +175,7 @@ class Study:
                         for a in {"validation": (False, True), "always": (True,),
                                   "off": (False,)}[anchor]}
             if len(students) > 1:
-                d = run("distill", f"choose-seed{seed}", units.choose_student, store=store,
+                d = run("choose", f"seed{seed}", units.choose_student, store=store,
                         sessions=roles.distill, plain=students[False], anchored=students[True])
                 choice = json.loads((d / "choice.json").read_text())
                 self.console.print(
@@ -364,8 +367,6 @@ class Study:
                 steps = _run_steps(student)
                 rows += [{**r, "axis": axis, "x": x, "steps": steps} for r in units.read_rows(d)]
         return rows
-
-
 
 
 def _run_steps(run_dir: Any) -> float | None:

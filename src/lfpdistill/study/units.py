@@ -95,15 +95,16 @@ def choose_student(out: Path, store: Store, sessions: list[str], plain: Path, an
     scored = [n for n in sessions if store.session(n).split_mask("val").any()]
     if not scored:
         raise ConfigError(f"no validation bins in {', '.join(sessions)} to choose the student on")
-    sessions = scored
     for tag, run in (("plain", plain), ("anchored", anchored)):
         model, meta = load_model(run, modality="lfp")
-        for name in sessions:
+        for name in scored:
             s = store.session(name)
             z = session_latents(model, s, meta.get("window_s", 1.0))
-            res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("val"))
-            val.setdefault(name, {})[tag] = res["r2"]
-    mean = {tag: float(np.mean([val[n][tag] for n in sessions])) for tag in ("plain", "anchored")}
+            # finite by construction: linear_probe refuses non-finite latents, and a constant
+            # validation column scores 0 (r2_columns)
+            val.setdefault(name, {})[tag] = linear_probe(
+                z, s.velocity, s.split_mask("train"), s.split_mask("val"))["r2"]
+    mean = {tag: float(np.mean([val[n][tag] for n in scored])) for tag in ("plain", "anchored")}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "choice.json", {
         "anchored": bool(mean["anchored"] > mean["plain"]), "plain_val": mean["plain"],
