@@ -573,7 +573,7 @@ def test_the_study_keeps_the_student_whose_validation_probe_is_higher(store_dir,
     """distill.anchor "validation": the choice is the mean validation-bin probe over the
     sessions; swapping the candidates swaps it, and the test bins' labels never enter it."""
     from lfpdistill.evaluation import linear_probe
-    from lfpdistill.study.units import choose_student
+    from lfpdistill.study.units import StudyMemo, choose_student
 
     other = tmp_path / "other"
     pretrain_run(store_dir, None, "lfp", other, mcfg("lfp"), tcfg(max_epochs=1, seed=1))
@@ -585,13 +585,15 @@ def test_the_study_keeps_the_student_whose_validation_probe_is_higher(store_dir,
                                          s.split_mask("train"), s.split_mask("val"))["r2"]
                             for s in map(store.session, store.names)])
     assert val[lfp_run] != pytest.approx(val[other])
-    choose_student(tmp_path / "c", store, store.names, plain=lfp_run, anchored=other)
+    choose_student(tmp_path / "c", store, store.names, plain=lfp_run, anchored=other,
+                   memo=StudyMemo(store))
     c = json.loads((tmp_path / "c" / "choice.json").read_text())
     assert c["plain_val"] == pytest.approx(val[lfp_run]) and c["anchored_val"] == pytest.approx(
         val[other])
     assert c["anchored"] == (val[other] > val[lfp_run])
     assert set(c["sessions"]) == set(store.names)
-    choose_student(tmp_path / "swapped", store, store.names, plain=other, anchored=lfp_run)
+    choose_student(tmp_path / "swapped", store, store.names, plain=other, anchored=lfp_run,
+                   memo=StudyMemo(store))
     swapped = json.loads((tmp_path / "swapped" / "choice.json").read_text())
     assert swapped["anchored"] != c["anchored"]
     # scramble the test bins' velocity: the same scores, the same choice
@@ -606,7 +608,8 @@ def test_the_study_keeps_the_student_whose_validation_probe_is_higher(store_dir,
     for name in store.names:  # same split, other test labels
         assert (moved.session(name).split_mask("test") == store.session(name).split_mask("test")).all()
         assert not np.allclose(moved.session(name).velocity, store.session(name).velocity)
-    choose_student(tmp_path / "c2", moved, moved.names, plain=lfp_run, anchored=other)
+    choose_student(tmp_path / "c2", moved, moved.names, plain=lfp_run, anchored=other,
+                   memo=StudyMemo(moved))
     again = json.loads((tmp_path / "c2" / "choice.json").read_text())
     assert again["plain_val"] == pytest.approx(c["plain_val"])
     assert again["anchored_val"] == pytest.approx(c["anchored_val"])

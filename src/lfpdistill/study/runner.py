@@ -176,7 +176,8 @@ class Study:
                                   "off": (False,)}[anchor]}
             if len(students) > 1:
                 d = run("choose", f"seed{seed}", units.choose_student, store=store,
-                        sessions=roles.distill, plain=students[False], anchored=students[True])
+                        sessions=roles.distill, plain=students[False], anchored=students[True],
+                        memo=memo)
                 choice = json.loads((d / "choice.json").read_text())
                 self.console.print(
                     f"  seed {seed}: validation probe plain {choice['plain_val']:.3f}, anchored "

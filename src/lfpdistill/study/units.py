@@ -33,8 +33,8 @@ from .plan import EvalItem
 
 class StudyMemo:
     """Results computed once per study and shared by units: a frozen model's stitched latents of
-    a session (a teacher shared by several seeds and stages, a distillation anchor) and the
-    teacher's Wiener read-outs."""
+    a session (a teacher shared by several seeds and stages, a distillation anchor, the two
+    students the choice compares) and the teacher's Wiener read-outs."""
 
     def __init__(self, store: Store):
         self.store = store
@@ -85,8 +85,8 @@ def train_student(out: Path, store: Store, teacher: Path, sessions: list[str], m
                 anchor_run=anchor, anchor_latents=anchor_latents)
 
 
-def choose_student(out: Path, store: Store, sessions: list[str], plain: Path, anchored: Path
-                   ) -> None:
+def choose_student(out: Path, store: Store, sessions: list[str], plain: Path, anchored: Path,
+                   memo: StudyMemo) -> None:
     """Keep the anchored student only if its frozen latents' linear probe (fit on train bins)
     scores higher on the ``sessions``' validation bins, averaged over the sessions that have
     some, than the plain student's: ``choice.json`` with both scores per session. Test bins are
@@ -96,14 +96,13 @@ def choose_student(out: Path, store: Store, sessions: list[str], plain: Path, an
     if not scored:
         raise ConfigError(f"no validation bins in {', '.join(sessions)} to choose the student on")
     for tag, run in (("plain", plain), ("anchored", anchored)):
-        model, meta = load_model(run, modality="lfp")
         for name in scored:
             s = store.session(name)
-            z = session_latents(model, s, meta.get("window_s", 1.0))
             # finite by construction: linear_probe refuses non-finite latents, and a constant
             # validation column scores 0 (r2_columns)
             val.setdefault(name, {})[tag] = linear_probe(
-                z, s.velocity, s.split_mask("train"), s.split_mask("val"))["r2"]
+                memo.latents(run, name, "lfp"), s.velocity, s.split_mask("train"),
+                s.split_mask("val"))["r2"]
     mean = {tag: float(np.mean([val[n][tag] for n in scored])) for tag in ("plain", "anchored")}
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "choice.json", {
