@@ -613,3 +613,31 @@ def test_the_study_keeps_the_student_whose_validation_probe_is_higher(store_dir,
     again = json.loads((tmp_path / "c2" / "choice.json").read_text())
     assert again["plain_val"] == pytest.approx(c["plain_val"])
     assert again["anchored_val"] == pytest.approx(c["anchored_val"])
+
+
+def test_the_probe_reuses_the_latents_the_choice_computed(store_dir, lfp_run, tmp_path,
+                                                          monkeypatch):
+    """A student's latents that a unit of the study already computed (the choice reads both
+    students) are not computed again by the probe; the rows are those of a fresh computation,
+    and an item read with another session's embeddings is still computed."""
+    from lfpdistill.study import units
+    from lfpdistill.study.plan import EvalItem
+
+    store = open_store(store_dir)
+    a, b = store.names[:2]
+    plan = [EvalItem("distilled", a, lfp_run, "distilled", 0)]
+    units.probe(tmp_path / "fresh", store, plan, None, units.StudyMemo(store))
+    memo = units.StudyMemo(store)
+    z = memo.latents(lfp_run, a, "lfp")
+    assert memo.computed(lfp_run, a) is z and memo.computed(lfp_run, b) is None
+    calls = []
+    real = units.session_latents
+    monkeypatch.setattr(units, "session_latents",
+                        lambda *args, **kw: calls.append(kw.get("as_session")) or real(*args, **kw))
+    units.probe(tmp_path / "reused", store, plan, None, memo)
+    assert calls == []
+    fresh, reused = (json.loads((tmp_path / d / "rows.json").read_text()) for d in ("fresh", "reused"))
+    assert reused == fresh
+    units.probe(tmp_path / "mode_a", store, [EvalItem("distilled", a, lfp_run, "heldout", 0,
+                                                      "a", as_session=a)], None, memo)
+    assert calls == [a]

@@ -54,6 +54,11 @@ class StudyMemo:
                                                  meta.get("window_s", 1.0))
         return self._latents[key]
 
+    def computed(self, run: Path, session: str) -> np.ndarray | None:
+        """The stitched latents of ``session`` under ``run`` if a unit of this study has already
+        computed them (the choice computes both students'), else None; computes nothing."""
+        return self._latents.get((str(run), session))
+
 
 # ------------------------------------------------------------------------------------ data
 def simulate_store(out: Path, simulate: SimConfig, segment_s: float, split_seed: int) -> None:
@@ -124,8 +129,11 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
     jobs: list[tuple[int, tuple[str, str], np.ndarray, Session]] = []
     for p in plan:
         s = store.session(p.session)
+        done = memo.computed(p.run, p.session) if p.as_session is None else None
         if p.model == "teacher":  # one teacher for every seed: computed once
             z = memo.latents(p.run, p.session)
+        elif done is not None:  # the kept student on a distilled session: the choice read it
+            z = done
         else:
             model, meta = load_model(p.run)
             z = session_latents(model, s, meta.get("window_s", 1.0), as_session=p.as_session)
