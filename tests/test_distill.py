@@ -618,8 +618,9 @@ def test_the_study_keeps_the_student_whose_validation_probe_is_higher(store_dir,
 def test_the_probe_reuses_the_latents_the_choice_computed(store_dir, lfp_run, tmp_path,
                                                           monkeypatch):
     """A student's latents that a unit of the study already computed (the choice reads both
-    students) are not computed again by the probe; the rows are those of a fresh computation,
-    and an item read with another session's embeddings is still computed."""
+    students through the study's memo) are not computed again by the probe; the rows are those
+    of a fresh computation, and an item read with another session's embeddings is still
+    computed."""
     from lfpdistill.study import units
     from lfpdistill.study.plan import EvalItem
 
@@ -628,8 +629,8 @@ def test_the_probe_reuses_the_latents_the_choice_computed(store_dir, lfp_run, tm
     plan = [EvalItem("distilled", a, lfp_run, "distilled", 0)]
     units.probe(tmp_path / "fresh", store, plan, None, units.StudyMemo(store))
     memo = units.StudyMemo(store)
-    z = memo.latents(lfp_run, a, "lfp")
-    assert memo.computed(lfp_run, a) is z and memo.computed(lfp_run, b) is None
+    units.choose_student(tmp_path / "c", store, [a], plain=lfp_run, anchored=lfp_run, memo=memo)
+    assert memo.computed(lfp_run, a) is not None and memo.computed(lfp_run, b) is None
     calls = []
     real = units.session_latents
     monkeypatch.setattr(units, "session_latents",
