@@ -129,11 +129,10 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
     jobs: list[tuple[int, tuple[str, str], np.ndarray, Session]] = []
     for p in plan:
         s = store.session(p.session)
-        done = memo.computed(p.run, p.session) if p.as_session is None else None
         if p.model == "teacher":  # one teacher for every seed: computed once
             z = memo.latents(p.run, p.session)
-        elif done is not None:  # an LFP model this study already read on this session (the
-            z = done            # students the choice compares; the MS-LFP as the anchor)
+        elif p.as_session is None and (done := memo.computed(p.run, p.session)) is not None:
+            z = done  # already read by this study: a student the choice compared, the anchor
         else:
             model, meta = load_model(p.run)
             z = session_latents(model, s, meta.get("window_s", 1.0), as_session=p.as_session)
