@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from lfpdistill.config import SimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +150,33 @@ def test_robustness_names_the_student_each_variant_kept():
     assert md.index("| 400 | 0 |") < md.index("| 400 | 10 |")  # model seeds in number order
     plain_only = {**v, "anchor_choice": {"0": {"rule": "off", "anchored": False}}}
     assert "kept" not in rob.markdown("t", {400: plain_only}, rob.distribution({400: plain_only}), {})
+
+
+def test_bench_classic_compares_times_and_penalties_and_refuses_different_runs():
+    bench = _load("bench_classic")
+
+    def run(t_bp: float, alpha_bp: float, r2_bp: float) -> dict:
+        rows = [{"session": "sim00", "decoder": "features", "seconds": 0.5, "alpha": None,
+                 "r2": None},
+                {"session": "sim00", "decoder": "wiener_bandpower", "seconds": t_bp,
+                 "alpha": alpha_bp, "r2": r2_bp},
+                {"session": "sim00", "decoder": "kalman_bandpower", "seconds": 1.0,
+                 "alpha": None, "r2": 0.3}]
+        totals: dict[str, float] = {}
+        for r in rows:
+            totals[r["decoder"]] = totals.get(r["decoder"], 0.0) + r["seconds"]
+        return {"rows": rows, "totals": totals}
+
+    table = {r["decoder"]: r for r in bench.compare(run(20.0, 3.0, 0.5), run(10.0, 3.0, 0.5001))}
+    assert table["wiener_bandpower"]["speedup"] == 2.0
+    assert table["wiener_bandpower"]["same_alpha"] is True
+    assert abs(table["wiener_bandpower"]["max_abs_r2_change"] - 1e-4) < 1e-12
+    assert table["kalman_bandpower"]["same_alpha"] is None  # no penalty to compare
+    assert table["total"]["old_s"] == 21.5 and table["total"]["new_s"] == 11.5
+    assert table["total"]["same_alpha"] is True
+    moved = {r["decoder"]: r for r in bench.compare(run(20.0, 3.0, 0.5), run(10.0, 10.0, 0.4))}
+    assert moved["wiener_bandpower"]["same_alpha"] is False and moved["total"]["same_alpha"] is False
+    other = run(10.0, 3.0, 0.5)
+    other["rows"][1]["session"] = "sim01"
+    with pytest.raises(ValueError, match="same sessions"):
+        bench.compare(run(20.0, 3.0, 0.5), other)

@@ -89,9 +89,38 @@ def test_wiener_large_design_search(monkeypatch):
     assert np.isnan(fast.cv_scores_).any()  # not every alpha was evaluated
     assert fast.alpha_ == full.alpha_
     ok = ~np.isnan(fast.cv_scores_)
-    np.testing.assert_allclose(fast.cv_scores_[ok], full.cv_scores_[ok], atol=1e-8)
+    # the bracketing search factors in single precision; the final fit is double on both paths
+    np.testing.assert_allclose(fast.cv_scores_[ok], full.cv_scores_[ok], atol=2e-5)
     np.testing.assert_allclose(fast.predict(X, ~train), full.predict(X, ~train), atol=1e-8)
     assert r2_mean(Y[~train], fast.predict(X, ~train)) > 0.5
+
+
+def test_wiener_search_redoes_in_double_what_single_precision_cannot_factor(monkeypatch):
+    """The large-design search factors in single precision; where that fails (a nearly singular
+    fold matrix) the factorisation is redone in double and the search goes on."""
+    rng = np.random.default_rng(3)
+    T, F = 3000, 30
+    X = rng.standard_normal((T, F))
+    Y = X @ (rng.standard_normal((F, 2)) * 0.3) + rng.standard_normal((T, 2))
+    monkeypatch.setattr(decoders, "_EIGH_MAX_FEATURES", 10)
+    single = WienerDecoder(n_lags=3, lag_step=1).fit(X, Y)
+    cho_factor = decoders.linalg.cho_factor
+    calls = {"float32": 0, "float64": 0}
+
+    def no_single(a, *args, **kwargs):
+        calls[str(np.asarray(a).dtype)] += 1
+        if np.asarray(a).dtype == np.float32:
+            raise decoders.linalg.LinAlgError("not positive definite")
+        return cho_factor(a, *args, **kwargs)
+
+    monkeypatch.setattr(decoders.linalg, "cho_factor", no_single)
+    double = WienerDecoder(n_lags=3, lag_step=1).fit(X, Y)
+    assert calls["float32"] > 0 and calls["float64"] == calls["float32"] + 1  # + the final fit
+    assert double.alpha_ == single.alpha_
+    ok = ~np.isnan(single.cv_scores_)
+    np.testing.assert_array_equal(ok, ~np.isnan(double.cv_scores_))
+    np.testing.assert_allclose(double.cv_scores_[ok], single.cv_scores_[ok], atol=2e-5)
+    np.testing.assert_allclose(double.coef_, single.coef_, atol=1e-10)
 
 
 def test_wiener_few_rows_many_features_kernel_path(monkeypatch):
@@ -110,7 +139,8 @@ def test_wiener_few_rows_many_features_kernel_path(monkeypatch):
     assert not np.isnan(dual.cv_scores_).any()  # the whole grid at once
     assert dual.alpha_ == primal.alpha_
     ok = ~np.isnan(primal.cv_scores_)
-    np.testing.assert_allclose(dual.cv_scores_[ok], primal.cv_scores_[ok], atol=1e-8)
+    # the primal search factors in single precision; the final fit is double on both paths
+    np.testing.assert_allclose(dual.cv_scores_[ok], primal.cv_scores_[ok], atol=2e-5)
     np.testing.assert_allclose(dual.coef_, primal.coef_, atol=1e-8)
     np.testing.assert_allclose(dual.predict(X[200:]), primal.predict(X[200:]), atol=1e-8)
 

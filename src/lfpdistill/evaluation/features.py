@@ -41,20 +41,25 @@ def lagged(X: np.ndarray, n_lags: int = 10, lag_step: int = 2, integrate: bool =
         raise DataValidationError(f"lagged: X has shape {list(X.shape)}; expected [T, F]")
     if n_lags < 1 or lag_step < 1:
         raise ConfigError(f"lagged: n_lags={n_lags} and lag_step={lag_step} must be >= 1")
-    dtype = np.result_type(X.dtype, np.float32)
+    out = np.empty((X.shape[0], n_lags * X.shape[1]), dtype=np.result_type(X.dtype, np.float32))
+    _lag_into(out, X, n_lags, lag_step, integrate)
+    return out
+
+
+def _lag_into(out: np.ndarray, X: np.ndarray, n_lags: int, lag_step: int, integrate: bool
+              ) -> None:
+    """Write :func:`lagged` of ``X`` ``[T, F]`` into ``out`` ``[T, n_lags * F]``."""
     T, F = X.shape
-    base = X.astype(dtype, copy=False)
+    base = X.astype(out.dtype, copy=False)
     if integrate and lag_step > 1:
         c = np.cumsum(base, axis=0, dtype=np.float64)
         s = c.copy()
         s[lag_step:] -= c[:-lag_step]
-        base = s.astype(dtype)
-    out = np.zeros((T, n_lags * F), dtype=dtype)
+        base = s.astype(out.dtype)
     for j in range(n_lags):
-        d = j * lag_step
-        if d < T:
-            out[d:, j * F:(j + 1) * F] = base[: T - d]
-    return out
+        d = min(j * lag_step, T)
+        out[:d, j * F:(j + 1) * F] = 0
+        out[d:, j * F:(j + 1) * F] = base[: T - d]
 
 
 def mask_runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -112,10 +117,15 @@ def lagged_in_runs(X: np.ndarray, runs: Sequence[tuple[int, int]], n_lags: int =
         X = X[:, None]
     if len(runs) == 1 and runs[0] == (0, X.shape[0]):
         return lagged(X, n_lags, lag_step, integrate)
-    parts = [lagged(X[a:b], n_lags, lag_step, integrate) for a, b in runs]
-    if not parts:
-        return np.zeros((0, n_lags * X.shape[1]), dtype=np.result_type(X.dtype, np.float32))
-    return np.concatenate(parts, axis=0)
+    lagged(X[:0], n_lags, lag_step, integrate)  # the checks of X and of the options
+    # every run lagged straight into its rows of the output (no per-run arrays to concatenate)
+    out = np.empty((sum(b - a for a, b in runs), n_lags * X.shape[1]),
+                   dtype=np.result_type(X.dtype, np.float32))
+    i = 0
+    for a, b in runs:
+        _lag_into(out[i:i + b - a], X[a:b], n_lags, lag_step, integrate)
+        i += b - a
+    return out
 
 
 def lagged_runs(X: np.ndarray, mask: np.ndarray | None, n_lags: int = 10, lag_step: int = 2,
