@@ -67,6 +67,16 @@ def print_stages(rows: list[dict[str, Any]], wall: float | None) -> None:
         print(f"{r['stage'] + '/' + r['unit']:40s} {r['seconds']:9.1f} {r['share']:6.1%}")
 
 
+def unit_seconds(results: dict[str, Any]) -> dict[str, float]:
+    """Mean seconds per unit of every stage that ran: the form of the study's time-left
+    reference (``lfpdistill.study.runner.REFERENCE_UNIT_SECONDS``), measured on this machine."""
+    by_stage: dict[str, list[float]] = {}
+    for s in results.get("stages", []):
+        if "seconds" in s:
+            by_stage.setdefault(s["stage"], []).append(float(s["seconds"]))
+    return {st: round(sum(v) / len(v), 1) for st, v in by_stage.items()}
+
+
 def run_study(config: Path, out: Path | None = None) -> tuple[dict[str, Any], float]:
     """Run ``config`` with nothing cached: in a temporary folder, or in ``out`` (which must not
     exist yet, so that nothing in it is reused) to keep the study's report."""
@@ -200,8 +210,10 @@ def main() -> None:
             results, wall = json.loads(args.from_results.read_text()), results_wall(args)
         rows = stage_table(results)
         print_stages(rows, wall)
+        per_unit = unit_seconds(results)
+        print(f"\nseconds per unit (the time-left reference): {per_unit}")
         report["study"] = {"config": str(args.study or args.from_results), "wall_s": wall,
-                           "units": rows}
+                           "units": rows, "seconds_per_unit": per_unit}
     if args.scaling:
         report["scaling"] = scaling(args.kinds.split(","), args.reps)
     if args.json:

@@ -180,3 +180,13 @@ def test_bench_classic_compares_times_and_penalties_and_refuses_different_runs()
     other["rows"][1]["session"] = "sim01"
     with pytest.raises(ValueError, match="same sessions"):
         bench.compare(run(20.0, 3.0, 0.5), other)
+
+
+def test_bench_study_gives_the_mean_seconds_per_unit_of_each_stage_that_ran():
+    bench = _load("bench_study")
+    results = {"stages": [{"stage": "distill", "unit": "seed0", "seconds": 100.0},
+                          {"stage": "distill", "unit": "seed0-anchored", "seconds": 110.0},
+                          {"stage": "teacher", "unit": "teacher", "status": "cached"},
+                          {"stage": "classic", "unit": "classic", "seconds": 75.04}]}
+    assert bench.unit_seconds(results) == {"distill": 105.0, "classic": 75.0}
+    assert bench.unit_seconds({}) == {}

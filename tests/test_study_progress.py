@@ -8,7 +8,7 @@ from rich.console import Console
 from lfpdistill.config import load_config
 from lfpdistill.study.cache import Cache, clock
 from lfpdistill.study.plan import Roles
-from lfpdistill.study.runner import Study
+from lfpdistill.study.runner import REFERENCE_UNIT_SECONDS, Study
 
 
 def test_clock():
@@ -51,6 +51,8 @@ def test_expected_units_of_the_demo(tmp_path):
     assert study.expected_units(roles) == {
         "teacher": 1, "ss_lfp": 12, "ms_lfp": 3, "distill": 6, "choose": 3, "generalize": 12,
         "probe": 3, "finetune": 12, "classic": 1}
+    # every stage of the demo has a reference cost: none counts as free before it starts
+    assert set(study.expected_units(roles)) <= set(REFERENCE_UNIT_SECONDS)
     # distill.anchor "validation": per seed a plain and an anchored student, and the choice
     cfg = cfg.model_copy(update={"causal": cfg.causal.model_copy(update={"enabled": True})})
     assert Study(cfg, out=tmp_path / "c", console=Console(quiet=True)).expected_units(roles)[

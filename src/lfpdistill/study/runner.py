@@ -28,13 +28,13 @@ from .longevity import session_days
 from .plan import EvalItem, Roles, Runs, eval_plan, resolve_roles
 from .report import write_report
 
-#: Seconds per unit of each stage in ``configs/demo.yaml`` on a quiet 2-core CPU
-#: (``benchmarks/bench_study.py --study configs/demo.yaml``): the starting point of the time-left
-#: estimate, which rescales them by how fast this machine runs the units already done.
+#: Mean seconds per unit of each stage in ``configs/demo.yaml`` on a quiet 2-core CPU (the
+#: "seconds per unit" line of ``benchmarks/bench_study.py --study configs/demo.yaml``; a 27.2-min
+#: uncached run): the starting point of the time-left estimate, which rescales them by how fast
+#: this machine runs the units already done.
 REFERENCE_UNIT_SECONDS: dict[str, float] = {
-    "data": 7.3, "teacher": 113.0, "ss_lfp": 8.1, "ms_lfp": 31.6, "distill": 72.7,
-    "generalize": 2.4, "probe": 46.0, "finetune": 12.0, "classic": 110.0,
-    "choose": 6.0,  # distill.anchor "validation" (round 10's development runs, variant 302)
+    "data": 8.6, "teacher": 102.4, "ss_lfp": 9.1, "ms_lfp": 104.5, "distill": 86.3,
+    "choose": 3.6, "generalize": 3.2, "probe": 80.8, "finetune": 17.3, "classic": 82.0,
 }
 
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "choose", "generalize", "probe", "finetune",
