@@ -55,6 +55,50 @@ def test_lagged_causal_and_integrated():
     np.testing.assert_array_equal(lr[3], [5.0, 0.0])  # first bin of the second run
 
 
+def _lagged_reference(x: np.ndarray, n_lags: int, step: int, integrate: bool) -> np.ndarray:
+    """Causal lags written out loop by loop (zeros before the start)."""
+    T, F = x.shape
+    base = x.astype(np.float64)
+    if integrate:
+        base = np.array([base[max(t - step + 1, 0):t + 1].sum(0) for t in range(T)])
+    out = np.zeros((T, n_lags * F))
+    for t in range(T):
+        for j in range(n_lags):
+            if t - j * step >= 0:
+                out[t, j * F:(j + 1) * F] = base[t - j * step]
+    return out
+
+
+@pytest.mark.parametrize("integrate", [False, True])
+def test_lagged_in_runs_matches_lags_written_out_for_every_run(integrate):
+    """Every run lagged on its own into one output, runs shorter than the lags' reach and
+    single-row runs included; an empty list of runs gives no rows."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 5, size=(60, 3)).astype(np.float32)
+    runs = [(0, 4), (4, 5), (7, 30), (30, 60)]
+    got = decoders.lagged_in_runs(x, runs, 5, 3, integrate)
+    want = np.concatenate([_lagged_reference(x[a:b], 5, 3, integrate) for a, b in runs])
+    assert got.dtype == np.float32 and got.shape == (58, 15)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(lagged(x, 5, 3, integrate), _lagged_reference(x, 5, 3, integrate))
+    assert decoders.lagged_in_runs(x, [], 5, 3, integrate).shape == (0, 15)
+    with pytest.raises(ConfigError, match="n_lags=0"):
+        decoders.lagged_in_runs(x, runs, 0, 3, integrate)
+
+
+def test_centre_subtracts_means_and_returns_sds_in_double():
+    rng = np.random.default_rng(5)
+    D = (rng.standard_normal((1000, 4)) * [1.0, 3.0, 0.0, 1e-3] + [5.0, -2.0, 7.0, 1e4]).astype(
+        np.float32)
+    ref_mu = D.astype(np.float64).mean(0)
+    ref_sd = D.astype(np.float64).std(0)
+    mu, sd = decoders._centre(D, block=64)  # several blocks and a partial one
+    np.testing.assert_allclose(mu, ref_mu, rtol=1e-12)
+    np.testing.assert_allclose(sd, ref_sd, rtol=1e-6, atol=1e-12)
+    assert sd[2] == 0.0  # a constant column: no spread (fit then scales it by 1)
+    np.testing.assert_allclose(D.mean(0), 0.0, atol=1e-3)
+
+
 def test_wiener_recovers_linear_lagged_mapping():
     rng = np.random.default_rng(0)
     T, F = 4000, 6
@@ -90,9 +134,31 @@ def test_wiener_large_design_search(monkeypatch):
     assert fast.alpha_ == full.alpha_
     ok = ~np.isnan(fast.cv_scores_)
     # the bracketing search factors in single precision; the final fit is double on both paths
-    np.testing.assert_allclose(fast.cv_scores_[ok], full.cv_scores_[ok], atol=2e-5)
+    np.testing.assert_allclose(fast.cv_scores_[ok], full.cv_scores_[ok], atol=1e-7)
     np.testing.assert_allclose(fast.predict(X, ~train), full.predict(X, ~train), atol=1e-8)
     assert r2_mean(Y[~train], fast.predict(X, ~train)) > 0.5
+
+
+def test_wiener_single_precision_design_picks_the_double_precision_penalty(monkeypatch):
+    """Designs above the single-precision limit are built, standardised and searched in float32
+    (float32 Gram matrices into the float32 buffer): same penalty as the double-precision
+    full-grid path, scores and predictions to float32 accuracy."""
+    rng = np.random.default_rng(6)
+    T, F = 3000, 30
+    X = rng.standard_normal((T, F)) * rng.uniform(0.5, 20, F) + rng.uniform(-50, 50, F)
+    Y = (X - X.mean(0)) / X.std(0) @ (rng.standard_normal((F, 2)) * 0.3) \
+        + rng.standard_normal((T, 2))
+    train = np.arange(T) < 2400
+    full = WienerDecoder(n_lags=3, lag_step=1).fit(X, Y, train)
+    monkeypatch.setattr(decoders, "_EIGH_MAX_FEATURES", 10)
+    monkeypatch.setattr(decoders, "_F32_DESIGN_FEATURES", 50)
+    single = WienerDecoder(n_lags=3, lag_step=1).fit(X, Y, train)
+    assert single.alpha_ == full.alpha_
+    ok = ~np.isnan(single.cv_scores_)
+    assert 0 < ok.sum() < len(ok)  # the bracketing search, not the whole grid
+    np.testing.assert_allclose(single.cv_scores_[ok], full.cv_scores_[ok], atol=1e-4)
+    np.testing.assert_allclose(single.predict(X, ~train), full.predict(X, ~train), atol=1e-3)
+    assert r2_mean(Y[~train], single.predict(X, ~train)) > 0.5
 
 
 def test_wiener_search_redoes_in_double_what_single_precision_cannot_factor(monkeypatch):

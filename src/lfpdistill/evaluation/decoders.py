@@ -167,11 +167,13 @@ def _centre(D: np.ndarray, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     n = max(len(D), 1)
     mu = D.mean(axis=0, dtype=np.float64)
     D -= mu.astype(D.dtype)
-    ss = np.zeros(D.shape[1])
+    # the rounded mean leaves a small offset in each column: the sum of the rows removes it
+    s1, ss = np.zeros(D.shape[1]), np.zeros(D.shape[1])
     for a in range(0, len(D), block):
         c = D[a:a + block].astype(np.float64)
+        s1 += c.sum(axis=0)
         ss += np.einsum("ij,ij->j", c, c)
-    return mu, np.sqrt(ss / n)
+    return mu, np.sqrt(np.maximum(ss / n - (s1 / n) ** 2, 0.0))
 
 
 def _fold_grams(Xs: np.ndarray, Yc: np.ndarray, n_folds: int, full: bool = True
@@ -192,6 +194,10 @@ def _fold_grams(Xs: np.ndarray, Yc: np.ndarray, n_folds: int, full: bool = True
 _EIGH_MAX_FEATURES = 1000
 
 
+#: Designs with more features than this are built and standardised in single precision.
+_F32_DESIGN_FEATURES = 1500
+
+
 #: With fewer training rows than this share of the features (and more features than
 #: ``_EIGH_MAX_FEATURES``) the penalty search works on the rows' kernel: one ``n x n``
 #: eigendecomposition per fold gives every penalty's score, instead of a ``p x p`` Cholesky
@@ -203,11 +209,12 @@ def _ridge_dual(Xs: np.ndarray, Yc: np.ndarray, n_folds: int, alphas: Sequence[f
                 ) -> tuple[float, np.ndarray, np.ndarray]:
     """The same ridge as the primal path (contiguous K-fold CV of the penalty on standardised,
     centred rows, then the fit on all rows) solved through the rows' kernel ``Xs Xs^T``; for
-    ``n < p`` it is cheaper and gives the same scores, penalty and coefficients. Returns
+    ``n < p`` it is cheaper and gives the same penalty and coefficients, and the scores of the
+    primal path's double-precision search (that search factors in single precision). Returns
     ``(alpha, scores over the whole grid, coef [p, D])``."""
     n = Xs.shape[0]
     X64 = Xs.astype(np.float64, copy=False)
-    K = _gram(np.ascontiguousarray(X64.T))  # [n, n]
+    K = _gram(X64.T)  # [n, n]
     edges = np.linspace(0, n, n_folds + 1).round().astype(int)
     alphas = np.sort(np.asarray(alphas, dtype=np.float64))
     scores = np.zeros(len(alphas))
@@ -255,9 +262,10 @@ def _select_alpha(Xs: np.ndarray, Yc: np.ndarray, folds: list[slice],
     # Large problems factor one matrix per (penalty, fold): the upper triangles (``grams`` and
     # ``G`` hold only those, Fortran-ordered) in single precision, in one reused buffer. That
     # halves the time of a double-precision factorisation; the validation scores move by less
-    # than 2e-5 (measured on the band-power and spike designs of the demo's sessions), far less
-    # than between neighbouring penalties. A factorisation single precision cannot complete (a
-    # nearly singular matrix at a tiny penalty) is redone in double.
+    # than 2e-5 (measured on the band-power and spike designs of the demo's sessions; below 1e-8
+    # at the best penalty), against 1e-3 to 7e-2 between the best penalty and its neighbours. A
+    # factorisation single precision cannot complete (a nearly singular matrix at a tiny
+    # penalty) is redone in double.
     G32 = G.astype(np.float32, order="F")
     A = np.empty_like(G32, order="F")
     diag = np.diag_indices(p)
@@ -348,7 +356,7 @@ def wiener_memory(n_rows: int, n_inputs: int, n_lags: int, cv_folds: int = 5,
     """Peak bytes of one :meth:`WienerDecoder.fit`: the lagged design (built, then standardised:
     about two copies) and the ``cv_folds + 3`` Gram-sized matrices of the penalty search."""
     p = n_lags * n_inputs
-    b = 4 if p > 1500 else itemsize
+    b = 4 if p > _F32_DESIGN_FEATURES else itemsize
     return 2 * n_rows * p * b + (cv_folds * b + 24) * p * p
 
 
@@ -428,7 +436,7 @@ class WienerDecoder(_TimeBinRegressor):
                                       f"expected at least {need}")
         check_wiener_memory(n, X.shape[1], n_lags, cv_folds, X.dtype.itemsize)
         D = self._design(X, runs)
-        if D.shape[1] > 1500:  # large designs: float32 halves memory and time
+        if D.shape[1] > _F32_DESIGN_FEATURES:  # float32 halves memory and time
             D = D.astype(np.float32, copy=False)
         mu, sd = _centre(D)
         sd[sd < 1e-12] = 1.0
