@@ -30,7 +30,7 @@ import numpy as np
 def measure(n_sessions: int, seconds: float, seed: int, variant: str) -> dict[str, Any]:
     """Fit and score every classic decoder on every simulated session; the rows and totals."""
     import lfpdistill
-    from lfpdistill.config import SimConfig
+    from lfpdistill.config import ClassicSection, SimConfig
     from lfpdistill.evaluation.classic import classic_features
     from lfpdistill.evaluation.decoders import KalmanDecoder, WienerDecoder
     from lfpdistill.evaluation.features import mask_groups
@@ -39,6 +39,7 @@ def measure(n_sessions: int, seconds: float, seed: int, variant: str) -> dict[st
     from lfpdistill.simulate import simulate_sessions
 
     cfg = SimConfig(n_sessions=n_sessions, seconds=seconds, seed=seed, variant=variant)
+    lags = ClassicSection()  # a study's default lags
     rows: list[dict[str, Any]] = []
     print(f"code: {Path(lfpdistill.__file__).parent}; load {os.getloadavg()[0]:.2f}")
     print("| session | decoder | features | s | alpha | test R² |")
@@ -52,12 +53,13 @@ def measure(n_sessions: int, seconds: float, seed: int, variant: str) -> dict[st
                      "seconds": time.perf_counter() - t0, "alpha": None, "r2": None})
         for name, kind, X in feats:
             t0 = time.perf_counter()
-            dec = WienerDecoder(n_lags=10, lag_step=2) if kind == "wiener" else KalmanDecoder()
+            dec = (WienerDecoder(n_lags=lags.n_lags, lag_step=lags.lag_step)
+                   if kind == "wiener" else KalmanDecoder())
             dec.fit(X[train], s.velocity[train], groups=mask_groups(train))
             pred = dec.predict(X[test], groups=mask_groups(test))
             dt = time.perf_counter() - t0
             alpha = getattr(dec, "alpha_", None)
-            n_feat = X.shape[1] * (10 if kind == "wiener" else 1)
+            n_feat = X.shape[1] * (lags.n_lags if kind == "wiener" else 1)
             rows.append({"session": s.name, "decoder": name, "features": n_feat, "seconds": dt,
                          "alpha": None if alpha is None else float(alpha),
                          "r2": r2_mean(s.velocity[test], pred)})

@@ -34,6 +34,14 @@ def lagged(X: np.ndarray, n_lags: int = 10, lag_step: int = 2, integrate: bool =
     >>> lagged(np.arange(5.0)[:, None], n_lags=3, lag_step=1)[:, :].tolist()
     [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 1.0, 0.0], [3.0, 2.0, 1.0], [4.0, 3.0, 2.0]]
     """
+    X = _lag_input(X, n_lags, lag_step)
+    out = np.empty((X.shape[0], n_lags * X.shape[1]), dtype=np.result_type(X.dtype, np.float32))
+    _lag_into(out, X, n_lags, lag_step, integrate)
+    return out
+
+
+def _lag_input(X: np.ndarray, n_lags: int, lag_step: int) -> np.ndarray:
+    """``X`` as ``[T, F]`` (a 1-D ``X`` is one feature), with the lag options checked."""
     X = np.asarray(X)
     if X.ndim == 1:
         X = X[:, None]
@@ -41,9 +49,7 @@ def lagged(X: np.ndarray, n_lags: int = 10, lag_step: int = 2, integrate: bool =
         raise DataValidationError(f"lagged: X has shape {list(X.shape)}; expected [T, F]")
     if n_lags < 1 or lag_step < 1:
         raise ConfigError(f"lagged: n_lags={n_lags} and lag_step={lag_step} must be >= 1")
-    out = np.empty((X.shape[0], n_lags * X.shape[1]), dtype=np.result_type(X.dtype, np.float32))
-    _lag_into(out, X, n_lags, lag_step, integrate)
-    return out
+    return X
 
 
 def _lag_into(out: np.ndarray, X: np.ndarray, n_lags: int, lag_step: int, integrate: bool
@@ -112,12 +118,9 @@ def lagged_in_runs(X: np.ndarray, runs: Sequence[tuple[int, int]], n_lags: int =
                    lag_step: int = 2, integrate: bool = False) -> np.ndarray:
     """:func:`lagged` applied inside every ``(start, stop)`` run of the rows of ``X``; the
     rows of the runs, in order (zero-padded at each run start)."""
-    X = np.asarray(X)
-    if X.ndim == 1:
-        X = X[:, None]
+    X = _lag_input(X, n_lags, lag_step)
     if len(runs) == 1 and runs[0] == (0, X.shape[0]):
         return lagged(X, n_lags, lag_step, integrate)
-    lagged(X[:0], n_lags, lag_step, integrate)  # the checks of X and of the options
     # every run lagged straight into its rows of the output (no per-run arrays to concatenate)
     out = np.empty((sum(b - a for a, b in runs), n_lags * X.shape[1]),
                    dtype=np.result_type(X.dtype, np.float32))
