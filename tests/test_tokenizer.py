@@ -146,6 +146,33 @@ def test_linear_embedders_use_log_counts_for_spikes_and_raw_values_for_lfp():
     assert isinstance(mlp.proj, torch.nn.Sequential)
 
 
+@pytest.mark.parametrize("modality", ["lfp", "spikes"])
+def test_filterbank_tokens_equal_the_features_written_out_and_projected_by_a_linear(modality):
+    """The fast path (features with time last, band-average matrix, 1x1 convolution) gives the
+    tokens of the plain formulation: convolution, average pooling that ignores the padding,
+    features time-major, padded channels zeroed, ``proj`` as a Linear."""
+    torch.manual_seed(0)
+    F = torch.nn.functional
+    tok = PatchTokenizer(cfg(modality=modality, embedder="filterbank", n_filters=3, filter_bins=5,
+                             energy_bins=3), {"a": 7, "b": 5})
+    x = torch.rand(2, 11, 7) * 3
+    x[1, :, 5:] = 0  # session b's two missing channels (its width is 5)
+    widths = torch.tensor([7, 5])
+    tokens, patches, chan_valid, _ = tok(x, ["a", "b"], widths)
+    B, T, NP, P = patches.shape
+    inp = torch.log1p(patches) if modality == "spikes" else patches
+    flat = inp.permute(0, 2, 3, 1).reshape(-1, 1, T)
+    h = F.conv1d(flat, tok.filters.weight, padding=2)
+    e = F.avg_pool1d(h.pow(2), 3, stride=1, padding=1, count_include_pad=False)
+    feats = torch.cat([flat, h, torch.log(e + 1e-3)], 1).view(B, NP, P, -1, T)
+    feats = feats.permute(0, 4, 1, 2, 3) * chan_valid[:, None, :, :, None]
+    want = tok.proj(feats.reshape(B, T, NP, -1)) + tok.session_embedding(["a", "b"], NP, x.device)[:, None]
+    torch.testing.assert_close(tokens, want, rtol=1e-5, atol=1e-5)
+    fb = tok.filterbank(inp, chan_valid)  # [B, T, Np, P * 7]: 7 features per channel
+    assert not fb[1, :, 1, :7].eq(0).all()  # session b's channel 4 (patch 1, first place)
+    assert fb[1, :, 1, 7:].eq(0).all() and fb[0, :, 1, 21:].eq(0).all()  # padded: zero
+
+
 def test_count_embedder_is_refused_for_lfp():
     with pytest.raises(pydantic.ValidationError, match="count"):
         cfg(modality="lfp", embedder="count")
