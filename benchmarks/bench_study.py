@@ -109,9 +109,11 @@ def measure_point(kind: str, window_s: float, channels: int, sessions: int, reps
     """One point, in this process: seconds per call and peak memory above the start."""
     import torch
 
+    from lfpdistill.allocator import tune_cpu_allocator
     from lfpdistill.config import ModelConfig, recommended_model, recommended_train
     from lfpdistill.models import NeuralTransformer, masked_loss
 
+    tune_cpu_allocator()  # as the command line does
     rss0 = rss_bytes()
     role = "lfp" if kind == "student_step" else "teacher"
     cfg = ModelConfig(**recommended_model(role).model_dump())
@@ -201,8 +203,12 @@ def main() -> None:
         ap.error("nothing to do: give --study, --from-results and/or --scaling")
     import torch
 
+    from lfpdistill.allocator import tune_cpu_allocator
+
     report: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "loadavg_1min": os.getloadavg()[0]}
+                              "loadavg_1min": os.getloadavg()[0],
+                              # the study runs in this process, as the command line runs it
+                              "allocator_tuned": tune_cpu_allocator()}
     if args.study or args.from_results:
         if args.study:
             results, wall = run_study(args.study, args.out)

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 import lfpdistill
+from lfpdistill.allocator import tune_cpu_allocator
 from lfpdistill.config import ModelConfig, recommended_model, recommended_train
 from lfpdistill.models import NeuralTransformer, masked_loss
 
@@ -214,6 +215,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     info = machine()
+    info["allocator_tuned"] = tune_cpu_allocator()  # as the command line does
     bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
         device.type == "cpu" and (info["avx512_bf16"] or info["amx_bf16"]))
     peaks = {"fp32": matmul_peak(device, torch.float32)}

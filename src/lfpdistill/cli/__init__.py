@@ -87,6 +87,9 @@ def report_error(e: LfpDistillError | OSError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lfpdistill`` console script."""
+    from ..allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # large CPU tensors reuse freed memory (lfpdistill.allocator)
     try:
         code = app(args=argv, prog_name="lfpdistill", standalone_mode=False)
     except (LfpDistillError, OSError) as e:

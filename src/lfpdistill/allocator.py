@@ -1,0 +1,50 @@
+"""Keep freed tensor memory in the process on Linux (glibc), instead of returning it to the system.
+
+PyTorch's CPU tensors come from ``malloc``. With glibc's defaults a block of more than a few
+megabytes is mapped fresh from the kernel and unmapped when freed, so every large intermediate
+of every step (the filter-bank features of a batch are ~20-40 MB) is paged in and zeroed by
+the kernel again. Raising glibc's mmap and trim thresholds makes such blocks reuse the memory
+freed by the step before. Measured on the demo's LFP model (2 CPU cores): a held-out read-out
+of 64 one-second windows 1 110 -> 700 ms, a training step of the student 134 -> 126 ms.
+
+The cost: memory a run has freed stays with the process until it ends (its peak does not
+grow). The command line turns this on; set ``LFPDISTILL_MALLOC=default`` to keep glibc's
+defaults, or set glibc's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` /
+``GLIBC_TUNABLES``, which are left alone. Elsewhere (macOS, Windows, musl) nothing changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: blocks up to this size come from the reusable heap (glibc's default starts at 128 KiB)
+MMAP_THRESHOLD = 128 << 20
+#: free memory at the heap's top is returned to the system only beyond this
+TRIM_THRESHOLD = 256 << 20
+_ENV_OWN = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def tune_cpu_allocator() -> bool:
+    """Raise glibc's mmap and trim thresholds for this process (module docstring).
+
+    Returns True when they were set; False where the platform is not glibc, the user opted
+    out (``LFPDISTILL_MALLOC=default``) or set glibc's own malloc variables.
+    """
+    if os.environ.get("LFPDISTILL_MALLOC", "").strip().lower() == "default":
+        return False
+    if any(k in os.environ for k in _ENV_OWN):
+        return False
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
