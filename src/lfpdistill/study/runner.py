@@ -29,12 +29,12 @@ from .plan import EvalItem, Roles, Runs, eval_plan, resolve_roles
 from .report import write_report
 
 #: Mean seconds per unit of each stage in ``configs/demo.yaml`` on a quiet 2-core CPU (the
-#: "seconds per unit" line of ``benchmarks/bench_study.py --study configs/demo.yaml``; a 27.2-min
+#: "seconds per unit" line of ``benchmarks/bench_study.py --study configs/demo.yaml``; an 18.0-min
 #: uncached run): the starting point of the time-left estimate, which rescales them by how fast
 #: this machine runs the units already done.
 REFERENCE_UNIT_SECONDS: dict[str, float] = {
-    "data": 8.6, "teacher": 102.4, "ss_lfp": 9.1, "ms_lfp": 104.5, "distill": 86.3,
-    "choose": 3.6, "generalize": 3.2, "probe": 80.8, "finetune": 17.3, "classic": 82.0,
+    "data": 7.1, "teacher": 93.8, "ss_lfp": 7.0, "ms_lfp": 78.0, "distill": 57.1,
+    "choose": 2.3, "generalize": 1.8, "probe": 37.4, "finetune": 9.4, "classic": 61.4,
 }
 
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "choose", "generalize", "probe", "finetune",
