@@ -38,6 +38,12 @@ def measure(n_sessions: int, seconds: float, seed: int, variant: str) -> dict[st
     from lfpdistill.session import make_segments
     from lfpdistill.simulate import simulate_sessions
 
+    try:
+        from lfpdistill.allocator import tune_cpu_allocator
+    except ImportError:  # a tree from before the command line's allocator settings
+        tuned = False
+    else:
+        tuned = tune_cpu_allocator()  # as the command line does
     cfg = SimConfig(n_sessions=n_sessions, seconds=seconds, seed=seed, variant=variant)
     lags = ClassicSection()  # a study's default lags
     rows: list[dict[str, Any]] = []
@@ -77,7 +83,7 @@ def measure(n_sessions: int, seconds: float, seed: int, variant: str) -> dict[st
 
     return {"machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
             "torch": torch.__version__, "code": str(Path(lfpdistill.__file__).parent),
-            "loadavg_1min": os.getloadavg()[0], "sim": cfg.model_dump(mode="json"),
+            "loadavg_1min": os.getloadavg()[0], "allocator_tuned": tuned, "sim": cfg.model_dump(mode="json"),
             "rows": rows, "totals": dict(totals)}
 
 
