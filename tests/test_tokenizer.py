@@ -8,6 +8,7 @@ from tests.conftest import make_session
 from lfpdistill.data import collate_windows
 from lfpdistill.errors import CheckpointMismatchError, ConfigError
 from lfpdistill.models import ModelConfig, NeuralTransformer, PatchTokenizer, n_patches
+from lfpdistill.models import tokenizer as tokenizer_module
 
 
 def cfg(**kw) -> ModelConfig:
@@ -146,11 +147,14 @@ def test_linear_embedders_use_log_counts_for_spikes_and_raw_values_for_lfp():
     assert isinstance(mlp.proj, torch.nn.Sequential)
 
 
-@pytest.mark.parametrize("modality", ["lfp", "spikes"])
-def test_filterbank_tokens_equal_the_features_written_out_and_projected_by_a_linear(modality):
-    """The fast path (features with time last, band-average matrix, 1x1 convolution) gives the
-    tokens of the plain formulation: convolution, average pooling that ignores the padding,
-    features time-major, padded channels zeroed, ``proj`` as a Linear."""
+@pytest.mark.parametrize(("modality", "band_max"), [("lfp", 400), ("spikes", 400), ("lfp", 4)])
+def test_filterbank_tokens_equal_the_features_written_out_and_projected_by_a_linear(
+        modality, band_max, monkeypatch):
+    """The fast path (features with time last, band-average matrix or, for windows longer than
+    ``BAND_MATRIX_MAX_BINS``, pooling; 1x1 convolution) gives the tokens of the plain
+    formulation: convolution, average pooling that ignores the padding, features time-major,
+    padded channels zeroed, ``proj`` as a Linear."""
+    monkeypatch.setattr(tokenizer_module, "BAND_MATRIX_MAX_BINS", band_max)
     torch.manual_seed(0)
     F = torch.nn.functional
     tok = PatchTokenizer(cfg(modality=modality, embedder="filterbank", n_filters=3, filter_bins=5,
