@@ -41,8 +41,7 @@ def band_average(T: int, width: int, device: torch.device | None = None,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[T, T]`` matrix ``A`` such that ``(e @ A)[..., t]`` is the mean of ``e`` over the bins
     within ``width // 2`` of ``t`` that exist (a centred moving average whose window shrinks at
-    the edges). As one matrix product it is ~3x faster than ``avg_pool1d`` with
-    ``count_include_pad=False``, forward and backward, at the demo's sizes.
+    the edges); used for windows of up to ``BAND_MATRIX_MAX_BINS`` bins (timings there).
 
     >>> band_average(4, 3).tolist()[0]
     [0.5, 0.3333333432674408, 0.0, 0.0]
@@ -50,6 +49,11 @@ def band_average(T: int, width: int, device: torch.device | None = None,
     t = torch.arange(T, device=device)
     near = (t[:, None] - t[None, :]).abs() <= width // 2
     return near.to(dtype) / near.sum(0).to(dtype)
+
+
+def _token_layout(rows: torch.Tensor, B: int, npatch: int) -> torch.Tensor:
+    """``[B * Np, C, T]`` (time last, one row block per window and patch) -> ``[B, T, Np, C]``."""
+    return rows.view(B, npatch, rows.shape[1], rows.shape[2]).permute(0, 3, 1, 2).contiguous()
 
 
 def stored_vocab(state: torch.Tensor) -> dict[str, int]:
@@ -202,7 +206,7 @@ class PatchTokenizer(nn.Module):
             return self.proj(e.flatten(-2))
         inp = torch.log1p(patches.clamp_min(0)) if cfg.modality == "spikes" else patches
         if cfg.embedder == "filterbank":
-            B, T, npatch = inp.shape[:3]
+            B, npatch = inp.shape[0], inp.shape[2]
             # the projection as a 1x1 convolution reads the features in the layout the temporal
             # filters write them (time last); a Linear needs them time-major, a copy of the
             # largest tensor of the model (the demo student's step: 148 -> 132 ms, measured).
@@ -210,7 +214,7 @@ class PatchTokenizer(nn.Module):
             # and so any hook on it, is bypassed here
             out = nn.functional.conv1d(self.filterbank_rows(inp, chan_valid),
                                        self.proj.weight[:, :, None], self.proj.bias)
-            return out.view(B, npatch, -1, T).permute(0, 3, 1, 2).contiguous()
+            return _token_layout(out, B, npatch)
         return self.proj(inp)
 
     def filterbank(self, x: torch.Tensor, chan_valid: torch.Tensor) -> torch.Tensor:
@@ -222,9 +226,7 @@ class PatchTokenizer(nn.Module):
         Band power (e.g. beta suppression, firing-modulated broadband) is what classic LFP
         decoders read; this gives every token that information about its own time bin.
         """
-        B, T, npatch, P = x.shape
-        rows = self.filterbank_rows(x, chan_valid)
-        return rows.view(B, npatch, -1, T).permute(0, 3, 1, 2).reshape(B, T, npatch, -1)
+        return _token_layout(self.filterbank_rows(x, chan_valid), x.shape[0], x.shape[2])
 
     def filterbank_rows(self, x: torch.Tensor, chan_valid: torch.Tensor) -> torch.Tensor:
         """:meth:`filterbank` with time last: ``[B * Np, P * (1 + 2F), T]``, row
