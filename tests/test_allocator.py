@@ -61,3 +61,12 @@ def test_an_older_glibc_gets_the_largest_mmap_threshold_it_accepts(clean_env):
 def test_nothing_is_set_off_glibc(clean_env):
     clean_env.setattr(allocator.platform, "libc_ver", lambda: ("musl", "1.2"))
     assert allocator.tune_cpu_allocator() is False
+
+
+def test_the_command_line_applies_the_settings(clean_env, monkeypatch):
+    import lfpdistill.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    assert cli.main(["--version"]) == 0
+    assert calls == [1]

@@ -27,6 +27,7 @@ from typing import Annotated
 
 import typer
 
+from ..allocator import tune_cpu_allocator  # standard library only: cheap
 from ..errors import ConfigError, LfpDistillError
 from . import data, evaluate, models, realtime, study
 
@@ -87,8 +88,6 @@ def report_error(e: LfpDistillError | OSError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lfpdistill`` console script."""
-    from ..allocator import tune_cpu_allocator
-
     tune_cpu_allocator()  # large CPU tensors reuse freed memory (lfpdistill.allocator)
     try:
         code = app(args=argv, prog_name="lfpdistill", standalone_mode=False)
