@@ -24,8 +24,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 def measure(n_sessions: int, seconds: float, seed: int, variant: str) -> dict[str, Any]:
     """Fit and score every classic decoder on every simulated session; the rows and totals."""
@@ -142,10 +140,9 @@ def main() -> None:
         return
     result = measure(args.n_sessions, args.seconds, args.seed, args.variant)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=lambda x: np.asarray(x).tolist()))
-        tmp.replace(args.json)
+        from lfpdistill.data.store import write_json_atomic
+
+        write_json_atomic(args.json, result)
 
 
 if __name__ == "__main__":
