@@ -1,9 +1,18 @@
-"""Pre-norm encoder: rotary time encoding and key-padding masks."""
+"""Pre-norm encoder: rotary time encoding, key-padding masks and its dropout."""
 
 import pytest
 import torch
 
-from lfpdistill.models.encoder import Attention, Encoder, apply_rotary, rotary_cos_sin
+from lfpdistill.models.encoder import (
+    DROPOUT_LEVELS,
+    Attention,
+    Block,
+    Dropout,
+    Encoder,
+    apply_rotary,
+    dropout,
+    rotary_cos_sin,
+)
 
 
 def rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
@@ -114,3 +123,57 @@ def test_attention_uses_sdpa_with_boolean_keep_mask():
         y = torch.softmax(s, -1) @ v
         manual = att.out(y.transpose(1, 2).reshape(1, 5, 16))
     torch.testing.assert_close(out, manual, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_zeroes_a_share_p_and_keeps_the_mean(p):
+    torch.manual_seed(0)
+    x = torch.ones(1_000_000, requires_grad=True)
+    y = dropout(x, p, training=True)
+    dropped = float((y == 0).float().mean())
+    # binomial sd of the share is below 5e-4 here
+    assert abs(dropped - p) < 3e-3
+    # the kept values are scaled by the inverse of the (rounded) keep probability
+    q = 1 - round(p * DROPOUT_LEVELS) / DROPOUT_LEVELS
+    torch.testing.assert_close(y[y > 0], torch.full_like(y[y > 0], 1 / q))
+    # the mean stays 1 (5 sd of a mean of 1e6 values)
+    assert abs(float(y.detach().mean()) - 1.0) < 5 * (p / (1 - p)) ** 0.5 / 1000
+    # the gradient is the same mask and scale
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())
+
+
+def test_dropout_is_identity_in_eval_or_at_zero_and_follows_the_seed():
+    x = torch.randn(4, 7, 5)
+    assert dropout(x, 0.3, training=False) is x
+    assert dropout(x, 0.0, training=True) is x
+    torch.manual_seed(3)
+    a = dropout(x, 0.3)
+    torch.manual_seed(3)
+    b = dropout(x, 0.3)
+    torch.testing.assert_close(a, b)
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert not torch.equal(a, dropout(x, 0.3))  # a new draw differs
+    # an odd number of values (the 32-bit draws hold two values each)
+    assert dropout(torch.ones(3, 5, 7), 0.5).shape == (3, 5, 7)
+
+
+def test_dropout_keeps_a_low_precision_dtype_and_falls_back_near_one():
+    x = torch.ones(10_000, dtype=torch.bfloat16)
+    assert dropout(x, 0.2).dtype == torch.bfloat16
+    # a p that rounds to 1 on the 15-bit grid is left to F.dropout
+    y = dropout(torch.ones(10_000), 1 - 1e-6)
+    assert float((y == 0).float().mean()) > 0.99
+
+
+def test_blocks_use_the_dropout_and_eval_turns_it_off():
+    torch.manual_seed(0)
+    blk = Block(16, 2, 32, dropout=0.5)
+    assert isinstance(blk.drop, Dropout) and isinstance(blk.drop, torch.nn.Dropout)
+    x = torch.randn(2, 6, 16)
+    cos, sin = rotary_cos_sin(torch.arange(6.0)[None].expand(2, 6), 8)
+    cos, sin = cos[:, None], sin[:, None]
+    blk.train()
+    assert not torch.allclose(blk(x, cos, sin, None), blk(x, cos, sin, None))
+    blk.eval()
+    torch.testing.assert_close(blk(x, cos, sin, None), blk(x, cos, sin, None))

