@@ -18,7 +18,6 @@ meaningful on a quiet machine: the 1-minute load average is printed and saved wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -39,6 +38,7 @@ from lfpdistill.commands.realtime import (
     zero_state,
 )
 from lfpdistill.config import ModelConfig
+from lfpdistill.data import write_json_atomic
 from lfpdistill.models import NeuralTransformer
 
 SIZES = {"demo": {"d_model": 128, "n_layers": 2, "n_heads": 4},
@@ -129,7 +129,7 @@ def main() -> None:
     results["load_average_after"] = list(os.getloadavg())
     print(f"load average after: {results['load_average_after'][0]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_json_atomic(args.json, results)
         print(f"written to {args.json}")
 
 

@@ -103,7 +103,9 @@ def main() -> None:
                file_gb=round(path.stat().st_size / 1e9, 3) if path.exists() else None)
     print(json.dumps(res, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
+        from lfpdistill.data import write_json_atomic
+
+        write_json_atomic(args.json, res)
 
 
 if __name__ == "__main__":

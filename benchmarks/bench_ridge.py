@@ -12,7 +12,6 @@ Prints, per labelled budget, the time of each path, the penalty each picks and t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from lfpdistill.config import SimConfig
+from lfpdistill.data import write_json_atomic
 from lfpdistill.evaluation import decoders
 from lfpdistill.evaluation.features import band_power_features
 from lfpdistill.evaluation.metrics import r2_mean
@@ -59,10 +59,9 @@ def main() -> None:
         print(f"| {sec:g} | {int(train.sum())} | {tp:.2f} | {tk:.2f} | {tp / tk:.1f}x | {ap_:g} "
               f"| {ak:g} | {rp:.4f} | {rk:.4f} |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                                         "torch": torch.__version__, "loadavg_1min":
-                                         os.getloadavg()[0], "rows": rows}, indent=1))
+        write_json_atomic(args.json, {"machine": platform.processor() or platform.machine(),
+                                      "torch": torch.__version__,
+                                      "loadavg_1min": os.getloadavg()[0], "rows": rows})
 
 
 if __name__ == "__main__":

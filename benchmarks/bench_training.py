@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import tempfile
@@ -44,6 +43,7 @@ import torch
 import lfpdistill
 from lfpdistill.allocator import tune_cpu_allocator
 from lfpdistill.config import ModelConfig, recommended_model, recommended_train
+from lfpdistill.data import write_json_atomic
 from lfpdistill.models import NeuralTransformer, masked_loss
 
 BINS = 100          # 1 s windows of 10 ms bins (the recommended window)
@@ -241,9 +241,8 @@ def main() -> None:
     print("\nmatmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items())
           + f"  ({info['threads']} threads, {device}, load {info['loadavg_1min']:.2f})")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": info, "device": str(device),
-                                         "peak_flops": peaks, "rows": rows}, indent=1))
+        write_json_atomic(args.json, {"machine": info, "device": str(device),
+                                      "peak_flops": peaks, "rows": rows})
         print(f"wrote {args.json}")
 
 

@@ -18,7 +18,6 @@ time of each command; writes OUT/cli_defaults.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lfpdistill.data import open_store
+from lfpdistill.data import open_store, write_json_atomic
 from lfpdistill.evaluation import WienerDecoder, r2_mean
 
 
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "session"}
     result = {"store": {"sessions": args.sessions, "seconds": args.seconds, "seed": args.seed},
               "seconds": times, "per_session": rows, "median": med}
-    (out / "cli_defaults.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out / "cli_defaults.json", result)
     print("features (same lagged ridge)     median R² over sessions")
     for k, v in med.items():
         print(f"  {k:30s} {v:.3f}")

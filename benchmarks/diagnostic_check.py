@@ -30,7 +30,7 @@ import numpy as np
 
 from lfpdistill.commands.distill import teacher_targets, transform_targets
 from lfpdistill.config import DistillConfig
-from lfpdistill.data import open_store
+from lfpdistill.data import open_store, write_json_atomic
 from lfpdistill.evaluation import linear_probe, session_latents
 from lfpdistill.evaluation.decoders import WienerDecoder
 from lfpdistill.models import load_model
@@ -146,7 +146,7 @@ def main() -> None:
               f"{key} > 0 (else MS-LFP) gives a median test gain of "
               f"{np.median(np.where(call, g, 0.0)):+.3f} (always the student: {np.median(g):+.3f})")
     if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
+        write_json_atomic(args.out, rows)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

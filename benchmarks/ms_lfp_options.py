@@ -15,7 +15,6 @@ all sessions; writes OUT/ms_lfp_options.json. Trained runs are reused when prese
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from cli_defaults import ridge_r2
 
-from lfpdistill.data import open_store
+from lfpdistill.data import open_store, write_json_atomic
 from lfpdistill.evaluation.latents import session_latents
 from lfpdistill.models.checkpoint import load_model
 
@@ -83,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             d = [r["r2"] - r["raw_lfp"] for r in sel]
             print(f"| {epochs} | {name} | {per} | {raw} | {statistics.median(d):+.3f} | "
                   f"{statistics.mean(d):+.3f} | {sum(x > 0 for x in d)} of {len(d)} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ms_lfp_options.json").write_text(json.dumps(rows, indent=1))
+    write_json_atomic(args.out / "ms_lfp_options.json", rows)
     return 0
 
 

@@ -44,7 +44,7 @@ from lfpdistill.config import (
     read_config_yaml,
     validate_config,
 )
-from lfpdistill.data import write_json_atomic
+from lfpdistill.data import atomic_path, write_json_atomic
 from lfpdistill.errors import LfpDistillError
 from lfpdistill.simulate import resolve_variant
 from lfpdistill.study import run_experiment
@@ -332,7 +332,8 @@ def write_summary(out: Path, args: argparse.Namespace, sets: dict[str, Any],
                                                  "not_calibrated": skipped,
                                                  "seconds": round(seconds, 1)})
     md = markdown(args.tag, per_variant, dist, sets, args.family, skipped)
-    (out / f"{args.tag}.md").write_text(md)
+    with atomic_path(out / f"{args.tag}.md", suffix=".md") as tmp:
+        tmp.write_text(md)
     return md
 
 

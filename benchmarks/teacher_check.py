@@ -27,7 +27,7 @@ import numpy as np
 
 from lfpdistill.commands import pretrain_run
 from lfpdistill.config import load_config
-from lfpdistill.data import open_store, write_json_atomic, write_store
+from lfpdistill.data import atomic_path, open_store, write_json_atomic, write_store
 from lfpdistill.evaluation import classic_decoders, linear_probe, session_latents, wiener_probe
 from lfpdistill.models import load_model
 from lfpdistill.simulate import simulate_sessions
@@ -123,7 +123,8 @@ def main() -> None:
           "(mean over x, y) per session; every model trained on all sessions (SS-LFP: one per "
           "session).\n\n" + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n")
     write_json_atomic(out / "teacher_check.json", {"rows": rows, "means": means})
-    (out / "teacher_check.md").write_text(md)
+    with atomic_path(out / "teacher_check.md", suffix=".md") as tmp:
+        tmp.write_text(md)
     print(md)
 
 
