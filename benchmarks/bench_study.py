@@ -193,7 +193,8 @@ def main() -> None:
     ap.add_argument("--study", type=Path, help="run this study config uncached and time it")
     ap.add_argument("--out", type=Path, default=None,
                     help="keep the timed study in this (new) folder instead of a temporary one")
-    ap.add_argument("--from-results", type=Path, help="the stage table of a finished study")
+    ap.add_argument("--from-results", type=Path,
+                    help="the stage table of a finished study (its folder or results.json)")
     ap.add_argument("--scaling", action="store_true", help="cost growth with the data's size")
     ap.add_argument("--kinds", default="student_step,teacher_step,teacher_readout")
     ap.add_argument("--reps", type=int, default=3, help="timed calls per scaling point")
@@ -213,7 +214,8 @@ def main() -> None:
         if args.study:
             results, wall = run_study(args.study, args.out)
         else:
-            results, wall = json.loads(args.from_results.read_text()), results_wall(args)
+            results = read_results(args.from_results)
+            wall = results.get("seconds")
         rows = stage_table(results)
         print_stages(rows, wall)
         per_unit = unit_seconds(results)
@@ -223,14 +225,24 @@ def main() -> None:
     if args.scaling:
         report["scaling"] = scaling(args.kinds.split(","), args.reps)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
+        from lfpdistill.data import write_json_atomic
+
+        write_json_atomic(args.json, report)
         print(f"wrote {args.json}")
 
 
-def results_wall(args: argparse.Namespace) -> float | None:
-    res = json.loads(args.from_results.read_text())
-    return res.get("seconds")
+def read_results(path: Path) -> dict[str, Any]:
+    """A finished study's ``results.json``, given it or the study's output folder."""
+    file = path / "results.json" if path.is_dir() else path
+    try:
+        results = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--from-results {path}: not a finished study's results.json ({e}); "
+                         "give the study's output folder or its results.json") from None
+    if not isinstance(results, dict) or "stages" not in results:
+        raise SystemExit(f"--from-results {path}: {file.name} holds no stage times; give the "
+                         "results.json that `lfpdistill run` wrote")
+    return results
 
 
 if __name__ == "__main__":

@@ -190,3 +190,17 @@ def test_bench_study_gives_the_mean_seconds_per_unit_of_each_stage_that_ran():
                           {"stage": "classic", "unit": "classic", "seconds": 75.04}]}
     assert bench.unit_seconds(results) == {"distill": 105.0, "classic": 75.0}
     assert bench.unit_seconds({}) == {}
+
+
+def test_bench_study_reads_a_finished_study_from_its_folder_or_file_and_refuses_others(tmp_path):
+    bench = _load("bench_study")
+    results = {"seconds": 12.5, "stages": [{"stage": "data", "unit": "d", "seconds": 1.0}]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert bench.read_results(tmp_path) == results
+    assert bench.read_results(tmp_path / "results.json") == results
+    (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
+    for bad, says in ((tmp_path / "missing", "not a finished study"),
+                      (tmp_path / "other.json", "holds no stage times")):
+        with pytest.raises(SystemExit) as e:
+            bench.read_results(bad)
+        assert says in str(e.value) and "\n" not in str(e.value)
