@@ -29,12 +29,12 @@ from .plan import EvalItem, Roles, Runs, eval_plan, resolve_roles
 from .report import write_report
 
 #: Mean seconds per unit of each stage in ``configs/demo.yaml`` on a quiet 2-core CPU (the
-#: "seconds per unit" line of ``benchmarks/bench_study.py --study configs/demo.yaml``; an 18.0-min
+#: "seconds per unit" line of ``benchmarks/bench_study.py --study configs/demo.yaml``; a 17.1-min
 #: uncached run): the starting point of the time-left estimate, which rescales them by how fast
 #: this machine runs the units already done.
 REFERENCE_UNIT_SECONDS: dict[str, float] = {
-    "data": 7.1, "teacher": 93.8, "ss_lfp": 7.0, "ms_lfp": 78.0, "distill": 57.1,
-    "choose": 2.3, "generalize": 1.8, "probe": 37.4, "finetune": 9.4, "classic": 61.4,
+    "data": 7.5, "teacher": 83.4, "ss_lfp": 6.8, "ms_lfp": 72.0, "distill": 52.8,
+    "choose": 2.4, "generalize": 1.8, "probe": 40.0, "finetune": 9.0, "classic": 59.3,
 }
 
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "choose", "generalize", "probe", "finetune",
