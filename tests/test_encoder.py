@@ -158,6 +158,37 @@ def test_dropout_is_identity_in_eval_or_at_zero_and_follows_the_seed():
     assert dropout(torch.ones(3, 5, 7), 0.5).shape == (3, 5, 7)
 
 
+def test_dropout_draws_neighbouring_values_independently():
+    # the two values of one 32-bit draw (and any two neighbours) are dropped together with
+    # probability p^2, not p
+    torch.manual_seed(1)
+    p = 0.5
+    zero = dropout(torch.ones(2_000_000), p) == 0
+    both = float((zero[0::2] & zero[1::2]).float().mean())
+    assert abs(both - p * p) < 3e-3  # binomial sd 3e-4
+    across = float((zero[1:-1:2] & zero[2::2]).float().mean())
+    assert abs(across - p * p) < 3e-3
+
+
+def test_dropout_takes_any_layout_and_float64_and_refuses_a_bad_p():
+    torch.manual_seed(0)
+    empty = torch.ones(0, 5, requires_grad=True)
+    dropout(empty, 0.3).sum().backward()
+    assert empty.grad.shape == (0, 5)
+    x = torch.ones(40, 30).t()  # not contiguous
+    y = dropout(x, 0.3)
+    assert y.shape == (30, 40) and set(y.unique().tolist()) <= {0.0, float(y.max())}
+    y64 = dropout(torch.ones(1000, dtype=torch.float64), 0.1)
+    q = 1 - round(0.1 * DROPOUT_LEVELS) / DROPOUT_LEVELS
+    assert y64.dtype == torch.float64
+    # the scale in double precision (a float32 scale is off by ~3e-8)
+    torch.testing.assert_close(y64.max(), torch.tensor(1 / q, dtype=torch.float64),
+                               rtol=1e-12, atol=0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            dropout(x, bad)
+
+
 def test_dropout_keeps_a_low_precision_dtype_and_falls_back_near_one():
     x = torch.ones(10_000, dtype=torch.bfloat16)
     assert dropout(x, 0.2).dtype == torch.bfloat16
@@ -170,6 +201,7 @@ def test_blocks_use_the_dropout_and_eval_turns_it_off():
     torch.manual_seed(0)
     blk = Block(16, 2, 32, dropout=0.5)
     assert isinstance(blk.drop, Dropout) and isinstance(blk.drop, torch.nn.Dropout)
+    assert isinstance(blk.mlp.drop, Dropout)
     x = torch.randn(2, 6, 16)
     cos, sin = rotary_cos_sin(torch.arange(6.0)[None].expand(2, 6), 8)
     cos, sin = cos[:, None], sin[:, None]
