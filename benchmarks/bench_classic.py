@@ -140,7 +140,7 @@ def main() -> None:
         return
     result = measure(args.n_sessions, args.seconds, args.seed, args.variant)
     if args.json:
-        from lfpdistill.data.store import write_json_atomic
+        from lfpdistill.data import write_json_atomic
 
         write_json_atomic(args.json, result)
 
