@@ -85,7 +85,12 @@ def test_run_dir_layout_and_checkpoint_metadata(spike_run):
     assert model.vocab() == {"a": 7, "b": 9} and not model.training
 
 
-def test_reload_in_a_fresh_process_gives_bit_identical_latents(spike_run, tmp_path):
+def test_reload_in_a_fresh_process_gives_the_same_latents(spike_run, tmp_path):
+    """The same checkpoint read in another process gives the same latents to float32 rounding,
+    and bit for bit when read again in this one. Across processes only rounding is promised:
+    on CPU, torch picks the 1x1 projection's convolution kernel by thread count (1 vs 2 threads
+    moved 1 209 of 1 920 values here) and MKL's results can depend on how buffers are aligned;
+    CI once saw values differ by at most 6e-7 across processes with the same thread setting."""
     rng = np.random.default_rng(0)
     x = rng.poisson(2.0, size=(3, 40, 9)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
@@ -108,7 +113,7 @@ def test_reload_in_a_fresh_process_gives_bit_identical_latents(spike_run, tmp_pa
     z_there = np.load(tmp_path / "z.npy")
     # the padded channels of sample 0 were zeroed here but not in the file: must not matter
     assert z_here.dtype == z_there.dtype == np.float32
-    np.testing.assert_array_equal(z_here, z_there)
+    np.testing.assert_allclose(z_there, z_here, rtol=1e-5, atol=1e-5)
     z_again = load_model(spike_run)[0].encode(torch.from_numpy(x), sessions, widths).numpy()
     np.testing.assert_array_equal(z_here, z_again)
 
