@@ -227,9 +227,12 @@ def test_streamed_output_equals_the_offline_causal_output(dirs, student):
     streamed = np.stack([stream.step(row) for row in s.lfp[:300]])
     # bounded state: the cache of the last context bins, whatever the stream's length
     assert [tuple(t.shape) for t in stream.state] == [tuple(t.shape) for t in dec.initial_state()]
-    np.testing.assert_allclose(streamed, offline, rtol=0, atol=1e-5)
+    # float32 rounding of two orders of summation, scaled by the read-out (velocities reach ~4
+    # here and used ~3e-6 of a fixed 1e-5, too close for another CPU's kernels)
+    tol = 1e-5 * np.abs(offline).max()
+    np.testing.assert_allclose(streamed, offline, rtol=0, atol=tol)
     stream.reset()
-    np.testing.assert_allclose(stream.step(s.lfp[0]), offline[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(stream.step(s.lfp[0]), offline[0], rtol=0, atol=tol)
 
 
 def test_nan_bins_hold_the_last_value_or_are_refused():
@@ -263,7 +266,8 @@ def exported(dirs, student):
 
 
 def test_onnx_graph_equals_the_eager_decoder(dirs, student, exported):
-    """Tolerance: 1e-5 absolute on velocity (whose scale here is ~1), over 200 stepped bins."""
+    """Tolerance: 1e-5 of the largest velocity (~4 here), over 200 stepped bins: float32
+    rounding in onnxruntime's kernels and torch's, which another CPU may choose differently."""
     info = json.loads(exported.with_suffix(".json").read_text())
     assert info["session"] == "a" and info["n_channels"] == 5 and info["context_bins"] == 12
     assert info["input"]["shape"] == [5] and info["bin_size_s"] == 0.01
@@ -276,8 +280,8 @@ def test_onnx_graph_equals_the_eager_decoder(dirs, student, exported):
                              zero_state(info["state"]["shapes"]), 5, dec.mean.numpy())
     got = np.stack([graph.step(x) for x in s.lfp[:200]])
     want = dec.offline(s.lfp[:200])
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert np.abs(want).max() > 0.1  # a real output, not a constant
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 def test_decode_streams_onnx_and_eager_alike_with_r2_and_latency(dirs, student, exported, capsys):
