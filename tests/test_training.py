@@ -87,10 +87,10 @@ def test_run_dir_layout_and_checkpoint_metadata(spike_run):
 
 def test_reload_in_a_fresh_process_gives_the_same_latents(spike_run, tmp_path):
     """The same checkpoint read in another process gives the same latents to float32 rounding,
-    and bit for bit when read again in this one. Across processes only rounding is promised:
-    on CPU, torch picks the 1x1 projection's convolution kernel by thread count (1 vs 2 threads
-    moved 1 209 of 1 920 values here) and MKL's results can depend on how buffers are aligned;
-    CI once saw values differ by at most 6e-7 across processes with the same thread setting."""
+    and bit for bit when read again in this one. The child pins the parent's thread count, yet
+    CI once saw up to 6e-7 between the two processes (cause not pinned down; on this input torch
+    runs the 1x1 projection with another kernel on one thread, which moves most of the 1 920
+    values by up to ~5e-7, and BLAS libraries may also round by thread layout)."""
     rng = np.random.default_rng(0)
     x = rng.poisson(2.0, size=(3, 40, 9)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
