@@ -426,6 +426,11 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
         "docs/simulator.md, seeded by `seed`; every other field keeps its value. 'calibrated': "
         "the same draw, then the tuning depth, LMP and broadband amplitudes scaled until one "
         "session decodes within the calibration bands (a few minutes)")
+    family: Literal["kinematic", "recurrent"] = Field(
+        "kinematic", description="simulator family: 'kinematic' (units tuned to the kinematics, "
+        "LFP as a mixture of components; simulate/generator.py) or 'recurrent' (units driven "
+        "by a chaotic recurrent network, LFP from current sources through a volume conductor; "
+        "simulate/recurrent.py); docs/simulator.md")
     drawn_from: str | None = Field(
         None, description="set by the variant sampler: which draw produced these parameters")
     calibration: SimCalibration | None = Field(
@@ -454,6 +459,15 @@ class SimConfig(pydantic.BaseModel, extra="forbid"):
     def n_bins(self) -> int:
         """Bins per session."""
         return int(math.floor(self.seconds / self.bin_size + 1e-9))
+
+    @pydantic.model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # the default family is left out of dumps, so configs (and the hashes of stores and
+        # study caches built from them) stay what they were before the field existed
+        out = handler(self)
+        if isinstance(out, dict) and out.get("family") == "kinematic":
+            out.pop("family")
+        return out
 
     @property
     def latent_names(self) -> list[str]:
