@@ -185,7 +185,14 @@ def register(app: typer.Typer) -> None:
         record: Annotated[str, typer.Option(help="record of the .mat files")] = "583331",
         broadband_record: Annotated[list[str] | None, typer.Option(
             help="SESSION=RECORD of a session's broadband .nwb (repeatable)")] = None,
-        timeout: Annotated[float, typer.Option(help="network timeout (s)")] = 60.0,
+        timeout: Annotated[float, typer.Option(
+            help="network timeout (s); a transfer slower than 1 kB/s over this long fails")] = 60.0,
+        allow_host: Annotated[list[str] | None, typer.Option(
+            "--allow-host", help="another host files may be fetched from (repeatable; default: "
+                                 "only the --base-url host)")] = None,
+        deadline: Annotated[float, typer.Option(
+            help="seconds for the whole download (what was fetched resumes on the next "
+                 "run)")] = 86400.0,
     ) -> None:
         """Download public raw files (Flint 2012 needs a login: prints the steps)."""
         from ..readers.download import download
@@ -198,6 +205,6 @@ def register(app: typer.Typer) -> None:
             bb[s.strip()] = r.strip()
         paths = download(str(dataset.value), _sessions(sessions), to, base_url=base_url, record=record,
                          broadband_records=bb, timeout=timeout, progress=typer.echo,
-                         bar=True)
+                         bar=True, allow_hosts=allow_host, deadline=deadline)
         for p in paths:
             typer.echo(f"ok {p}")
