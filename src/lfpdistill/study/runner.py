@@ -1,15 +1,30 @@
-"""``lfpdistill run CONFIG``: the whole study, stage by stage.
+"""``lfpdistill run CONFIG``: the whole study, seed by seed.
 
-Stages (in order): data, teacher, ss_lfp, ms_lfp, distill, choose, generalize, probe, finetune, classic,
+Stages: data, teacher, ss_lfp, ms_lfp, distill, choose, generalize, probe, classic, finetune,
 causal, labels, scaling, report. This module only orchestrates: which unit runs with which inputs
 (:mod:`.units`), cached by :class:`~.cache.Cache`, evaluated where :mod:`.plan` says, summarised
 by :mod:`.report`.
+
+Run order (``order``): ``seeds`` (the default) runs every stage of the first seed, then of the
+next, and so on; after the first seed's probes and the classic decoders it writes a provisional
+report of that seed alone (``OUT/provisional/``, removed when the final report is written), so a
+first table appears long before the study ends. ``stages`` runs each stage for every seed before
+the next stage. Every unit seeds its own random numbers and its cache key is its inputs, so both
+orders run the same units on the same inputs: the final rows (assembled in stage order, then
+seed order) are identical.
+
+Adding a per-seed unit: give a stage method a ``seeds`` argument (the seeds of this round), loop
+``for seed in seeds`` calling ``self.cache.run(stage, name, work, **inputs)``, and call it in
+:meth:`Study.run`'s loop over rounds (one seed each, or all seeds), keeping its rows (each with
+its ``seed``) with ``add(stage, rows)``; list the stage in :data:`ROW_STAGES` (which fixes where
+its rows go in ``results.json``) and in :data:`STAGES`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +38,7 @@ from ..errors import ConfigError
 from . import labels as label_units
 from . import scaling as scaling_units
 from . import units
-from .cache import Cache
+from .cache import Cache, clock
 from .longevity import session_days
 from .plan import EvalItem, Roles, Runs, eval_plan, resolve_roles
 from .report import write_report
@@ -36,9 +51,16 @@ REFERENCE_UNIT_SECONDS: dict[str, float] = {
     "data": 7.5, "teacher": 83.4, "ss_lfp": 6.8, "ms_lfp": 72.0, "distill": 52.8,
     "choose": 2.4, "generalize": 1.8, "probe": 40.0, "finetune": 9.0, "classic": 59.3,
 }
+#: the folder (inside the study's output) of the first seed's provisional report
+PROVISIONAL = "provisional"
 
 STAGES = ["data", "teacher", "ss_lfp", "ms_lfp", "distill", "choose", "generalize", "probe", "finetune",
           "classic", "causal", "labels", "scaling", "report"]
+#: the stages whose rows form the report's ``rows``, in the order they are concatenated (each
+#: stage's rows in seed order): the same whichever order the units ran in
+ROW_STAGES = ["probe", "finetune", "classic", "causal"]
+#: run orders: every stage of a seed before the next seed, or every seed of a stage first
+ORDERS = ("seeds", "stages")
 
 
 def prepare_data(cfg: ExperimentConfig, cache: Cache) -> Store:
@@ -57,14 +79,18 @@ class Study:
     """One experiment: its config, store, roles, cache and the runs it trains."""
 
     def __init__(self, cfg: ExperimentConfig, from_stage: str | None = None,
-                 console: Console | None = None, out: Path | None = None):
+                 console: Console | None = None, out: Path | None = None, order: str = "seeds"):
         if from_stage is not None and from_stage not in STAGES:
             raise ConfigError(f"unknown stage '{from_stage}' for --from; stages: {', '.join(STAGES)}")
+        if order not in ORDERS:
+            raise ConfigError(f"unknown run order '{order}'; orders: {', '.join(ORDERS)}")
+        self.order = order
         self.cfg = cfg
         self.out = Path(out or cfg.out)
         self.console = console or Console()
         force = set(STAGES[STAGES.index(from_stage):]) if from_stage else set()
         self.cache = Cache(self.out, force, self.console, REFERENCE_UNIT_SECONDS)
+        self._scaling_teachers: dict[tuple[int, int], Path] = {}
 
     def expected_units(self, roles: Roles) -> dict[str, int]:
         """How many units each stage of this study has (the finetune count is an upper bound,
@@ -118,47 +144,99 @@ class Study:
             f"sessions — teacher: {', '.join(roles.teacher)}; distill: {', '.join(roles.distill)}"
             f"; held-out: {', '.join(roles.heldout) or '-'}")
         memo = units.StudyMemo(store)
-        runs = self.train_models(store, roles, memo)
-        rows: list[dict[str, Any]] = []
+        runs = Runs()
         traces: dict[str, Any] = {}
-        rows += self.probe(store, roles, runs, memo, traces)
-        if cfg.finetune.enabled:
-            rows += self.finetune(store, roles, runs)
-        if cfg.classic.enabled:
-            rows += self.classic(store, roles, traces)
-        if cfg.causal.enabled:
-            rows += self.causal(store, roles, runs, memo)
-        label_rows = self.labels(store, roles, runs, rows) if cfg.labels.enabled else []
-        scaling_rows = self.scaling(store, roles, runs, memo) if cfg.scaling.enabled else []
+        parts: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+        label_parts: list[dict[str, Any]] = []
+        scaling_rows: list[dict[str, Any]] = []
+
+        def add(stage: str, rows: list[dict[str, Any]]) -> None:  # kept by stage and seed
+            for r in rows:
+                parts.setdefault((stage, r.get("seed")), []).append(r)
+
+        def rows_so_far() -> list[dict[str, Any]]:  # stage order, then seed order
+            return [r for stage in ROW_STAGES for seed in [*cfg.seeds, None]
+                    for r in parts.get((stage, seed), [])]
+
+        early = self.order == "seeds"  # the classic decoders with the first seed's probes
+        rounds = [[seed] for seed in cfg.seeds] if early else [list(cfg.seeds)]
+        for i, seeds in enumerate(rounds):
+            self.train_models(store, roles, memo, runs, seeds)
+            add("probe", self.probe(store, roles, runs, memo, traces, seeds))
+            if cfg.classic.enabled and i == 0 and early:
+                add("classic", self.classic(store, roles, traces))
+            if i == 0 and len(rounds) > 1:
+                self.provisional(store, roles, runs, rows_so_far(), traces, seeds,
+                                 time.time() - t_start)
+            if cfg.finetune.enabled:
+                add("finetune", self.finetune(store, roles, runs, seeds))
+            if cfg.classic.enabled and not early:
+                add("classic", self.classic(store, roles, traces))
+            if cfg.causal.enabled:
+                add("causal", self.causal(store, roles, runs, memo, seeds))
+            if cfg.labels.enabled:
+                label_parts += self.label_readouts(store, roles, runs, seeds)
+            if cfg.scaling.enabled:
+                scaling_rows += self.scaling(store, roles, runs, memo, seeds)
+        rows = rows_so_far()
+        label_rows = self.labels(store, roles, rows, label_parts) if cfg.labels.enabled else []
         self.console.print("[bold]report[/]")
-        diagnostics = {seed: json.loads((d / "diagnostics.json").read_text())
-                       for seed, d in runs.distilled.items() if (d / "diagnostics.json").exists()}
+        diagnostics = _diagnostics(runs, cfg.seeds)
         days = session_days(store, roles.eval) if cfg.longevity.enabled else None
-        return write_report(self.out, cfg, roles.as_dict(), rows, traces, self.cache.log,
+        result = write_report(self.out, cfg, roles.as_dict(), rows, traces, self.cache.log,
                             seconds=time.time() - t_start, store=store, diagnostics=diagnostics,
                             label_rows=label_rows, days=days, scaling_rows=scaling_rows,
                             scaling_full=(scaling_units.full_seconds(store, roles.distill),
                                           _mean_steps(runs.distilled.values()))
                             if cfg.scaling.enabled else None, anchor_choice=runs.anchor_choice)
+        shutil.rmtree(self.out / PROVISIONAL, ignore_errors=True)  # the final report replaces it
+        return result
+
+    def provisional(self, store: Store, roles: Roles, runs: Runs, rows: list[dict[str, Any]],
+                    traces: dict[str, Any], seeds: list[int], seconds: float) -> None:
+        """The report of the first seed's probes and the classic decoders, written to
+        ``OUT/provisional/`` with the final report's writers and printed, while the other seeds
+        run; marked provisional in its title and ``results.json``."""
+        cfg = self.cfg
+        rest = [s for s in cfg.seeds if s not in seeds]
+        self.console.print(f"[bold]provisional report[/] (seed {', '.join(map(str, seeds))} only, "
+                           f"after {clock(seconds)}; seeds {', '.join(map(str, rest))} follow, "
+                           "then the final report replaces this one)")
+        label = (f"{cfg.name} — PROVISIONAL: seed {', '.join(map(str, seeds))} only (probes and "
+                 f"classic decoders); the study goes on with seeds {', '.join(map(str, rest))}")
+        pcfg = cfg.model_copy(update={"name": label, "seeds": list(seeds)})
+        out = self.out / PROVISIONAL
+        out.mkdir(parents=True, exist_ok=True)
+        result = write_report(out, pcfg, roles.as_dict(), rows, traces, list(self.cache.log),
+                              seconds=seconds, store=store, console=self.console,
+                              diagnostics=_diagnostics(runs, seeds),
+                              anchor_choice={s: runs.anchor_choice[s] for s in seeds})
+        write_json_atomic(out / "results.json", {"provisional": True,
+                                                 "final_seeds": list(cfg.seeds), **result})
 
     # ------------------------------------------------------------------------------ models
-    def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo) -> Runs:
+    def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo, runs: Runs,
+                     seeds: list[int]) -> None:
+        """Train the models of ``seeds`` into ``runs`` (the teacher once, with the first seed,
+        unless ``teacher.per_seed``)."""
         cfg, run = self.cfg, self.cache.run
-        runs = Runs()
-        self.console.print("[bold]teacher[/] (spike MAE across sessions)")
-        for seed in cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]]:
+        teacher_seeds = [s for s in (cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]])
+                         if s in seeds]
+        if teacher_seeds:
+            self.console.print("[bold]teacher[/] (spike MAE across sessions)")
+        for seed in teacher_seeds:
             runs.teacher[seed] = run("teacher", f"seed{seed}", units.train_mae, store=store,
                                      sessions=roles.teacher, modality="spikes",
                                      model=cfg.teacher.model,
                                      train=self.train_cfg(cfg.teacher.train, seed))
         self.console.print("[bold]ss_lfp[/] (single-session LFP MAE)")
-        for seed in cfg.seeds:
+        for seed in seeds:
             for name in roles.eval:
                 runs.ss_lfp[(seed, name)] = run(
                     "ss_lfp", f"{name}-seed{seed}", units.train_mae, store=store, sessions=[name],
                     modality="lfp", model=cfg.lfp_model, train=self.train_cfg(cfg.ss_lfp, seed))
         self.console.print("[bold]ms_lfp[/] (multi-session LFP MAE)")
-        for seed in cfg.seeds:
+        for seed in seeds:
             runs.ms_lfp[seed] = run("ms_lfp", f"seed{seed}", units.train_mae, store=store,
                                     sessions=roles.ms_lfp, modality="lfp", model=cfg.lfp_model,
                                     train=self.train_cfg(cfg.ms_lfp, seed))
@@ -167,7 +245,7 @@ class Study:
                            + {"validation": "; with and without the MS-LFP anchor, the one with "
                                             "the higher validation probe kept)",
                               "always": ", anchored to the MS-LFP)", "off": ")"}[anchor])
-        for seed in cfg.seeds:
+        for seed in seeds:
             students = {a: self.student("distill", f"seed{seed}", a, store=store, roles=roles,
                                         teacher=runs.teacher_for(cfg, seed),
                                         model=cfg.lfp_model, ms=runs.ms_lfp[seed],
@@ -188,7 +266,7 @@ class Study:
             runs.distilled[seed] = students[choice["anchored"]]
         if roles.heldout:
             self.console.print("[bold]generalize[/] (held-out sessions: session embeddings only)")
-        for seed in cfg.seeds:
+        for seed in seeds:
             tc = self.train_cfg(cfg.generalize.adapt, seed)
             for name in roles.heldout:
                 sources = [("adapt_ms", runs.ms_lfp[seed], runs.adapt_ms)]
@@ -199,7 +277,6 @@ class Study:
                         "generalize", f"{tag}-{name}-seed{seed}", units.train_mae, store=store,
                         sessions=[name], modality="lfp", model=cfg.lfp_model, train=tc,
                         init_from=src, train_only_new=True)
-        return runs
 
     def student(self, stage: str, name: str, anchored: bool, *, store: Store, roles: Roles,
                 teacher: Path, model: ModelConfig, ms: Path, train: TrainConfig,
@@ -216,13 +293,13 @@ class Study:
 
     # -------------------------------------------------------------------------- evaluation
     def probe(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo,
-              traces: dict[str, Any]) -> list[dict[str, Any]]:
+              traces: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
         cfg = self.cfg
         wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
         self.console.print("[bold]probe[/] (frozen latents → linear regression → velocity R²"
                            + ("; and → Wiener filter)" if wiener else ")"))
         rows: list[dict[str, Any]] = []
-        for seed in cfg.seeds:
+        for seed in seeds:
             warnings: list[str] = []
             plan = eval_plan(cfg, store, roles, runs, seed, warnings)
             for w in warnings:
@@ -234,16 +311,18 @@ class Study:
                 traces["probe"] = dict(np.load(d / "preds.npz"))
         return rows
 
-    def finetune(self, store: Store, roles: Roles, runs: Runs) -> list[dict[str, Any]]:
+    def finetune(self, store: Store, roles: Roles, runs: Runs, seeds: list[int]
+                 ) -> list[dict[str, Any]]:
         cfg = self.cfg
         self.console.print("[bold]finetune[/] (model + velocity head trained end-to-end)")
         rows: list[dict[str, Any]] = []
         sessions = roles.distill + (roles.heldout if cfg.finetune.sessions == "all" else [])
         plans = {seed: [p for p in eval_plan(cfg, store, roles, runs, seed)
                         if p.model in cfg.finetune.models and p.session in sessions]
-                 for seed in cfg.seeds}
-        self.cache.expect({"finetune": sum(len(v) for v in plans.values())})
-        for seed in cfg.seeds:
+                 for seed in seeds}
+        # every seed evaluates the same (model, session) pairs: the count of all seeds
+        self.cache.expect({"finetune": len(plans[seeds[0]]) * len(cfg.seeds)})
+        for seed in seeds:
             tc = self.train_cfg(cfg.finetune.train, seed)
             for p in plans[seed]:
                 d = self.cache.run("finetune", f"{p.model}-{p.session}-seed{seed}", units.finetune,
@@ -262,8 +341,8 @@ class Study:
         return units.read_rows(d)
 
 
-    def causal(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo
-               ) -> list[dict[str, Any]]:
+    def causal(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo,
+               seeds: list[int]) -> list[dict[str, Any]]:
         """Causal MS-LFP and causal student per seed (held-out sessions adapted as in mode b),
         read out on their causal latents: rows with ``eval: causal``."""
         cfg, run = self.cfg, self.cache.run
@@ -273,7 +352,7 @@ class Study:
                                                  "context_bins": cfg.causal.context_bins,
                                                  "readout": "visible"})
         rows: list[dict[str, Any]] = []
-        for seed in cfg.seeds:
+        for seed in seeds:
             ms = run("causal", f"ms_lfp-seed{seed}", units.train_mae, store=store,
                      sessions=roles.ms_lfp, modality="lfp", model=model,
                      train=self.train_cfg(cfg.ms_lfp, seed))
@@ -301,30 +380,37 @@ class Study:
         return rows
 
 
-    def labels(self, store: Store, roles: Roles, runs: Runs, rows: list[dict[str, Any]]
-               ) -> list[dict[str, Any]]:
-        """Label efficiency: each frozen model's read-outs and the classic decoders refit on
-        subsets of the training bins; the study's own rows are the curve's last point."""
+    def label_readouts(self, store: Store, roles: Roles, runs: Runs, seeds: list[int]
+                       ) -> list[dict[str, Any]]:
+        """Label efficiency, the seeds' part: each frozen model's read-outs refit on subsets of
+        the training bins."""
         cfg, opts = self.cfg, self.cfg.labels
         self.console.print("[bold]labels[/] (every decoder refit on "
                            f"{', '.join(f'{s:g}' for s in opts.seconds)} s of labels, "
                            f"{opts.draws} draw(s) each)")
         lags = (cfg.classic.n_lags, cfg.classic.lag_step)
         out: list[dict[str, Any]] = []
-        for seed in cfg.seeds:
+        for seed in seeds:
             items = [p for p in eval_plan(cfg, store, roles, runs, seed)
                      if p.model in opts.models]
             d = self.cache.run("labels", f"seed{seed}", label_units.readouts, store=store,
                                items=items, options=opts, n_lags=lags[0], lag_step=lags[1])
             out += units.read_rows(d)
+        return out
+
+    def labels(self, store: Store, roles: Roles, rows: list[dict[str, Any]],
+               readouts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Label efficiency: the seeds' ``readouts`` (:meth:`label_readouts`) and the classic
+        decoders refit on the same subsets; the study's own rows are the curve's last point."""
+        cfg, opts = self.cfg, self.cfg.labels
+        lags = (cfg.classic.n_lags, cfg.classic.lag_step)
         d = self.cache.run("labels", "classic", label_units.classic, store=store,
                            sessions=roles.eval, distilled=roles.distill, options=opts,
                            n_lags=lags[0], lag_step=lags[1])
-        out += units.read_rows(d)
-        return out + label_units.full_rows(rows, store, opts.models)
+        return readouts + units.read_rows(d) + label_units.full_rows(rows, store, opts.models)
 
-    def scaling(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo
-                ) -> list[dict[str, Any]]:
+    def scaling(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo,
+                seeds: list[int]) -> list[dict[str, Any]]:
         """Students distilled on fewer paired seconds, or from teachers trained on fewer
         sessions, each probed like the study's own student: rows tagged with ``axis`` and
         ``x``."""
@@ -336,16 +422,17 @@ class Study:
                            + ", ".join(map(str, sc.teacher_sessions))
                            + f" of {len(roles.teacher)} sessions)")
         others = [n for n in roles.teacher if n not in roles.distill]
-        teachers: dict[tuple[int, int], Path] = {}
+        teachers = self._scaling_teachers  # kept from round to round
         for k in sc.teacher_sessions:
-            for seed in cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]]:
+            for seed in [s for s in (cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]])
+                         if s in seeds]:
                 teachers[(k, seed)] = run(
                     "scaling", f"teacher{k}-seed{seed}", units.train_mae, store=store,
                     sessions=roles.distill + others[:k - len(roles.distill)], modality="spikes",
                     model=cfg.teacher.model, train=self.train_cfg(cfg.teacher.train, seed))
         wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
         rows: list[dict[str, Any]] = []
-        for seed in cfg.seeds:
+        for seed in seeds:
             base = self.train_cfg(cfg.distill.train, seed)
             points: list[tuple[str, float, Path, TrainConfig]] = []
             for b in sc.paired_seconds:
@@ -368,6 +455,13 @@ class Study:
                 steps = _run_steps(student)
                 rows += [{**r, "axis": axis, "x": x, "steps": steps} for r in units.read_rows(d)]
         return rows
+
+
+def _diagnostics(runs: Runs, seeds: list[int]) -> dict[int, Any]:
+    """The distillation diagnostics of the students of ``seeds`` that recorded them."""
+    return {seed: json.loads((runs.distilled[seed] / "diagnostics.json").read_text())
+            for seed in seeds
+            if seed in runs.distilled and (runs.distilled[seed] / "diagnostics.json").exists()}
 
 
 def _run_steps(run_dir: Any) -> float | None:
@@ -424,6 +518,6 @@ def check_label_budgets(cfg: ExperimentConfig, store: Store, roles: Roles) -> No
 
 
 def run_experiment(cfg: ExperimentConfig, from_stage: str | None = None,
-                   out: Path | None = None) -> dict[str, Any]:
+                   out: Path | None = None, order: str = "seeds") -> dict[str, Any]:
     """Run (or resume from the cache) the study ``cfg``; returns the report's summary."""
-    return Study(cfg, from_stage, out=out).run()
+    return Study(cfg, from_stage, out=out, order=order).run()
