@@ -203,8 +203,8 @@ def test_distill_builds_a_causal_student_from_the_bidirectional_teacher(teacher,
 # ------------------------------------------------------------------ read-out, streaming, export
 def test_linear_readout_is_saved_with_the_run_and_reused(dirs, student):
     s = open_store(dirs["store"]).session("a")
-    dec, _ = causal_decoder(student, s)
-    path = readout_path(student, "a")
+    dec, _ = causal_decoder(student, s, readout="linear_probe")
+    path = readout_path(student, "a", "linear_probe")
     assert path.exists() and dec.readout_kind == "linear_probe"
     saved = np.load(path)
     assert saved["weight"].shape == (2, 16) and saved["mean"].shape == (5,)
@@ -215,13 +215,29 @@ def test_linear_readout_is_saved_with_the_run_and_reused(dirs, student):
     resid = (s.velocity - pred)[train]
     np.testing.assert_allclose(z[train].T @ resid / train.sum(), 0, atol=1e-3)
     mtime = path.stat().st_mtime_ns
-    causal_decoder(student, s)
+    causal_decoder(student, s, readout="linear_probe")
     assert path.stat().st_mtime_ns == mtime  # reused, not refit
 
 
-def test_streamed_output_equals_the_offline_causal_output(dirs, student):
+def test_a_replaced_session_gets_a_new_readout(dirs, student, tmp_path):
+    """The saved read-out is keyed by the session's data, not only its name and channel count:
+    a store whose session 'a' holds other data fits (and saves) the read-out again."""
     s = open_store(dirs["store"]).session("a")
-    dec, _ = causal_decoder(student, s)
+    first, _ = causal_decoder(student, s, readout="linear_probe")
+    other = tmp_path / "other"
+    write_store([make_session("a", T=1500, N=7, C=5, seed=11)], other, segment_s=1.0)
+    s2 = open_store(other).session("a")
+    second, _ = causal_decoder(student, s2, readout="linear_probe")
+    assert not np.allclose(first.mean.numpy(), second.mean.numpy())
+    np.testing.assert_allclose(second.mean.numpy(), s2.lfp[s2.split_mask("train")].mean(0),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("readout", ["linear_probe", "wiener", "combined"])
+def test_streamed_output_equals_the_offline_causal_output(dirs, student, readout):
+    s = open_store(dirs["store"]).session("a")
+    dec, _ = causal_decoder(student, s, readout=readout)
+    assert dec.readout_kind == readout
     offline = dec.offline(s.lfp[:300])
     stream = StreamingDecoder(eager_step(dec), dec.initial_state(), 5, dec.mean.numpy())
     streamed = np.stack([stream.step(row) for row in s.lfp[:300]])
@@ -272,17 +288,54 @@ def test_onnx_graph_equals_the_eager_decoder(dirs, student, exported):
     info = json.loads(exported.with_suffix(".json").read_text())
     assert info["session"] == "a" and info["n_channels"] == 5 and info["context_bins"] == 12
     assert info["input"]["shape"] == [5] and info["bin_size_s"] == 0.01
-    assert info["state"]["names"] == ["x_hist", "e_hist", "k_cache", "v_cache", "n_seen"]
-    assert len(info["normalisation"]["mean"]) == 5 and info["readout"] == "linear_probe"
-    assert info["check"]["max_abs_diff_vs_eager"] <= 1e-4
+    names = info["state"]["names"]
+    assert names[:5] == ["x_hist", "e_hist", "k_cache", "v_cache", "n_seen"]
+    # the default read-out: the best of the three on validation bins
+    scores = info["readout_detail"]["validation_r2"]
+    assert set(scores) == {"linear_probe", "wiener", "combined"}
+    assert info["readout"] == max(scores, key=scores.get)
+    assert len(info["normalisation"]["mean"]) == 5
+    assert info["check"]["max_abs_diff_vs_eager"] <= 1e-4 * info["check"]["output_scale"]
     s = open_store(dirs["store"]).session("a")
     dec, _ = causal_decoder(student, s)
-    graph = StreamingDecoder(onnx_step(onnx_session(exported)),
-                             zero_state(info["state"]["shapes"]), 5, dec.mean.numpy())
+    assert dec.readout_kind == info["readout"]
+    graph = StreamingDecoder(onnx_step(onnx_session(exported), tuple(names)),
+                             zero_state(info["state"]["shapes"], tuple(names),
+                                        info["state"]["dtypes"]), 5, dec.mean.numpy())
     got = np.stack([graph.step(x) for x in s.lfp[:200]])
     want = dec.offline(s.lfp[:200])
     assert np.abs(want).max() > 0.1  # a real output, not a constant
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    # fixed state shapes: after 200 bins, every state tensor has its documented shape and dtype
+    for name, t in zip(names, graph.state, strict=True):
+        assert list(t.shape) == info["state"]["shapes"][name]
+        assert str(t.dtype) == info["state"]["dtypes"][name]
+
+
+@pytest.mark.parametrize("readout", ["wiener", "combined"])
+def test_lagged_readouts_export_and_stream_as_offline(dirs, student, readout, tmp_path):
+    """The past-lag Wiener read-out (a ring of past latents in the state) and the combined one
+    (plus the band-power filters' double-precision state) stream through ONNX as offline."""
+    out = tmp_path / f"{readout}.onnx"
+    assert main(["export", str(student), "--store", str(dirs["store"]), "--session", "a",
+                 "--out", str(out), "--readout", readout]) == 0
+    info = json.loads(out.with_suffix(".json").read_text())
+    names = tuple(info["state"]["names"])
+    assert info["readout"] == readout and "ring" in names
+    assert info["state"]["shapes"]["ring"][0] == 18  # (10 lags - 1) x 2 bins
+    if readout == "combined":
+        assert info["state"]["dtypes"]["bp_z"] == "float64"
+    s = open_store(dirs["store"]).session("a")
+    dec, _ = causal_decoder(student, s, readout=readout)
+    graph = StreamingDecoder(onnx_step(onnx_session(out), names),
+                             zero_state(info["state"]["shapes"], names, info["state"]["dtypes"]),
+                             5, dec.mean.numpy())
+    got = np.stack([graph.step(x) for x in s.lfp[:300]])
+    want = dec.offline(s.lfp[:300])
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    res = decode_run(out, dirs["store"], "a", stream=True)
+    assert res["readout"] == readout and res["latency_ms_p99"] > 0
 
 
 def test_decode_streams_onnx_and_eager_alike_with_r2_and_latency(dirs, student, exported, capsys):
@@ -294,7 +347,7 @@ def test_decode_streams_onnx_and_eager_alike_with_r2_and_latency(dirs, student, 
     assert "latency per bin on 1 thread(s)" in text
     streamed_onnx = np.load(out)
     assert streamed_onnx["pred"].shape == (1500, 2) and streamed_onnx["latency_ms"].shape == (1500,)
-    res = decode_run(student, store, "a")  # eager, offline batches
+    res = decode_run(student, store, "a")  # eager, offline batches (the same auto read-out)
     off = np.load(out)  # unchanged file
     eager = decode_run(student, store, "a", out=dirs["root"] / "eager.npz")
     np.testing.assert_allclose(np.load(dirs["root"] / "eager.npz")["pred"], off["pred"],
@@ -357,6 +410,8 @@ def test_a_finetuned_causal_run_decodes_with_its_head(dirs, student, tmp_path):
     s = open_store(dirs["store"]).session("a")
     dec, _ = causal_decoder(ft, s)
     assert dec.readout_kind == "finetune_head"
+    # a lagged read-out of the fine-tuned latents can be asked for by name
+    assert causal_decoder(ft, s, readout="wiener")[0].readout_kind == "wiener"
     state = load_checkpoint(ft)["state_dict"]
     z = torch.randn(4, 16)
     want = state["head.weight"]  # the head of FinetuneModule: velocity = head(z) * v_std + v_mean

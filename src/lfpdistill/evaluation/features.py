@@ -171,23 +171,11 @@ def band_power_features(lfp: np.ndarray, fs: float = 100.0,
     if x.ndim != 2:
         raise DataValidationError(f"band_power_features: lfp has shape {list(x.shape)}; "
                                   "expected [T, C]")
-    nyq = fs / 2.0
-    if not 0 < lmp_hz < nyq:
-        raise ConfigError(f"lmp_hz {lmp_hz} must be in (0, {nyq:g}) Hz at fs={fs:g} Hz")
     T, C = x.shape
+    lmp_sos, band_sos, win = band_power_filters(fs, bands, lmp_hz, smooth_s, order)
     out = np.empty((T, C * (1 + len(bands))), dtype=np.float32)
-    sos = signal.butter(2, lmp_hz, "low", fs=fs, output="sos")
-    out[:, :C] = signal.sosfilt(sos, x, axis=0)
-    win = max(1, int(round(smooth_s * fs)))
-    for i, (lo, hi) in enumerate(bands):
-        if not 0 < lo < hi:
-            raise ConfigError(f"band ({lo}, {hi}) Hz is invalid; expected 0 < low < high")
-        if lo >= 0.95 * nyq:
-            raise ConfigError(f"band ({lo}, {hi}) Hz starts at or above Nyquist ({nyq:g} Hz)")
-        if hi >= 0.95 * nyq:
-            sos = signal.butter(order, lo, "high", fs=fs, output="sos")
-        else:
-            sos = signal.butter(order, (lo, hi), "bandpass", fs=fs, output="sos")
+    out[:, :C] = signal.sosfilt(lmp_sos, x, axis=0)
+    for i, sos in enumerate(band_sos):
         p = signal.sosfilt(sos, x, axis=0) ** 2
         c = np.cumsum(p, axis=0)
         sm = c.copy()
@@ -195,6 +183,30 @@ def band_power_features(lfp: np.ndarray, fs: float = 100.0,
         sm /= np.minimum(np.arange(1, T + 1), win)[:, None]
         out[:, C * (i + 1): C * (i + 2)] = np.log(np.maximum(sm, 1e-30))
     return out
+
+
+def band_power_filters(fs: float = 100.0, bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
+                       lmp_hz: float = 4.0, smooth_s: float = 0.1, order: int = 4
+                       ) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """The filters of :func:`band_power_features`: the LMP low-pass and one band filter per
+    band (second-order sections), and the moving average's length in bins — what a stream
+    computing the same features bin by bin needs."""
+    nyq = fs / 2.0
+    if not 0 < lmp_hz < nyq:
+        raise ConfigError(f"lmp_hz {lmp_hz} must be in (0, {nyq:g}) Hz at fs={fs:g} Hz")
+    lmp = signal.butter(2, lmp_hz, "low", fs=fs, output="sos")
+    win = max(1, int(round(smooth_s * fs)))
+    out = []
+    for lo, hi in bands:
+        if not 0 < lo < hi:
+            raise ConfigError(f"band ({lo}, {hi}) Hz is invalid; expected 0 < low < high")
+        if lo >= 0.95 * nyq:
+            raise ConfigError(f"band ({lo}, {hi}) Hz starts at or above Nyquist ({nyq:g} Hz)")
+        if hi >= 0.95 * nyq:
+            out.append(signal.butter(order, lo, "high", fs=fs, output="sos"))
+        else:
+            out.append(signal.butter(order, (lo, hi), "bandpass", fs=fs, output="sos"))
+    return lmp, out, win
 
 
 def band_power_feature_names(channel_ids: Sequence[str],
