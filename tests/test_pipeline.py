@@ -66,8 +66,26 @@ def test_run_writes_parseable_report(tiny_run):
               ("distilled_a", "probe_wiener"), ("distilled", "finetune"), ("wiener_bandpower", "classic"),
               ("kalman_bandpower", "classic"), ("wiener_spikes", "classic"), ("wiener_lfp", "classic"),
               ("distilled", "causal"), ("ms_lfp", "causal"), ("distilled", "causal_wiener"),
-              ("ms_lfp", "causal_wiener")]:
+              ("ms_lfp", "causal_wiener"), ("distilled", "probe_combined"),
+              ("distilled", "causal_combined")]:
         assert m in models, m
+    # the combined read-out only for the distilled model (its deployable candidate)
+    assert {m for m, e in models if e.endswith("_combined")} == {"distilled"}
+    # every candidate of the deployable decoder has a validation score, and the one chosen per
+    # session is the best on validation among them (test bins never choose)
+    cands = ("probe", "probe_wiener", "probe_combined", "causal", "causal_wiener",
+             "causal_combined")
+    assert all(np.isfinite(r["r2_val"]) for r in rows if r["eval"] in cands
+               or (r["eval"] == "classic" and r["model"] != "wiener_spikes"))
+    deploy = res["deployable"]
+    assert {d["setting"] for d in deploy["rows"]} == {"offline", "causal"}
+    for d in deploy["rows"]:
+        evs = cands[:3] if d["setting"] == "offline" else cands[3:]
+        vals = [r["r2_val"] for r in rows if r["session"] == d["session"] and (
+            (r["model"] == "distilled" and r["eval"] in evs and r["seed"] == d["seed"])
+            or (r["eval"] == "classic" and r["model"] != "wiener_spikes"))]
+        assert d["r2_val"] == max(vals)
+    assert "## The deployable decoder" in (out / "report.md").read_text()
     # every probe row is also scored on validation bins, and the report makes the call
     assert all(np.isfinite(r["r2_val"]) for r in rows if r["eval"] == "probe")
     assert {c["group"] for c in res["validation_check"]} == {"distilled", "unseen"}
@@ -93,6 +111,10 @@ def test_run_writes_parseable_report(tiny_run):
     numbers |= {f"{c[k]:.3f}" for c in res["validation_check"]
                 for k in ("distilled_val", "ms_lfp_val", "test_gain")}
     numbers |= {f"{c['test_gain']:+.3f}" for c in res["validation_check"]}
+    numbers |= {f"{d[k]:.3f}" for d in deploy["rows"]
+                for k in ("r2", "r2_val", "classic_r2", "spike_r2") if d[k] is not None}
+    numbers |= {f"{s[k]:.3f}" for s in deploy["summary"]
+                for k in ("mean", "sd", "classic_mean", "ratio", "spike_mean") if s[k] is not None}
     assert res["diagnostics"], "the distillation diagnostics are missing from results.json"
     # distill.anchor "validation" (the default): two students, the one kept is the one probed
     choice = res["anchor_choice"]["0"]

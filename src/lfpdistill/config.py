@@ -649,6 +649,10 @@ class ProbeSection(_Strict):
     wiener: bool = Field(True, description="besides the paper's per-timestep linear probe, fit the "
                          "classic Wiener filter (classic.n_lags x classic.lag_step) on the frozen "
                          "latents: the decoder-matched comparison with the classic decoders")
+    combined: bool = Field(True, description="also read the distilled model out with one Wiener "
+                           "filter on its latents and the classic LMP + band-power features (a "
+                           "penalty per block chosen on validation bins), bidirectional and causal: "
+                           "the deployable decoder's candidate (needs probe.wiener)")
 
 
 class CausalSection(_Strict):

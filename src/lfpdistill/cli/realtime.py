@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
         check_output_file(out, "pred.npz", (source, Path(source).with_suffix(".json"), store))
         res = decode_run(source, store, session, out, stream=stream, nan_policy=str(nan.value),
                          threads=threads, refit=refit, readout=readout)
-        keep = ("session", "backend", "readout", "mode", "bins", "val_r2", "test_r2", "test_r2_x", "test_r2_y")
+        keep = ("session", "backend", "readout", "mode", "bins", "val_r2", "test_r2", "test_r2_x",
+                "test_r2_y")
         print_table([{k: res[k] for k in keep if k in res}], title="causal decoder")
         if out is not None:
             console.print(f"predictions written to {out}")

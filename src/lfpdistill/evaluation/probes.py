@@ -45,14 +45,16 @@ def linear_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarr
 
 
 def wiener_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarray,
-                 test_mask: np.ndarray, n_lags: int = 10, lag_step: int = 2) -> dict[str, Any]:
+                 test_mask: np.ndarray, n_lags: int = 10, lag_step: int = 2,
+                 val_mask: np.ndarray | None = None) -> dict[str, Any]:
     """The classic Wiener filter (:class:`~lfpdistill.evaluation.decoders.WienerDecoder`: ridge on
     ``n_lags`` causal lags ``lag_step`` bins apart, penalty by contiguous CV on train bins) fit on
     frozen latents instead of hand-made features.
 
     The decoder-matched comparison with the classic decoders: same lags, same penalty search,
     same splits; only the features differ. Lags stay inside each run of a split. ``pred`` is
-    NaN outside the test bins.
+    NaN outside the test bins. With ``val_mask``, the same fit is also scored on those bins
+    (``r2_val``).
     """
     if latents.shape[0] != velocity.shape[0]:
         raise DataValidationError(
@@ -69,7 +71,13 @@ def wiener_probe(latents: np.ndarray, velocity: np.ndarray, train_mask: np.ndarr
     test_pred = dec.predict(latents[test_mask], groups=mask_groups(test_mask))
     pred = np.full(velocity.shape, np.nan, dtype=np.float32)
     pred[test_mask] = test_pred
-    return {**r2_xy(velocity[test_mask], test_pred), "pred": pred}
+    out: dict[str, Any] = {**r2_xy(velocity[test_mask], test_pred), "pred": pred}
+    if val_mask is not None:
+        val_mask = check_mask(val_mask, latents.shape[0], "val_mask")
+        if val_mask.any():
+            vp = dec.predict(latents[val_mask], groups=mask_groups(val_mask))
+            out["r2_val"] = r2_xy(velocity[val_mask], vp)["r2"]
+    return out
 
 
 def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, lag_step: int = 2,
@@ -78,8 +86,9 @@ def wiener_fits(jobs: Sequence[tuple[np.ndarray, Session]], n_lags: int = 10, la
     the fits :func:`~lfpdistill.evaluation.decoders.side_by_side` (``workers`` at a time)."""
     def one(job: tuple[np.ndarray, Session]) -> dict[str, float]:
         z, s = job
+        val = s.split_mask("val") if split == "test" else None
         res = wiener_probe(z, s.velocity, s.split_mask("train"), s.split_mask(split), n_lags,
-                           lag_step)
+                           lag_step, val_mask=val)
         return {k: v for k, v in res.items() if k != "pred"}
 
     # each fit refuses alone what cannot fit; side by side they must fit together

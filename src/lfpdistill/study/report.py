@@ -23,6 +23,12 @@ from rich.table import Table  # noqa: E402
 from ..data import write_json_atomic  # noqa: E402
 from ..data.store import atomic_path  # noqa: E402
 from ..evaluation.classic import CLASSIC_LFP  # noqa: E402
+from .deployable import (  # noqa: E402
+    deployable_claims,
+    deployable_markdown,
+    deployable_rows,
+    summarise_deployable,
+)
 from .labels import (  # noqa: E402
     fig_labels,
     label_claims,
@@ -51,7 +57,8 @@ LABELS = {
 ORDER = list(LABELS)
 #: evaluations in report order; "probe" is the paper's protocol, "probe_wiener" the classic
 #: Wiener filter (same lags as the classic decoders) fit on the same frozen latents
-EVALS = ("probe", "probe_wiener", "finetune", "classic", "causal", "causal_wiener")
+EVALS = ("probe", "probe_wiener", "probe_combined", "finetune", "classic", "causal",
+         "causal_wiener", "causal_combined")
 COLORS = {
     "teacher": "#444444", "ss_lfp": "#9ecae1", "ms_lfp": "#3182bd", "distilled": "#e6550d",
     "distilled_a": "#fdae6b", "wiener_spikes": "#969696", "wiener_lfp": "#a1d99b",
@@ -201,7 +208,9 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
       "to the past only — read out by a linear regression on the latents of one causal pass over "
       "the session (what `lfpdistill decode --stream` computes bin by bin); *causal_wiener*: the "
       "Wiener filter on the same causal latents (its lags reach only into the past, so a stream "
-      "can compute it too). Mean ± sd over "
+      "can compute it too). *…_combined*: one Wiener filter on the distilled model's latents and "
+      "the classic LMP + band-power features together, a penalty per block chosen on validation "
+      "bins. Mean ± sd over "
       "sessions and seeds.\n\n")
     w("## Summary\n\n| group | evaluation | model | R² | n |\n|---|---|---|---|---|\n")
     for s in summary:
@@ -220,7 +229,11 @@ def markdown(cfg: Any, roles: dict[str, list[str]], rows: list[dict[str, Any]],
                          ("Causal (streaming) models and the classic decoders per session",
                           ("causal", "classic")),
                          ("Causal models, Wiener read-out (past lags), per session",
-                          ("causal_wiener", "classic"))):
+                          ("causal_wiener", "classic")),
+                         ("Distilled latents + LMP + band power in one Wiener filter, per session",
+                          ("probe_combined", "classic")),
+                         ("Causal distilled latents + LMP + band power, per session",
+                          ("causal_combined", "classic"))):
         if not any(r["eval"] == evals[0] for r in rows):
             continue  # e.g. no causal section: the classic table is already printed above
         sessions, models, cells = per_session_table(rows, evals)
@@ -454,7 +467,9 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
     scale = (summarise_scaling(scaling_rows, rows, full_s, len(roles["teacher"]), full_steps)
              if scaling_rows else None)
     scale_checks = scaling_claims(scale) if scale else []
-    extra_checks = label_checks + scale_checks + life_checks
+    deploy_rows = deployable_rows(rows)
+    deploy = summarise_deployable(deploy_rows, rows)
+    extra_checks = label_checks + scale_checks + life_checks + deployable_claims(deploy)
     if rows:
         fig_per_session(rows, out / "per_session_r2.png")
         figures["per_session_r2.png"] = ("Per-session test R²: linear probe of every model and "
@@ -481,13 +496,15 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
               "labels": {"rows": label_rows, "summary": label_summary} if label_rows else None,
               "longevity": {"days": life} if life else None,
               "validation_check": validation_check(rows),
+              "deployable": {"rows": deploy_rows, "summary": deploy} if deploy else None,
               "scaling": {"rows": scaling_rows, **scale} if scale else None,
               "diagnostics": {str(k): v for k, v in (diagnostics or {}).items()},
               "anchor_choice": {str(k): v for k, v in (anchor_choice or {}).items()},
               "config": json.loads(cfg.model_dump_json())}
     write_json_atomic(out / "results.json", result)
     with atomic_path(out / "results.csv", suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
-        cols = ["model", "session", "group", "eval", "split", "seed", "mode", "r2", "r2_x", "r2_y"]
+        cols = ["model", "session", "group", "eval", "split", "seed", "mode", "r2", "r2_x", "r2_y",
+                "r2_val"]
         wr = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         wr.writeheader()
         wr.writerows(rows)
@@ -496,7 +513,8 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
                   if label_summary else "",
                   extra_md=(scaling_markdown(scale, scale_checks) if scale else "")
                   + (longevity_markdown(life, life_checks) if life else "")
-                  + anchor_markdown(anchor_choice or {}))
+                  + anchor_markdown(anchor_choice or {})
+                  + deployable_markdown(deploy, deploy_rows))
     with atomic_path(out / "report.md", suffix=".md") as tmp:
         tmp.write_text(md)
     table = Table(title=f"{cfg.name}: test R² (mean ± sd over sessions and seeds)")

@@ -305,7 +305,8 @@ class Study:
             for w in warnings:
                 self.console.print(f"  [yellow]{w}[/]")
             d = self.cache.run("probe", f"seed{seed}", units.probe, store=store, plan=plan,
-                               wiener=wiener, memo=memo)
+                               wiener=wiener, memo=memo,
+                               combined=bool(wiener) and cfg.probe.combined)
             rows += units.read_rows(d)
             if seed == cfg.seeds[0]:
                 traces["probe"] = dict(np.load(d / "preds.npz"))
@@ -375,7 +376,7 @@ class Study:
                                   "seed": seed, "mode": "b" if m == "distilled" else None})
             wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
             d = run("causal", f"probe-seed{seed}", units.causal_probe, store=store, items=items,
-                    wiener=wiener)
+                    wiener=wiener, combined=bool(wiener) and cfg.probe.combined)
             rows += units.read_rows(d)
         return rows
 

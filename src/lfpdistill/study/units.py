@@ -24,6 +24,7 @@ from ..data import Store, write_json_atomic, write_store
 from ..errors import ConfigError
 from ..evaluation import classic_decoders, linear_probe, session_latents, wiener_fits
 from ..evaluation.metrics import r2_xy
+from ..evaluation.readouts import combined_probe
 from ..models import load_model
 from ..models.streaming import causal_latents
 from ..session import Session
@@ -121,9 +122,12 @@ def finetune(out: Path, store: Store, run: Path, session: str, train: TrainConfi
 
 # ------------------------------------------------------------------------------ evaluation
 def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int] | None,
-          memo: StudyMemo) -> None:
+          memo: StudyMemo, combined: bool = False) -> None:
     """Linear probe (and Wiener read-out) of every item's frozen latents: ``rows.json`` and the
-    probe predictions ``preds.npz``."""
+    probe predictions ``preds.npz``. With ``combined`` (and ``wiener``'s lags), the distilled
+    model's latents are also read out together with the classic LMP + band-power features
+    (:func:`~lfpdistill.evaluation.readouts.combined_probe`, penalties chosen on validation
+    bins): ``eval: probe_combined``."""
     rows: list[dict[str, Any]] = []
     preds: dict[str, np.ndarray] = {}
     jobs: list[tuple[int, tuple[str, str], np.ndarray, Session]] = []
@@ -151,6 +155,9 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
             rows.append({**base, "eval": "probe_wiener", **(done or {})})
             if done is None:
                 jobs.append((len(rows) - 1, tkey, z, s))
+            if combined and p.model == "distilled" and p.as_session is None:
+                rows.append({**base, "eval": "probe_combined",
+                             **_combined(z, s, *wiener)})
     if wiener and jobs:  # the Wiener fits, two or more at a time
         fits = wiener_fits([(z, s) for _, _, z, s in jobs], *wiener)
         for (i, tkey, _, _), res in zip(jobs, fits, strict=True):
@@ -162,28 +169,45 @@ def probe(out: Path, store: Store, plan: list[EvalItem], wiener: tuple[int, int]
     np.savez(out / "preds.npz", **preds)
 
 
+def _combined(z: np.ndarray, s: Session, n_lags: int, lag_step: int) -> dict[str, Any]:
+    """The combined read-out's row values (no predictions) on one session's own splits."""
+    res = combined_probe(z, s.lfp, s.velocity, s.split_mask("train"), s.split_mask("val"),
+                         s.split_mask("test"), 1.0 / s.bin_size, n_lags, lag_step)
+    res.pop("pred")
+    return res
+
+
 def causal_probe(out: Path, store: Store, items: list[dict[str, Any]],
-                 wiener: tuple[int, int] | None = None) -> None:
+                 wiener: tuple[int, int] | None = None, combined: bool = False) -> None:
     """Linear probe of causal models on their causal latents (one causal pass over each session,
     what a stream computes): ``rows.json`` with ``eval: causal``. With ``wiener`` (n_lags,
     lag_step) also the Wiener filter on the same latents, ``eval: causal_wiener``: its lags
     reach only into the past, so a stream can compute it too. ``items``: model, run, session,
-    group, seed, mode."""
+    group, seed, mode. With ``combined`` (and ``wiener``'s lags) the distilled model's causal
+    latents are also read out with the LMP + band-power features: ``eval: causal_combined``
+    (what ``lfpdistill decode --readout combined`` streams)."""
     rows: list[dict[str, Any]] = []
+    extra: list[dict[str, Any]] = []
     jobs: list[tuple[np.ndarray, Session]] = []
     for it in items:
         s = store.session(it["session"])
         model, _ = load_model(Path(it["run"]), modality="lfp")
         z = causal_latents(model, s.name, torch.from_numpy(np.asarray(s.lfp, np.float32))).numpy()
         res = linear_probe(z, s.velocity, s.split_mask("train"), s.split_mask("test"))
-        res.pop("pred")
-        rows.append({"model": it["model"], "session": s.name, "group": it["group"],
-                     "split": "test", "seed": it["seed"], "mode": it["mode"], "eval": "causal",
-                     **res})
+        pred = res.pop("pred")
+        val = s.split_mask("val")
+        if val.any():
+            res["r2_val"] = r2_xy(s.velocity[val], pred[val])["r2"]
+        base = {"model": it["model"], "session": s.name, "group": it["group"],
+                "split": "test", "seed": it["seed"], "mode": it["mode"]}
+        rows.append({**base, "eval": "causal", **res})
         jobs.append((z, s))
+        if wiener and combined and it["model"] == "distilled":
+            extra.append({**base, "eval": "causal_combined", **_combined(z, s, *wiener)})
     if wiener:
         fits = wiener_fits(jobs, *wiener)
         rows += [{**r, "eval": "causal_wiener", **res} for r, res in zip(rows, fits, strict=True)]
+    rows += extra
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "rows.json", rows)
 
