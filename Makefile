@@ -1,6 +1,7 @@
 # Two entry points (see README): `make demo` runs the study on the built-in simulator,
-# `make test` runs the tests. Both create/refresh the virtual environment first, installing the
-# CPU build of PyTorch before anything else (users with GPUs install their own torch first).
+# `make test` runs the tests (`make docs` builds the documentation site). All create/refresh the
+# virtual environment first, installing the CPU build of PyTorch before anything else (users with
+# GPUs install their own torch first).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
@@ -12,7 +13,7 @@ else
 MARK :=
 endif
 
-.PHONY: venv demo test test-all lint clean
+.PHONY: venv demo test test-all lint docs clean
 
 venv: $(VENV)/.installed
 
@@ -35,5 +36,9 @@ test-all: venv
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# the documentation site (mkdocs.yml) into site/, warnings as errors; CI builds it in tests/test_docs.py
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf results runs .pytest_cache
+	rm -rf results runs site .pytest_cache
