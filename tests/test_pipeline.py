@@ -385,8 +385,9 @@ def test_diagnostics_table_shows_the_anchor_column_only_for_anchored_students():
     anchored = {**plain, "anchor": {"space": "anchor_pcs", "sessions": {"a": {**d, "r2": 0.125}}}}
     md = diagnostics_markdown({0: anchored, 1: plain})
     assert "anchor PCs explained" in md
-    assert "| 0 | a | 0.250 | 0.60 | 0.50 / 0.40 / 0.30 | 0.50 / 0.40 / 0.30 | 0.125 |" in md
-    assert "| 1 | a | 0.250 | 0.60 | 0.50 / 0.40 / 0.30 | 0.50 / 0.40 / 0.30 | — |" in md
+    # validation, training, gap, first dims (validation / training), last dims, anchor
+    assert "| 0 | a | 0.250 | 0.60 | +0.35 | 0.50 / 0.40 / 0.30 | — | 0.50 / 0.40 / 0.30 | 0.125 |" in md
+    assert "| 1 | a | 0.250 | 0.60 | +0.35 | 0.50 / 0.40 / 0.30 | — | 0.50 / 0.40 / 0.30 | — |" in md
 
 
 def test_choosing_the_student_needs_validation_bins(tmp_path, capsys):

@@ -32,7 +32,7 @@ from ..evaluation import (
 from ..models import NeuralTransformer, load_checkpoint, load_model
 from ..session import Session
 from ..training import DistillModule, check_teacher_sessions, fit, teacher_pca, teacher_target_stats
-from .common import load_selected
+from .common import load_selected, writes_run_folder
 
 
 @dataclass
@@ -224,6 +224,7 @@ def lfp_predictability(sessions: Sequence[Session], targets: dict[str, np.ndarra
     return w if w.sum() > 0 else np.ones_like(w)
 
 
+@writes_run_folder("out", ("teacher_run", "store_dir", "student_init", "anchor_run"))
 def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str] | None,
                 out: Path, student_cfg: ModelConfig, train_cfg: TrainConfig,
                 dcfg: DistillConfig | None = None, student_init: Path | None = None,
@@ -284,6 +285,7 @@ def distill_run(teacher_run: Path, store_dir: Path, sessions: str | Sequence[str
     diag = distillation_diagnostics(module, sel, train_cfg.window_s, targets.cache)
     if targets.weights is not None:
         diag["target_weights"] = [float(v) for v in targets.weights]
+    diag["generalisation"] = generalisation_gap(diag)
     write_json_atomic(Path(out) / "diagnostics.json", diag)
     summary["diagnostics"] = diag
     write_json_atomic(Path(out) / "summary.json", summary)
@@ -344,11 +346,80 @@ def _explained(target: np.ndarray, pred: np.ndarray, mask: np.ndarray, train: np
     sse = ((t - p) ** 2).sum(0)
     sst = ((t - t.mean(0)) ** 2).sum(0)
     tt, pt = target[train].astype(np.float64), pred[train].astype(np.float64)
+    sse_t = ((tt - pt) ** 2).sum(0)
+    sst_t = ((tt - tt.mean(0)) ** 2).sum(0)
     return {
         "r2": float(1 - sse.sum() / max(sst.sum(), 1e-12)),
         "r2_per_dim": [float(v) for v in 1 - sse / np.maximum(sst, 1e-12)],
         "sd_per_dim": [float(v) for v in t.std(0)],
         "bins": int(mask.sum()),
         # the same on the training bins: far above the validation value = overfitting
-        "r2_train": float(1 - ((tt - pt) ** 2).sum() / max(((tt - tt.mean(0)) ** 2).sum(), 1e-12)),
+        "r2_train": float(1 - sse_t.sum() / max(sst_t.sum(), 1e-12)),
+        "r2_train_per_dim": [float(v) for v in 1 - sse_t / np.maximum(sst_t, 1e-12)],
+        "bins_train": int(train.sum()),
     }
+
+
+#: Memorisation flags of :func:`generalisation_gap`: training minus validation alignment above
+#: this, or validation alignment at or below zero.
+MEMORISATION_GAP = 0.3
+
+
+def generalisation_gap(diag: dict[str, Any], n_dims: int = 3) -> dict[str, Any]:
+    """How far the student's alignment generalises, from :func:`distillation_diagnostics`:
+    the share of the aligned teacher dimensions it explains on validation bins (``val``) and on
+    training bins (``train``), their means over sessions, the first ``n_dims`` dimensions (the
+    leading PCs with ``target_pcs``) averaged over sessions, and ``memorising``: true when the
+    mean training alignment exceeds the validation one by more than :data:`MEMORISATION_GAP` or
+    the validation alignment is at or below zero (the student fits the targets of the bins it
+    trained on and predicts nothing of them elsewhere)."""
+    per = diag.get("sessions", {})
+    if not per:
+        return {"sessions": {}, "memorising": None}
+    rows = {}
+    for name, d in per.items():
+        rows[name] = {"val": d["r2"], "train": d.get("r2_train"),
+                      "val_per_dim": d["r2_per_dim"][:n_dims],
+                      "train_per_dim": d.get("r2_train_per_dim", [])[:n_dims]}
+    val = float(np.mean([r["val"] for r in rows.values()]))
+    trains = [r["train"] for r in rows.values() if r["train"] is not None]
+    train = float(np.mean(trains)) if trains else None
+    k = min(len(r["val_per_dim"]) for r in rows.values())
+    val_dims = [float(np.mean([r["val_per_dim"][i] for r in rows.values()])) for i in range(k)]
+    kt = min(len(r["train_per_dim"]) for r in rows.values())
+    train_dims = [float(np.mean([r["train_per_dim"][i] for r in rows.values()]))
+                  for i in range(kt)]
+    gap = None if train is None else train - val
+    return {"space": diag.get("space"), "val": val, "train": train, "gap": gap,
+            "val_per_dim": val_dims, "train_per_dim": train_dims,
+            "memorising": bool(val <= 0 or (gap is not None and gap > MEMORISATION_GAP)),
+            "threshold": MEMORISATION_GAP, "sessions": rows}
+
+
+def generalisation_summary(gen: dict[str, Any]) -> list[str]:
+    """A few lines for a person: validation vs training alignment (mean and the leading
+    dimensions) and, when the student memorises, what that means."""
+    if not gen.get("sessions"):
+        return ["generalisation: no session had validation bins to measure it on"]
+
+    def dims(values: list[float]) -> str:
+        return " / ".join(f"{v:+.2f}" for v in values) or "-"
+
+    n = len(gen["val_per_dim"])
+    train = "n/a" if gen["train"] is None else f"{gen['train']:+.3f}"
+    gap = "" if gen["gap"] is None else f" (gap {gen['gap']:+.3f})"
+    lines = [f"alignment generalisation ({gen.get('space')}, share of the aligned teacher "
+             f"dimensions the student explains, mean over {len(gen['sessions'])} session(s)): "
+             f"validation {gen['val']:+.3f}, training {train}{gap}",
+             f"  first {n} dims: validation {dims(gen['val_per_dim'])}; training "
+             f"{dims(gen['train_per_dim'])}"]
+    if gen["memorising"]:
+        lines.append(
+            "  WARNING: the student memorises its teacher: it fits the targets of the bins it "
+            "trained on but not of bins it has not seen (validation alignment "
+            f"{'<= 0' if gen['val'] <= 0 else 'more than ' + str(gen['threshold']) + ' below training'}"
+            "); on new data only the dimensions with positive validation alignment carry the "
+            "teacher's knowledge")
+    else:
+        lines.append("  the alignment generalises to validation bins (no memorisation flag)")
+    return lines

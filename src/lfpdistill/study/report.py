@@ -336,21 +336,42 @@ def diagnostics_markdown(diagnostics: dict[int, dict[str, Any]]) -> str:
       "check above does better.\n\n")
     w("R² is 1 − SSE/SST around the validation bins' own mean, so a slow drift of a component between "
       "segments counts against it; the training-bin value shows how far the fit itself got.\n\n")
+    from ..commands.distill import MEMORISATION_GAP
+
+    w("*Generalisation gap*: training-bin minus validation-bin share. A student whose validation "
+      f"share is at or below zero, or whose gap exceeds {MEMORISATION_GAP}, fits the targets of "
+      "the bins it trained on and predicts little of them on bins it has not seen (it memorises "
+      "its teacher); per dimension, validation / training for the first three dimensions.\n\n")
     anchored = any("anchor" in d for d in diagnostics.values())
     if anchored:
         w("*Anchor PCs*: the same share for the MS-LFP latent PCs an anchored student also aligns "
           "to (through its anchor head), on the same validation bins.\n\n")
-    w("| seed | session | explained (all dims) | on training bins | first 3 dims | last 3 dims |"
+    w("| seed | session | explained (all dims) | on training bins | gap | first 3 dims: validation "
+      "| first 3 dims: training | last 3 dims |"
       + (" anchor PCs explained |" if anchored else "") + "\n"
-      "|---|---|---|---|---|---|" + ("---|" if anchored else "") + "\n")
+      "|---|---|---|---|---|---|---|---|" + ("---|" if anchored else "") + "\n")
+    vals, trains, flagged, n = [], [], 0, 0
     for seed, diag in sorted(diagnostics.items()):
         for name, d in diag.get("sessions", {}).items():
             first = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3])
+            first_t = " / ".join(f"{v:.2f}" for v in d.get("r2_train_per_dim", [])[:3]) or "—"
             last = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][-3:])
             train = f"{d['r2_train']:.2f}" if "r2_train" in d else "—"
+            gap = f"{d['r2_train'] - d['r2']:+.2f}" if "r2_train" in d else "—"
             a = diag.get("anchor", {}).get("sessions", {}).get(name)
             extra = (f" {a['r2']:.3f} |" if a else " — |") if anchored else ""
-            w(f"| {seed} | {name} | {d['r2']:.3f} | {train} | {first} | {last} |{extra}\n")
+            w(f"| {seed} | {name} | {d['r2']:.3f} | {train} | {gap} | {first} | {first_t} | "
+              f"{last} |{extra}\n")
+            n += 1
+            vals.append(d["r2"])
+            if "r2_train" in d:
+                trains.append(d["r2_train"])
+            flagged += int(d["r2"] <= 0 or ("r2_train" in d
+                                            and d["r2_train"] - d["r2"] > MEMORISATION_GAP))
+    if n:
+        train_mean = f"{sum(trains) / len(trains):.3f}" if trains else "—"
+        w(f"\nMean over {n} student-session(s): validation {sum(vals) / n:.3f}, training "
+          f"{train_mean}; memorisation flagged on {flagged} of {n}.\n")
     return buf.getvalue()
 
 
