@@ -1,4 +1,5 @@
-"""Training commands: ``pretrain``, ``adapt``, ``distill`` and ``finetune``."""
+"""Training commands: ``pretrain``, ``adapt``, ``distill`` and ``finetune``; ``pack`` (a trained
+model as a folder others can load)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .common import (
     Modality,
     SetOpt,
     configs,
+    console,
     defaults_help,
     distill_configs,
     done,
@@ -120,3 +122,20 @@ def register(app: typer.Typer) -> None:
         if res.get("global_rank", 0) != 0:
             return  # a non-zero DDP rank: rank 0 evaluates and reports
         print_table([{k: v for k, v in res.items() if k != "as_session"}], title="fine-tuned decoder R²")
+
+
+    @app.command()
+    def pack(
+        run: Annotated[Path, typer.Argument(
+            help="run directory of any model (teacher, SS/MS-LFP, distilled, fine-tuned)")],
+        out: Annotated[Path, typer.Option(help="folder to write (safetensors weights, "
+                                               "config.json, model card README.md)")],
+        force: Annotated[bool, typer.Option(
+            "--force", help="replace --out if it already holds a packed model")] = False,
+    ) -> None:
+        """Pack a trained model as a folder others can load (no pickle; a model hub reads it)."""
+        from ..models.pack import pack_run
+
+        path = pack_run(run, out, force=force)
+        console.print(f"[bold]packed[/] {run} → {path} (model.safetensors, config.json, "
+                      "README.md); every command that takes a run takes this folder")

@@ -232,8 +232,9 @@ def load_causal(run_dir: Path) -> tuple[NeuralTransformer, dict[str, Any]]:
 
 
 def _checkpoint_hash(run_dir: Path) -> str:
-    path = Path(run_dir)
-    path = path / "model.ckpt" if path.is_dir() else path
+    from ..models.checkpoint import weights_file  # model.ckpt, or a packed model's weights
+
+    path = weights_file(Path(run_dir))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -5,6 +5,10 @@ is always named ``model``) plus lfpdistill's metadata under :data:`CKPT_KEY`: th
 config, the bin size, the stage and its extras. The session vocabulary travels inside the
 weights (the tokenizer's extra state), so :func:`load_model` needs neither Lightning nor the
 training code: only torch and this package's models.
+
+A model can also be given as a packed folder (:mod:`.pack`: safetensors weights, config.json,
+model card); :func:`load_checkpoint` reads it into the same dictionary, so everything that reads
+a run reads a packed model too.
 """
 
 from __future__ import annotations
@@ -72,15 +76,39 @@ def read_checkpoint_file(path: Path) -> Any:
                                       "re-run the training stage") from None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint file written by lfpdistill (a Lightning checkpoint + our metadata)."""
+def _packed_folder(path: Path) -> bool:
+    """A folder without model.ckpt but with a packed model's files (:mod:`.pack`)."""
+    from .pack import CONFIG, WEIGHTS
+
+    return (path.is_dir() and not (path / "model.ckpt").exists()
+            and ((path / CONFIG).exists() or (path / WEIGHTS).exists()))
+
+
+def weights_file(path: Path) -> Path:
+    """The file holding the weights of a run folder (``model.ckpt``), a packed folder
+    (``model.safetensors``) or a checkpoint file given directly: what identifies the model."""
+    from .pack import WEIGHTS
+
     path = Path(path)
+    if _packed_folder(path):
+        return path / WEIGHTS
+    return path / "model.ckpt" if path.is_dir() else path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint file written by lfpdistill (a Lightning checkpoint + our metadata), or
+    a packed model folder (:func:`.pack.read_packed`: the same dictionary)."""
+    path = Path(path)
+    if _packed_folder(path):
+        from .pack import read_packed
+
+        return read_packed(path)
     if path.is_dir():
         path = path / "model.ckpt"
     if not path.exists():
         raise CheckpointMismatchError(
             f"no model checkpoint at '{path}'; pass a run directory made by lfpdistill pretrain/"
-            "distill (it contains model.ckpt)"
+            "distill (it contains model.ckpt) or a folder from lfpdistill pack"
         )
     ckpt = read_checkpoint_file(path)
     if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt:
@@ -110,7 +138,13 @@ def load_model(path: Path, modality: str | None = None
     state = _model_state(ckpt["state_dict"])
     stored = state.get(_VOCAB_KEY)
     model = build_model(meta, stored_vocab(stored) if stored is not None else None)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a weight of another shape than the description says
+        shapes = str(e).count("size mismatch")
+        raise CheckpointMismatchError(
+            f"the weights of '{path}' do not fit its own model description ({shapes} weight(s) "
+            "of another shape); re-run the stage, or pack the run again") from None
     missing = [k for k in missing if k != _VOCAB_KEY]  # checkpoints older than the stored vocab
     if missing or unexpected:
         raise CheckpointMismatchError(
