@@ -10,6 +10,11 @@ key/value cache of the last ``--context`` bins), timing every step after ``--war
 
     python benchmarks/bench_latency.py --json latency.json
     python benchmarks/bench_latency.py --sizes demo --context 150 --bins 2000
+    python benchmarks/bench_latency.py --sizes demo --readouts linear_probe,wiener,combined
+
+``--readouts``: the read-outs after the model (``lfpdistill export --readout``): the same-bin
+linear map, the past-lag Wiener filter (10 lags x 2 bins: a ring of past latents in the state)
+and the combined one (plus the LMP + band-power filters of every channel, in double precision).
 
 Targets (issue #14): p99 <= 1 ms (demo) and <= 5 ms (paper) per bin. Timings are only
 meaningful on a quiet machine: the 1-minute load average is printed and saved with them.
@@ -35,6 +40,7 @@ from lfpdistill.commands.realtime import (
     export_decoder,
     onnx_session,
     onnx_step,
+    state_dtypes,
     zero_state,
 )
 from lfpdistill.config import ModelConfig
@@ -46,16 +52,24 @@ SIZES = {"demo": {"d_model": 128, "n_layers": 2, "n_heads": 4},
 CHANNELS = 96
 
 
-def decoder(size: str, context: int) -> CausalDecoder:
+#: read-out -> (lags, lag step, features); the lagged ones use the classic 10 lags x 20 ms
+READOUTS = {"linear_probe": (1, 1, "latents"), "wiener": (10, 2, "latents"),
+            "combined": (10, 2, "latents+bandpower")}
+
+
+def decoder(size: str, context: int, readout: str = "linear_probe") -> CausalDecoder:
     torch.manual_seed(0)
     cfg = ModelConfig(modality="lfp", patch_size=CHANNELS, embedder="filterbank", causal=True,
                       context_bins=context, dropout=0.0, **SIZES[size])
     model = NeuralTransformer(cfg, {"bench": CHANNELS}).eval()
     rng = np.random.default_rng(0)
-    readout = Readout("bench", "linear_probe", rng.normal(size=(2, cfg.d_model)).astype(np.float32),
-                      np.zeros(2, np.float32), np.zeros(CHANNELS, np.float32),
-                      np.ones(CHANNELS, np.float32))
-    return CausalDecoder(model, readout).eval()
+    n_lags, lag_step, features = READOUTS[readout]
+    n_feat = cfg.d_model + (CHANNELS * 5 if features == "latents+bandpower" else 0)
+    r = Readout("bench", readout,
+                (rng.normal(size=(2, n_lags * n_feat)) / np.sqrt(n_lags * n_feat)).astype(np.float32),
+                np.zeros(2, np.float32), np.zeros(CHANNELS, np.float32),
+                np.ones(CHANNELS, np.float32), n_lags, lag_step, features)
+    return CausalDecoder(model, r).eval()
 
 
 def time_stream(step, state, lfp: np.ndarray, warmup: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +103,8 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=3000, help="timed bins per run")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--readouts", default="linear_probe",
+                    help="comma-separated: linear_probe, wiener, combined")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -101,9 +117,11 @@ def main() -> None:
     results = {"context_bins": args.context, "channels": CHANNELS, "threads": 1,
                "load_average_before": list(load), "torch": torch.__version__,
                "cpu": platform.processor() or platform.machine(), "sizes": {}}
-    for size in args.sizes.split(","):
-        dec = decoder(size, args.context)
+    for size, readout in [(s, r) for s in args.sizes.split(",")
+                          for r in args.readouts.split(",")]:
+        dec = decoder(size, args.context, readout)
         n_params = sum(p.numel() for p in dec.parameters())
+        names, dtypes = dec.state_names, state_dtypes(dec)
 
         row = {**SIZES[size], "parameters": n_params,
                "eager": summary(time_stream(eager_step(dec), dec.initial_state(), lfp,
@@ -111,18 +129,22 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{size}.onnx"
             shapes = export_decoder(dec, CHANNELS, path)
-            step = onnx_step(onnx_session(path, threads=1))
-            row["state_bytes"] = int(sum(np.prod(v) for v in shapes.values()) * 4)
+            step = onnx_step(onnx_session(path, threads=1), names)
+            row["state_bytes"] = int(sum(np.prod(shapes[n]) * np.dtype(dtypes[n]).itemsize
+                                         for n in names))
             # same graph, same output: 300 bins stepped through both
             a = StreamingDecoder(eager_step(dec), dec.initial_state(), CHANNELS, np.zeros(CHANNELS))
-            b = StreamingDecoder(step, zero_state(shapes), CHANNELS, np.zeros(CHANNELS))
+            b = StreamingDecoder(step, zero_state(shapes, names, dtypes), CHANNELS,
+                                 np.zeros(CHANNELS))
             diff = max(float(np.abs(a.step(x) - b.step(x)).max()) for x in lfp[:300])
-            row["onnx"] = summary(time_stream(step, zero_state(shapes), lfp, args.warmup))
+            row["onnx"] = summary(time_stream(step, zero_state(shapes, names, dtypes), lfp,
+                                              args.warmup))
             row["onnx_max_abs_diff_vs_eager"] = diff
-        results["sizes"][size] = row
+        row["readout"] = readout
+        results["sizes"][size if readout == "linear_probe" else f"{size}/{readout}"] = row
         for backend in ("eager", "onnx"):
             r = row[backend]
-            print(f"{size:5s} {backend:5s}  wall: median {r['median_ms']:.3f} ms  p99 "
+            print(f"{size:5s} {readout:12s} {backend:5s}  wall: median {r['median_ms']:.3f} ms  p99 "
                   f"{r['p99_ms']:.3f} ms  max {r['max_ms']:.3f} ms | thread CPU: median "
                   f"{r['cpu_median_ms']:.3f} ms  p99 {r['cpu_p99_ms']:.3f} ms  ({r['bins']} bins, "
                   f"context {args.context}, {n_params / 1e6:.2f} M parameters)")

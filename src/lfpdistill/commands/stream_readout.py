@@ -13,7 +13,9 @@ State tensors (every shape fixed by the session and the read-out):
 ==========  ==========================  =========  =============================================
 name        shape                       dtype      holds
 ==========  ==========================  =========  =============================================
-``bp_z``    ``[sections, 2, C]``        float64    the filters' delay lines (LMP, then bands)
+``bp_z``    ``[depth, 2, chains, C]``   float64    the filters' delay lines (chain 0 the LMP,
+                                                   then one chain per band; ``depth`` the most
+                                                   sections of a chain)
 ``bp_hist`` ``[win - 1, bands * C]``    float64    the last ``win - 1`` squared band outputs
 ``bp_n``    ``[1]``                     float32    bins seen, up to ``win`` (the average's count)
 ``ring``    ``[(n_lags-1)*lag_step, F]`` float32   the read-out's features of the past bins
@@ -46,32 +48,33 @@ class BandPowerStepper(nn.Module):
         super().__init__()
         lmp, band_sos, win = band_power_filters(fs, bands)
         chains = [lmp, *band_sos]
-        self.chain_sections = [int(c.shape[0]) for c in chains]
-        sos = np.concatenate(chains, axis=0)                     # [S, 6]: b0 b1 b2 a0 a1 a2
-        self.register_buffer("sos", torch.as_tensor(sos, dtype=torch.float64))
+        # every chain padded to the same depth with identity sections (b0 = 1, all else 0: with
+        # a zero state they pass their input through), so each depth is one vectorised step
+        depth = max(int(c.shape[0]) for c in chains)
+        sos = np.zeros((depth, 6, len(chains)))
+        sos[:, 0, :] = 1.0
+        for j, c in enumerate(chains):
+            sos[: c.shape[0], :, j] = c
+        self.register_buffer("sos", torch.as_tensor(sos[..., None], dtype=torch.float64))
         self.channels, self.n_bands, self.win = int(channels), len(band_sos), int(win)
+        self.depth, self.n_chains = depth, len(chains)
 
     def initial_state(self) -> tuple[torch.Tensor, ...]:
-        S, C = int(self.sos.shape[0]), self.channels
-        return (torch.zeros(S, 2, C, dtype=torch.float64),
+        C = self.channels
+        return (torch.zeros(self.depth, 2, self.n_chains, C, dtype=torch.float64),
                 torch.zeros(max(self.win - 1, 0), self.n_bands * C, dtype=torch.float64),
                 torch.zeros(1))
 
     def forward(self, x: torch.Tensor, bp_z: torch.Tensor, bp_hist: torch.Tensor,
                 bp_n: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x64 = x.to(torch.float64)
-        outs, new_z, i = [], [], 0
-        for n_sec in self.chain_sections:
-            y = x64
-            for _ in range(n_sec):
-                b0, b1, b2, _a0, a1, a2 = self.sos[i]
-                z0, z1 = bp_z[i, 0], bp_z[i, 1]
-                out = b0 * y + z0
-                new_z.append(torch.stack([b1 * y - a1 * out + z1, b2 * y - a2 * out]))
-                y = out
-                i += 1
-            outs.append(y)
-        power = torch.cat([o * o for o in outs[1:]])               # [bands * C]
+        y = x.to(torch.float64)[None].expand(self.n_chains, -1)      # [chains, C]
+        new_z = []
+        for d in range(self.depth):  # direct form II transposed, every chain at once
+            b0, b1, b2, _a0, a1, a2 = self.sos[d]                    # each [chains, 1]
+            out = b0 * y + bp_z[d, 0]
+            new_z.append(torch.stack([b1 * y - a1 * out + bp_z[d, 1], b2 * y - a2 * out]))
+            y = out
+        power = (y[1:] * y[1:]).reshape(-1)                          # [bands * C]
         count = torch.clamp(bp_n + 1, max=float(self.win)).to(torch.float64)
         if self.win > 1:
             avg = (bp_hist.sum(0) + power) / count
@@ -79,7 +82,7 @@ class BandPowerStepper(nn.Module):
         else:
             avg, hist = power, bp_hist
         logp = torch.log(torch.clamp(avg, min=1e-30))
-        feats = torch.cat([outs[0], logp]).to(torch.float32)
+        feats = torch.cat([y[0], logp]).to(torch.float32)
         return (feats, torch.stack(new_z), hist, torch.clamp(bp_n + 1, max=float(self.win)))
 
 
