@@ -17,6 +17,10 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/calibrate_simulator.py --sessions 8 --seconds 300 \\
         --seed 0 --path fast
+
+    # the second family (recurrent network, volume-conductor LFP), one calibrated variant
+    OMP_NUM_THREADS=1 python benchmarks/calibrate_simulator.py --family recurrent \
+        --variant calibrated --sessions 2 --seconds 200 --seed 700
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ import time
 
 import numpy as np
 
-from lfpdistill.simulate import CALIBRATION_BANDS, SimConfig, calibration_r2, simulate_sessions
+from lfpdistill.simulate import (
+    CALIBRATION_BANDS,
+    SimConfig,
+    calibration_r2,
+    resolve_variant,
+    simulate_sessions,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,17 +51,24 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--variant", choices=["default", "random", "calibrated"], default="default",
                     help="random: parameters drawn from docs/simulator.md's ranges (per --seed); "
                          "calibrated: that draw scaled into the calibration bands")
+    ap.add_argument("--family", choices=["kinematic", "recurrent"], default="kinematic",
+                    help="simulator family (docs/simulator.md): kinematic (simulate/generator.py) "
+                         "or recurrent (simulate/recurrent.py)")
     ap.add_argument("--extra", action="store_true", help="also LMP-only and power-only columns")
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     args = ap.parse_args(argv)
 
     cfg = SimConfig(n_sessions=args.sessions, seconds=args.seconds, seed=args.seed,
                     path=args.path, task=args.task, degradation=args.degradation,
-                    variant=args.variant)
+                    variant=args.variant, family=args.family)
     t0 = time.perf_counter()
+    cfg = resolve_variant(cfg)  # the drawn (and calibrated) parameters, recorded below
+    if cfg.calibration is not None:
+        print(f"calibration: {cfg.calibration.describe()}")
     sessions = simulate_sessions(cfg)
     t_sim = time.perf_counter() - t0
-    print(f"simulated {len(sessions)} x {args.seconds:g} s ({args.path} path) in {t_sim:.1f} s")
+    print(f"simulated {len(sessions)} x {args.seconds:g} s ({args.family} family, {args.path} "
+          f"path) in {t_sim:.1f} s")
 
     rows = []
     t0 = time.perf_counter()

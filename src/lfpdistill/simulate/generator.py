@@ -620,7 +620,7 @@ def resolve_variant(cfg: SimConfig, progress: bool = True) -> SimConfig:
     calibrate_variant`: minutes; ``progress`` prints a line per step to stderr)."""
     if cfg.variant == "default":
         return cfg
-    drawn = resolve_random(cfg)
+    drawn = resolve_random(cfg)  # the ranges of cfg.family
     if cfg.variant == "random":
         return drawn
     return calibrate_variant(drawn, simulate_sessions, progress=progress)
@@ -635,6 +635,10 @@ def simulate_sessions(cfg: SimConfig | None = None, progress: bool = False) -> l
     With ``progress=True`` a line per session (and per calibration step) goes to stderr.
     """
     cfg = resolve_variant(cfg or SimConfig(), progress=progress)
+    if cfg.family == "recurrent":  # the second family (simulate/recurrent.py)
+        from .recurrent import simulate_recurrent
+
+        return simulate_recurrent(cfg, progress=progress)
     elec = electrode_grid(cfg.n_channels)
     channel_ids = [f"ch{i:03d}" for i in range(cfg.n_channels)]
     pop = _Population(cfg, elec)
