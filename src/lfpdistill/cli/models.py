@@ -103,6 +103,10 @@ def register(app: typer.Typer) -> None:
             print_table(rows, title=f"distillation diagnostics ({diag['space']}, validation bins; "
                                     "how far the alignment generalises; it does not predict the "
                                     "behaviour gain: compare probes on validation bins for that)")
+            from ..commands.distill import generalisation_summary
+
+            for line in generalisation_summary(diag.get("generalisation", {})):
+                print(line)
 
 
     @app.command(epilog=defaults_help("finetune"))
