@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,33 @@ def _sessions(values: list[str] | None) -> list[str] | None:
     return out or None
 
 
+def _check_simulate_out(out: Path, force: bool) -> set[str]:
+    """Refuse a non-empty --out unless ``force``; returns the session files of the store that
+    ``force`` replaces (removed once the new store is written)."""
+    out = Path(out)
+    # temporary files of a writer that was killed (atomic_path's '.NAME.XXXXXXXX.tmp') do not count
+    if not out.is_dir() or all(p.name.startswith(".") and ".tmp" in p.name for p in out.iterdir()):
+        return set()
+    if not force:
+        what = "a store" if (out / "manifest.json").is_file() else "not empty"
+        raise ConfigError(f"--out '{out}' is {what}; simulate writes a new store, so choose a new "
+                          "or empty folder, or pass --force to replace what is there")
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        return {e["file"] for e in manifest["sessions"]
+                if isinstance(e.get("file"), str) and Path(e["file"]).name == e["file"]
+                and e["file"].endswith(".h5")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return set()
+
+
+class Family(StrEnum):
+    """Simulator families (``SimConfig.family``)."""
+
+    kinematic = "kinematic"
+    recurrent = "recurrent"
+
+
 def register(app: typer.Typer) -> None:
     """Add the data commands to ``app``."""
 
@@ -58,8 +86,15 @@ def register(app: typer.Typer) -> None:
             help="chronic degradation across sessions, KEY=VALUE, repeatable: interval_days, "
                  "unit_loss, amplitude_loss, lfp_gain_drift, lfp_map_drift_deg, ... "
                  "(docs/simulator.md); e.g. --chronic unit_loss=0.065")] = None,
+        force: Annotated[bool, typer.Option(
+            "--force", help="replace the store (or other files) already in --out")] = False,
+        family: Annotated[Family, typer.Option(
+            help="simulator family (docs/simulator.md): kinematic (units tuned to the "
+                 "kinematics) or recurrent (a chaotic recurrent network drives the units, LFP "
+                 "from current dipoles through a volume conductor)")] = Family.kinematic,
     ) -> None:
-        """Simulate paired spikes + LFP + velocity sessions into a store."""
+        """Simulate paired spikes + LFP + velocity sessions into a store (a new or empty
+        folder; --force replaces what is there)."""
         from ..data import write_store
         from ..data.store import check_writable
         from ..simulate import resolve_variant, simulate_sessions
@@ -67,9 +102,11 @@ def register(app: typer.Typer) -> None:
         try:
             request = SimConfig(n_sessions=sessions, seconds=seconds, seed=seed, task=value(task),
                                 path=value(path), degradation=degradation, variant=value(variant),
-                                segment_s=segment_s, chronic=parse_overrides(chronic))
+                                segment_s=segment_s, chronic=parse_overrides(chronic),
+                                family=value(family))
         except ValidationError as e:
             raise ConfigError(f"invalid simulation option: {one_line(e)}") from None
+        old_files = _check_simulate_out(out, force)
         check_writable(out)  # before the calibration and the simulation, not after them
         try:
             cfg = resolve_variant(request)
@@ -83,6 +120,8 @@ def register(app: typer.Typer) -> None:
         sess = simulate_sessions(cfg, progress=True)
         store = write_store(sess, out, options={"source": "simulate", "simulate": cfg.model_dump()},
                             segment_s=segment_s, seed=seed)
+        for name in old_files - {f"{s.name}.h5" for s in sess}:  # --force: the old sessions go
+            (Path(out) / name).unlink(missing_ok=True)
         console.print(f"wrote {len(sess)} sessions to {store.root}")
         print_table(store.summary())
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +13,11 @@ from ..errors import ConfigError
 from .common import ProbeDecoder, Readout, console, print_table, value
 
 
-def check_output_file(path: Path | None, example: str) -> None:
-    """Refuse, before any work, an output file path that is a folder or lies under a file."""
+def check_output_file(path: Path | None, example: str, inputs: Sequence[Path | None] = (),
+                      allow: Sequence[Path] = ()) -> None:
+    """Refuse, before any work, an output file path that is a folder, lies under a file, or
+    would replace one of the command's ``inputs`` or a file of a store or run
+    (:func:`lfpdistill.data.guard.check_output_file`; ``allow``: the command's own default)."""
     if path is None:
         return
     path = Path(path)
@@ -22,8 +26,10 @@ def check_output_file(path: Path | None, example: str) -> None:
     bad = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if bad is not None:
         raise ConfigError(f"--out '{path}': '{bad}' is a file, not a folder; choose another path")
-    from ..data.store import check_writable  # lfpdistill.data loads torch: not at --help
+    from ..data.guard import check_output_file as guard  # lfpdistill.data loads torch
+    from ..data.store import check_writable
 
+    guard(path, inputs, allow)
     check_writable(path.parent)
 
 
@@ -45,7 +51,7 @@ def register(app: typer.Typer) -> None:
         """Write per-timestep latents of every split (centre-crop stitched windows)."""
         from ..commands.evaluate import embed_run
 
-        check_output_file(out, "latents.npz")
+        check_output_file(out, "latents.npz", (run, store), allow=(run / "latents.npz",))
         path = embed_run(run, store, sessions, out, as_session=as_session,
                          readout=value(readout))
         console.print(f"latents written to {path}")
@@ -69,7 +75,7 @@ def register(app: typer.Typer) -> None:
         """Decode velocity from frozen latents: fit on train segments, R² on test segments."""
         from ..commands.evaluate import probe_run
 
-        check_output_file(out, "probe.json")
+        check_output_file(out, "probe.json", (latents, store))
         rows = probe_run(latents, store, sessions, out, lag_s=lag_ms / 1000.0,
                          decoder=str(decoder.value),
                          n_lags=n_lags, lag_step=lag_step)
@@ -90,6 +96,6 @@ def register(app: typer.Typer) -> None:
         """Classic decoders (spike Wiener; LFP raw / LMP+band-power Wiener; Kalman), test R²."""
         from ..commands.evaluate import classic_run
 
-        check_output_file(out, "classic.json")
+        check_output_file(out, "classic.json", (store,))
         rows = classic_run(store, sessions, out, n_lags=n_lags, lag_step=lag_step)
         print_table(rows, title="classic decoders (test R², mean over x, y)")

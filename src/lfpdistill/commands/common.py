@@ -1,13 +1,18 @@
-"""What the commands share: choosing sessions from a store, their window datasets, and the
-check of generalization mode (a)."""
+"""What the commands share: choosing sessions from a store, their window datasets, the check
+of generalization mode (a), and the guard of a command that writes a run folder."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from ..config import TrainConfig
 from ..data import Store, WindowDataset
-from ..errors import DataValidationError
+from ..data.guard import MANIFEST, check_output_folder, folder_lock
+from ..errors import ConfigError, DataValidationError
 from ..models import NeuralTransformer
 from ..session import Session
 
@@ -50,3 +55,31 @@ def check_as_session(model: NeuralTransformer, target: Session, as_session: str)
             f"generalization mode (a) reads '{target.name}' as if it were '{as_session}', which needs "
             f"the same channel count ('{target.name}' has {width}, '{as_session}' has "
             f"{vocab[as_session]}); use mode (b) (adapt the session embeddings) instead")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def writes_run_folder(out: str, inputs: Sequence[str]) -> Callable[[F], F]:
+    """Decorate a command that writes the run folder passed as argument ``out``: the folder must
+    not be one of the folders or files passed as ``inputs`` (argument names) nor a store, and it
+    is locked (:func:`lfpdistill.data.guard.folder_lock`, the lock of ``lfpdistill run``) while
+    the command runs, so two commands cannot write one run folder at once."""
+
+    def wrap(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            folder = Path(bound.arguments[out])
+            check_output_folder(folder, [bound.arguments.get(name) for name in inputs])
+            if (folder / MANIFEST).is_file():
+                raise ConfigError(f"--out '{folder}' is a session store; write the run to its own "
+                                  "folder")
+            with folder_lock(folder):
+                return fn(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    return wrap

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..data import open_store, write_json_atomic
+from ..data.guard import check_output_file
 from ..data.store import atomic_path
 from ..errors import ConfigError, DataValidationError
 from ..evaluation import check_probe_options, classic_decoders, probe_sessions, session_latents
@@ -27,6 +28,8 @@ def embed_run(run_dir: Path, store_dir: Path, sessions: str | Sequence[str] | No
     """
     if readout not in (None, "visible", "held_out"):
         raise ConfigError(f"unknown readout '{readout}'; use visible or held_out")
+    if out is not None:
+        check_output_file(out, (run_dir, store_dir), allow=(Path(run_dir) / "latents.npz",))
     model, meta = load_model(Path(run_dir))
     store = open_store(store_dir)
     sel = load_selected(store, sessions, model.modality)
@@ -49,6 +52,8 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     much earlier (0: same bin). ``decoder="wiener"``: ridge on ``n_lags`` lags ``lag_step`` bins
     apart, as the classic Wiener filter."""
     check_probe_options(decoder, lag_s)  # before reading anything
+    if out is not None:
+        check_output_file(out, (latents_path, store_dir))
     store = open_store(store_dir)
     try:
         lat = dict(np.load(latents_path))
@@ -72,6 +77,8 @@ def classic_run(store_dir: Path, sessions: str | Sequence[str] | None = None,
                 ) -> list[dict[str, Any]]:
     """The classic decoders a neuroscientist would fit (spike Wiener; raw-LFP, LMP+band-power
     Wiener; band-power Kalman) on each selected session: fit on train, R² on test."""
+    if out is not None:
+        check_output_file(out, (store_dir,))
     store = open_store(store_dir)
     rows = []
     for s in load_selected(store, sessions):

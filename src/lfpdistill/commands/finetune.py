@@ -17,9 +17,10 @@ from ..errors import ConfigError
 from ..evaluation import compute_latents, r2_xy
 from ..models import load_checkpoint, load_model
 from ..training import FinetuneModule, fit
-from .common import load_selected
+from .common import load_selected, writes_run_folder
 
 
+@writes_run_folder("out", ("store_dir", "run_dir"))
 def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_cfg: TrainConfig,
                  as_session: str | None = None, resume: bool = True) -> dict[str, Any]:
     """Fine-tune a model + velocity head end-to-end on one session; R² on its test segments.

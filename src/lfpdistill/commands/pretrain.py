@@ -13,9 +13,10 @@ from ..data import open_store
 from ..errors import ConfigError, DataValidationError
 from ..models import NeuralTransformer, load_model
 from ..training import PretrainModule, fit
-from .common import load_selected, window_dataset
+from .common import load_selected, window_dataset, writes_run_folder
 
 
+@writes_run_folder("out", ("store_dir", "init_from"))
 def pretrain_run(store_dir: Path, sessions: str | Sequence[str] | None, modality: str, out: Path,
                  model_cfg: ModelConfig, train_cfg: TrainConfig, init_from: Path | None = None,
                  train_only_new: bool = False, resume: bool = True) -> dict[str, Any]:

@@ -263,6 +263,7 @@ def export_nwb(store_dir: Path, out_dir: Path, sessions: list[str] | None = None
     ``metadata``: an :class:`~.nwb_export.ExportMetadata` of subject fields and start time)."""
     from .nwb_export import export_nwb as _export
 
+    _check_export_folder(store_dir, out_dir, ".nwb", sessions)
     return _export(store_dir, out_dir, sessions, metadata)
 
 
@@ -272,4 +273,19 @@ def export_temporaldata(store_dir: Path, out_dir: Path,
     :mod:`.temporaldata`)."""
     from .temporaldata import export_temporaldata as _export
 
+    _check_export_folder(store_dir, out_dir, ".h5", sessions)
     return _export(store_dir, out_dir, sessions)
+
+
+def _check_export_folder(store_dir: Path, out_dir: Path, suffix: str,
+                         sessions: list[str] | None) -> None:
+    """An export folder must not be the store, and no file it gets may replace a store's or a
+    run's file (:mod:`lfpdistill.data.guard`)."""
+    from ..data import open_store
+    from ..data.guard import check_output_file, check_output_folder
+
+    check_output_folder(out_dir, [store_dir], option="the output folder")
+    store = open_store(Path(store_dir))
+    for name in store.select(sessions) if sessions else store.names:
+        check_output_file(Path(out_dir) / f"{name}{suffix}", [store_dir],
+                          option="the output file")

@@ -9,30 +9,27 @@ option recomputes exactly what depends on it.
 ``OUT/stages/<stage>/<name>-<key>/`` holds a unit's files; ``done.json`` is written last, so an
 interrupted unit is recomputed on the next run. ``--from STAGE`` forces that stage and every
 later one. One process at a time works in an output folder: the cache takes a lock on
-``OUT/.lock`` (which names its holder) for as long as the process lives.
+``OUT/.lock`` (which names its holder) for as long as the process lives
+(:func:`lfpdistill.data.guard.lock_folder`, the lock the training commands take on their run
+folders too).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
+from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
 
 from ..data import Store, options_hash, write_json_atomic
-from ..errors import LfpDistillError
+from ..data.guard import lock_folder  # shared with the training commands
+
+__all__ = ["Cache", "canonical", "clock", "lock_folder"]
 
 
 def canonical(value: Any) -> Any:
@@ -59,35 +56,6 @@ def canonical(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [canonical(v) for v in value]
     return value
-
-
-_LOCKS: dict[str, IO[str]] = {}
-
-
-def lock_folder(root: Path) -> None:
-    """Take ``root/.lock`` for this process (kept until it exits; taking it again is a no-op),
-    or refuse in one line naming the process that holds it."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    key = str(root.resolve())
-    if key in _LOCKS or fcntl is None:
-        return
-    f = open(root / ".lock", "a+")  # noqa: SIM115 - held open while the process lives
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise LfpDistillError(
-            f"output folder '{root}' is in use by another lfpdistill run ({holder}); wait for it "
-            "to finish or choose another output folder") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    f.flush()
-    _LOCKS[key] = f
 
 
 def clock(seconds: float) -> str:
