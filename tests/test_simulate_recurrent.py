@@ -4,13 +4,15 @@ lfpdistill.simulate.recurrent), and that the first family is unchanged by it."""
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import pytest
 
 from lfpdistill.errors import ConfigError
 from lfpdistill.session import SPLITS, Session
-from lfpdistill.simulate import SimConfig, simulate_sessions
+from lfpdistill.simulate import CALIBRATION_BANDS, SimConfig, calibration_r2, simulate_sessions
+from lfpdistill.simulate.calibration import scaled
 from lfpdistill.simulate.recurrent import BRAIN_RANGES, array_positions, draw_brain
 from lfpdistill.simulate.variants import (
     RECURRENT_VARIANT_RANGES,
@@ -44,7 +46,7 @@ def test_same_seed_same_arrays_other_seed_other_arrays(small):
 def test_shapes_dtypes_and_segments_fit_the_session_model(small):
     T = 3000
     for i, s in enumerate(small):
-        assert s.name == f"rec{i:02d}" and s.subject == "sim" and s.bin_size == 0.01
+        assert s.name == f"sim{i:02d}" and s.subject == "sim" and s.bin_size == 0.01
         assert s.velocity.shape == (T, 2) and s.velocity.dtype == np.float32
         assert s.spikes.dtype == np.int32 and s.spikes.shape == (T, s.n_units)
         assert (s.spikes >= 0).all() and 30 <= s.n_units <= 50
@@ -128,3 +130,16 @@ def test_kinematic_family_unchanged():
               20.900881, -16.263374, 16342.513672]
     np.testing.assert_allclose(vals, before, rtol=1e-5, atol=1e-5)
 
+
+@pytest.mark.slow
+def test_calibrated_development_variant_lands_in_the_bands():
+    """Development variant 90 (not a pre-registered seed) with the factors its calibration
+    found (benchmarks/calibrate_simulator.py --family recurrent --variant calibrated --seed 90)
+    decodes within every calibration band on its 200 s calibration session."""
+    drawn = resolve_random(SimConfig(family="recurrent", variant="random", seed=90,
+                                     n_sessions=1, seconds=200.0))
+    # calibration steps: lfp.lmp and lfp.broadband x2, x4, then broadband back to x2.83
+    cfg = scaled(drawn, {"spikes": 1.0, "raw_lfp": 4.0, "lmp_bp": math.sqrt(8.0)})
+    r2 = calibration_r2(simulate_sessions(cfg)[0])
+    for k, (lo, hi) in CALIBRATION_BANDS.items():
+        assert lo <= r2[k] <= hi, (k, r2[k])

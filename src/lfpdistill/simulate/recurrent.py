@@ -481,7 +481,7 @@ def _log_rates(brain: _Brain, rates: np.ndarray, W: np.ndarray, idx: np.ndarray 
 
 
 def simulate_recurrent(cfg: SimConfig, progress: bool = False) -> list[Session]:
-    """Simulate ``cfg.n_sessions`` sessions ``rec00, rec01, ...`` (subject ``"sim"``) of the
+    """Simulate ``cfg.n_sessions`` sessions ``sim00, sim01, ...`` (subject ``"sim"``) of the
     recurrent family; ``cfg`` must be resolved (``variant="default"``, see
     :func:`lfpdistill.simulate.resolve_variant`)."""
     if cfg.family != "recurrent":
@@ -557,7 +557,7 @@ def simulate_recurrent(cfg: SimConfig, progress: bool = False) -> list[Session]:
             if i1 > i0:
                 trials.append((i0, i1))
         trials = sorted(set(trials))
-        name = f"rec{s:02d}"
+        name = f"sim{s:02d}"  # the kinematic family's names: experiment configs work unchanged
         segments = None
         if cfg.segment_s is not None:
             segments = make_segments(n, dt, cfg.segment_s, seed=cfg.seed, session=name)
