@@ -39,7 +39,8 @@ def test_guide_blocks_use_only_its_documented_variables():
     assert len(run) >= 6 and len(skipped) == 1
     script = "\n".join(run)
     for step in ("prepare --format nwb", "pretrain --modality spikes", "distill --teacher",
-                 "lfpdistill classic", "lfpdistill adapt", "lfpdistill export", "--stream"):
+                 "lfpdistill classic", "lfpdistill adapt", "lfpdistill export", "--stream",
+                 "lfpdistill pack"):
         assert step in script, f"the guide no longer runs `{step}`"
     used = set(re.findall(r"\$\{?([A-Z_]+)", script))
     assert used <= VARIABLES, f"the guide uses undocumented variables {used - VARIABLES}"
@@ -56,8 +57,8 @@ def test_guide_runs_on_generated_nwb_files(tmp_path):
     from lfpdistill.simulate import simulate_sessions
 
     # three small paired sessions as NWB 2.x files: sim00, sim01 paired, sim02 the "later" one
-    sessions = simulate_sessions(SimConfig(n_sessions=3, seconds=40, seed=0, n_channels=32,
-                                           units_min=30, units_max=40))
+    sessions = simulate_sessions(SimConfig(n_sessions=3, seconds=40, seed=0, n_channels=16,
+                                           units_min=20, units_max=30))
     write_store(sessions, tmp_path / "sim_store", options={}, segment_s=5.0)
     raw = tmp_path / "nwb"
     export_nwb(tmp_path / "sim_store", raw, metadata=ExportMetadata(
@@ -92,3 +93,11 @@ def test_guide_runs_on_generated_nwb_files(tmp_path):
     assert (runs / "causal" / "sim00.onnx").is_file() and (runs / "causal" / "sim00.json").is_file()
     pred = np.load(runs / "causal" / "sim00.pred.npz")
     assert "latency_ms" in pred.files and np.isfinite(pred["pred"]).all()
+    packed = runs / "distilled_packed"
+    names = {p.name for p in packed.iterdir()}
+    assert any(n.endswith(".safetensors") for n in names) and "config.json" in names, names
+    assert not any(n.endswith((".ckpt", ".pt", ".pth", ".pkl", ".pickle")) for n in names), names
+    a, b = np.load(runs / "distilled" / "latents.npz"), np.load(runs / "packed_latents.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for key in a.files:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
