@@ -50,6 +50,7 @@ from ..models import NeuralTransformer, load_checkpoint, load_model
 from ..models.streaming import STATE_NAMES, CausalStepper, causal_latents
 from ..session import Session
 from .common import load_selected
+from .onnx_meta import open_graph, read_onnx_meta
 from .stream_readout import BANDPOWER_STATE, RING_STATE, BandPowerStepper, LagRing
 
 READOUT_DIR = "realtime"
@@ -516,7 +517,7 @@ def _onnx_backend(path: Path, s: Session, threads: int) -> dict[str, Any]:
     if not meta_path.exists():
         raise CheckpointMismatchError(f"'{path}' has no metadata file '{meta_path.name}' next to "
                                       "it; export it with lfpdistill export")
-    info = json.loads(meta_path.read_text())
+    info = read_onnx_meta(meta_path, FORMAT)
     if info.get("format") != FORMAT:
         raise CheckpointMismatchError(
             f"'{meta_path}' is not an lfpdistill real-time metadata file of this version "
@@ -532,7 +533,8 @@ def _onnx_backend(path: Path, s: Session, threads: int) -> dict[str, Any]:
         raise DataValidationError(f"'{path}' was exported for {info['bin_size_s']}s bins but "
                                   f"session '{s.name}' has {s.bin_size}s bins")
     names = tuple(info["state"]["names"])
-    return {"step": onnx_step(onnx_session(path, threads), names),
+    graph = open_graph(path, lambda: onnx_session(path, threads), info)
+    return {"step": onnx_step(graph, names),
             "state": zero_state(info["state"]["shapes"], names, info["state"].get("dtypes")),
             "context": int(info["context_bins"]),
             "fill": np.asarray(info["normalisation"]["mean"], dtype=np.float32),
