@@ -6,10 +6,12 @@ Each ends in one ``error:`` line with exit status 2, 3 or 4, or behaves correctl
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from tests.conftest import cli_error, make_session
@@ -154,3 +156,157 @@ def test_o_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
          f"with folder_lock({str(tmp_path / 'x')!r}): print('ok')"],
         capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "ok", probe.stderr
+
+
+def _retouch(store: Path) -> None:
+    """Record the session files as they are now in the manifest (a hostile edit that keeps the
+    store's own integrity check quiet)."""
+    from lfpdistill.data.store import _file_record
+
+    mpath = store / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    for entry in manifest["sessions"]:
+        entry.update(_file_record(store / entry["file"]))
+    mpath.write_text(json.dumps(manifest))
+
+
+# ------------------------------------------------------------------ D: unreadable text
+def test_d_a_manifest_that_is_not_utf8_or_nested_too_deep(store, capsys):
+    mpath = store / MANIFEST
+    mpath.write_bytes(b'{"format": "\xff\xfe"}')
+    cli_error(capsys, ["inspect", store], "not UTF-8", code=3)
+    mpath.write_text("[" * 100_000 + "]" * 100_000)
+    cli_error(capsys, ["inspect", store], "nested too deeply", code=3)
+
+
+@pytest.mark.parametrize("meta", ["{not json", "[1, 2]", b"\xff\xfe"])
+def test_d_a_session_meta_that_is_not_json(store, capsys, meta):
+    with h5py.File(store / "a.h5", "a") as f:
+        f.attrs["meta"] = np.void(meta) if isinstance(meta, bytes) else meta
+    _retouch(store)
+    cli_error(capsys, ["classic", "--store", store, "--sessions", "a"], "'meta' attribute",
+              code=3)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    (b"name: \xff\xfe\n", "not UTF-8"),
+    (b"a: " + b"[" * 20_000 + b"]" * 20_000 + b"\n", "nested too deeply"),
+    (b"name: a\nseeds: [0]\nname: b\n", "found the key 'name' twice (line 3)"),  # P
+])
+def test_d_p_a_yaml_config_that_is_not_utf8_too_deep_or_has_a_key_twice(tmp_path, capsys, text,
+                                                                         fragment):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(text)
+    cli_error(capsys, ["run", cfg, "--out", tmp_path / "o"], fragment, code=2)
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ H: seeds
+@pytest.mark.parametrize("seed", ["-1", "1e20", "4294967296"])
+def test_h_a_seed_outside_0_to_2_32_is_refused_by_the_config(store, tmp_path, capsys, seed):
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
+                       *TINY, "--set", f"seed={seed}"], "seed", code=2)
+    assert not (tmp_path / "r").exists()
+
+
+def test_h_a_study_with_a_negative_seed_stops_before_the_data_stage(tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"out": str(tmp_path / "o"), "seeds": [0, -1],
+                                   "sessions": {"teacher": ["*"], "distill": ["*"]}}))
+    cli_error(capsys, ["run", cfg], "seeds.1", code=2)
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ J: missing segments, NaN lag
+def test_j_a_session_without_segments_is_one_line(session_factory):
+    from lfpdistill.config import ModelConfig
+    from lfpdistill.errors import DataValidationError
+    from lfpdistill.evaluation import session_latents
+    from lfpdistill.models import NeuralTransformer
+
+    s = session_factory("s0", T=200, C=5)
+    assert s.segments is None
+    model = NeuralTransformer(ModelConfig(modality="lfp", patch_size=4, d_model=16, n_layers=1,
+                                          n_heads=2), {"s0": 5})
+    with pytest.raises(DataValidationError, match="has no split segments"):
+        session_latents(model, s, 0.2)
+
+
+def test_j_probe_with_a_nan_lag(store, tmp_path, capsys):
+    latents = tmp_path / "latents.npz"
+    np.savez(latents, a=np.zeros((800, 4), np.float32))
+    cli_error(capsys, ["probe", latents, "--store", store, "--lag-ms", "nan"], "finite", code=2)
+
+
+# ------------------------------------------------------------------ J, K: LFP x 1e30
+def test_k_lfp_far_beyond_z_scores_is_refused_not_decoded_to_nan(store, tmp_path, capsys):
+    from lfpdistill.errors import DataValidationError
+    from lfpdistill.session import Session
+
+    s = make_session("big", T=300, C=4)
+    with pytest.raises(DataValidationError, match="z-scored"):
+        Session(name="big", velocity=s.velocity, lfp=s.lfp * np.float32(1e30))
+    with h5py.File(store / "a.h5", "a") as f:
+        f["lfp"][...] = f["lfp"][()] * np.float32(1e30)
+    _retouch(store)
+    cli_error(capsys, ["classic", "--store", store, "--sessions", "a"], "z-scored", code=3)
+    cli_error(capsys, ["decode", tmp_path / "nowhere", "--store", store, "--session", "a"],
+              "z-scored", code=3)
+
+
+# ------------------------------------------------------------------ P: silently accepted inputs
+def test_p_a_boolean_for_a_number_is_refused(store, tmp_path, capsys):
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--out", tmp_path / "r",
+                       *TINY, "--set", "max_epochs=true"], "max_epochs=true is a boolean", code=2)
+
+
+def test_p_init_from_with_a_conflicting_model_option(store, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["pretrain", "--modality", "spikes", "--store", str(store), "--out", str(run),
+                 *TINY]) == 0
+    cli_error(capsys, ["pretrain", "--modality", "spikes", "--store", store, "--init-from", run,
+                       "--out", tmp_path / "r2", *TINY, "--set", "d_model=64"],
+              "d_model=64 (the checkpoint has 16)", code=2)
+    # the same value as the checkpoint's is no conflict
+    assert main(["pretrain", "--modality", "spikes", "--store", str(store), "--init-from", str(run),
+                 "--out", str(tmp_path / "r3"), *TINY]) == 0
+
+
+def test_p_probe_on_an_empty_npz_or_latents_of_other_sessions(store, tmp_path, capsys):
+    empty = tmp_path / "empty.npz"
+    np.savez(empty)
+    cli_error(capsys, ["probe", empty, "--store", store], "holds no latents", code=3)
+    other = tmp_path / "other.npz"
+    np.savez(other, zz=np.zeros((800, 4), np.float32))
+    cli_error(capsys, ["probe", other, "--store", store], "none of them a session", code=3)
+
+
+def test_p_a_latents_header_declaring_a_huge_array_is_refused_before_allocating(store, tmp_path,
+                                                                              capsys):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (10**11, 100)})
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("a.npy", buf.getvalue() + b"\0" * 64)
+    cli_error(capsys, ["probe", path, "--store", store], "GiB", code=3)
+    small = tmp_path / "short.npz"
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (800, 4)})
+    with zipfile.ZipFile(small, "w") as z:
+        z.writestr("a.npy", buf.getvalue() + b"\0" * 64)
+    cli_error(capsys, ["probe", small, "--store", store], "declares shape [800, 4]", code=3)
+
+
+def test_p_a_manifest_of_a_newer_format_version_is_refused(store, capsys):
+    mpath = store / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    manifest["format_version"] = 99
+    mpath.write_text(json.dumps(manifest))
+    cli_error(capsys, ["inspect", store], "format_version 99", code=3)

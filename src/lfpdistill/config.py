@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import pydantic
 import yaml
@@ -34,11 +35,36 @@ from .errors import ConfigError
 LATENT_NAMES_KINEMATIC: tuple[str, ...] = ("vx", "vy", "speed", "ax", "ay")
 
 
+#: the largest seed: every random generator the seed reaches (numpy, torch, Lightning) takes a
+#: 32-bit unsigned seed
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field takes a number and not a boolean (``int``, ``float``, unions of them)."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    kinds = get_args(annotation) if union else (annotation,)
+    return bool not in kinds and any(k in (int, float) for k in kinds)
+
+
+def _numbers_not_booleans(cls: type[BaseModel], data: Any) -> Any:
+    """Refuse ``true``/``false`` for a number: pydantic would read ``max_epochs=true`` as 1."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+                raise ValueError(f"{key}={str(value).lower()} is a boolean; {key} takes a number")
+    return data
+
+
 # ---------------------------------------------------------------------------------- models
 class ModelConfig(BaseModel):
     """Architecture and masking options of a masked neural transformer (spikes or LFP)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    _no_booleans = model_validator(mode="before")(classmethod(_numbers_not_booleans))
 
     modality: Literal["spikes", "lfp"] = Field("spikes", description="input modality")
     patch_size: int = Field(32, ge=1, description="channels per spatial patch (token)")
@@ -108,6 +134,8 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    _no_booleans = model_validator(mode="before")(classmethod(_numbers_not_booleans))
+
     window_s: float = Field(1.0, gt=0, description="window length (s)")
     stride_s: float | None = Field(0.5, description="training window stride (s); None = window")
     batch_size: int = Field(32, ge=1)
@@ -126,7 +154,7 @@ class TrainConfig(BaseModel):
         "best", description="which weights become model.ckpt: the best validation loss, or the "
         "last (e.g. distillation, whose validation alignment is dominated by teacher dimensions "
         "the LFP cannot predict and so picks epochs by noise)")
-    seed: int = 0
+    seed: Seed = Field(0, description=f"random seed, 0 to {SEED_MAX}")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | str = Field(1, description="number of devices (or 'auto'; on a GPU also a "
                                "comma-separated list of device indices)")
@@ -205,6 +233,8 @@ class DistillConfig(BaseModel):
     """Options of the distillation objective."""
 
     model_config = ConfigDict(extra="forbid")
+
+    _no_booleans = model_validator(mode="before")(classmethod(_numbers_not_booleans))
 
     align_loss: Literal["mse", "cosine", "mse+cosine"] = Field(
         "mse", description="alignment between (projected) student and normalised teacher latents")
@@ -548,6 +578,8 @@ def _over(role: str, part: str, given: Any) -> Any:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    _no_booleans = model_validator(mode="before")(classmethod(_numbers_not_booleans))
+
     #: field -> (role, part) of RECOMMENDED that a YAML mapping for that field is laid over
     _recommended_fields: ClassVar[dict[str, tuple[str, str]]] = {}
 
@@ -566,7 +598,7 @@ class DataSection(_Strict):
     store: Path | None = Field(None, description="existing store directory (skips simulation)")
     simulate: SimConfig = Field(default_factory=SimConfig, description="used when store is unset")
     segment_s: float = Field(5.0, gt=0, description="split segment length (s)")
-    split_seed: int = 0
+    split_seed: Seed = 0
 
 
 class SessionsSection(_Strict):
@@ -675,7 +707,7 @@ class LabelsSection(_Strict):
                                  description="labelled training seconds per session, increasing")
     draws: int = Field(3, ge=1, le=100, description="random draws of the labelled segments per "
                        "budget")
-    seed: int = Field(0, description="seed of the draws (the same for every decoder and seed)")
+    seed: Seed = Field(0, description="seed of the draws (the same for every decoder and seed)")
     models: list[Literal["distilled", "ms_lfp", "ss_lfp"]] = Field(
         default_factory=lambda: ["distilled", "ms_lfp", "ss_lfp"],
         description="frozen models read out at each budget (the classic decoders always are)")
@@ -752,7 +784,8 @@ class ExperimentConfig(_Strict):
 
     name: str = "experiment"
     out: Path = Field(Path("results/experiment"), description="output folder")
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0], description=f"training seeds, each 0 "
+                              f"to {SEED_MAX}")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     data: DataSection = Field(default_factory=DataSection)
     sessions: SessionsSection
@@ -808,6 +841,29 @@ def describe_validation_error(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last
+    silently, so an edited config could run with the value the user did not mean)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<': merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found the key '{key}' twice (line {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config_yaml(path: Path) -> dict[str, Any]:
     """The sections of a YAML experiment config, not yet validated (one-line errors for a missing
     file, invalid YAML or a file that is not a mapping)."""
@@ -815,9 +871,19 @@ def read_config_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file '{path}' does not exist; see configs/demo.yaml for an example")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config '{path}' is not UTF-8 text (byte {e.start}); save it as "
+                          "UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"config '{path}' is nested too deeply to read; a config has a few "
+                          "levels of sections") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+        what = str(e).splitlines()[0]
+        if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+            what = e.problem if "line" in e.problem or e.problem_mark is None else \
+                f"{e.problem} (line {e.problem_mark.line + 1})"
+        raise ConfigError(f"config '{path}' is not valid YAML: {what}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config '{path}' must be a YAML mapping of sections")
     return raw

@@ -7,7 +7,9 @@ A session holds aligned arrays on one bin grid (default 10 ms):
 - ``velocity`` ``[T, 2]`` float32 hand/cursor velocity (x, y)
 
 at least one of ``spikes`` and ``lfp`` must be present. Readers produce sessions, the store
-saves them, loaders cut them into windows for models.
+saves them, loaders cut them into windows for models. LFP values must lie within
+:data:`LFP_MAX_ABS` (1e6) of zero: processed LFP is z-scored, and far larger values overflow the
+models' float32 energies into NaN latents.
 
 Splits are made of whole *segments* (default 5 s): ``segments`` is an ``[S, 3]`` int64 array of
 ``(start_bin, stop_bin, split)`` with ``split`` one of :data:`SPLITS` codes.
@@ -26,6 +28,9 @@ from .errors import DataValidationError
 #: Split names and their integer codes in ``Session.segments[:, 2]``.
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 SPLIT_NAMES: dict[int, str] = {v: k for k, v in SPLITS.items()}
+#: largest |LFP| a session may hold (z-scored LFP is within a few tens; float32 squares of
+#: values much beyond this overflow inside the models)
+LFP_MAX_ABS = 1e6
 
 
 def _fail(session: str, field_name: str, expected: str, got: str) -> DataValidationError:
@@ -100,6 +105,11 @@ class Session:
                 raise _fail(name, "lfp", "numeric values", f"has dtype {lfp.dtype}")
             lfp = lfp.astype(np.float32, copy=False)
             _check_finite(name, "lfp", lfp)
+            peak = float(np.abs(lfp).max()) if lfp.size else 0.0
+            if peak > LFP_MAX_ABS:
+                raise _fail(name, "lfp", f"processed (z-scored) LFP within +-{LFP_MAX_ABS:g}",
+                            f"has values up to {peak:.3g}; scale it (lfpdistill prepare applies "
+                            "the LFP chain, which z-scores each channel)")
             self.lfp = lfp
             self.channel_ids = _check_ids(name, "channel_ids", self.channel_ids, lfp.shape[1], "ch")
             if self.electrode_positions is not None:

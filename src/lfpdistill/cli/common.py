@@ -134,6 +134,12 @@ def train_only(overrides: list[str] | None, command: str) -> list[str]:
     return list(overrides or [])
 
 
+def model_keys(overrides: list[str] | None) -> list[str]:
+    """The model options among ``--set`` overrides (to check them against a checkpoint)."""
+    keys = (o.split("=", 1)[0].strip().replace("-", "_") for o in overrides or [])
+    return [k for k in keys if k in ModelConfig.model_fields]
+
+
 def done(message: str) -> None:
     """Print on the first process only (DDP starts one per device)."""
     from ..training import is_rank_zero  # Lightning is loaded by then: the command trained

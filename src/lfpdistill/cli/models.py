@@ -18,6 +18,7 @@ from .common import (
     done,
     fmt,
     kept,
+    model_keys,
     print_table,
     train_only,
 )
@@ -41,7 +42,8 @@ def register(app: typer.Typer) -> None:
 
         mcfg, tcfg = configs(f"pretrain_{modality.value}", overrides)
         summary = pretrain_run(store, sessions, str(modality.value), out, mcfg, tcfg,
-                               init_from=init_from, resume=not no_resume)
+                               init_from=init_from, resume=not no_resume,
+                               model_keys=model_keys(overrides))
         done(f"[bold]pretrain done[/]: {summary.get('epochs')} epochs, best val loss "
              f"{fmt(summary.get('best_val_loss'))}; model ({kept(summary)}) in "
              f"{out / 'model.ckpt'}")

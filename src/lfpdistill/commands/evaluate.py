@@ -3,7 +3,7 @@ decoded from them or from classic features."""
 
 from __future__ import annotations
 
-import zipfile
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from ..data.guard import check_output_file
 from ..data.store import atomic_path
 from ..errors import ConfigError, DataValidationError
 from ..evaluation import check_probe_options, classic_decoders, probe_sessions, session_latents
+from ..evaluation.latents import load_latents
 from ..models import load_model
 from .common import check_as_session, load_selected
 
@@ -51,16 +52,22 @@ def probe_run(latents_path: Path, store_dir: Path, sessions: str | Sequence[str]
     the paper's per-timestep linear regression; ``lag_s`` reads velocity from the latents that
     much earlier (0: same bin). ``decoder="wiener"``: ridge on ``n_lags`` lags ``lag_step`` bins
     apart, as the classic Wiener filter."""
+    if not math.isfinite(lag_s):
+        raise ConfigError(f"probe lag must be a finite number of seconds (got {lag_s})")
     check_probe_options(decoder, lag_s)  # before reading anything
     if out is not None:
         check_output_file(out, (latents_path, store_dir))
     store = open_store(store_dir)
-    try:
-        lat = dict(np.load(latents_path))
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataValidationError(f"latents file '{latents_path}' is unreadable ({e}); run "
-                                  "lfpdistill embed first") from None
+    lat = load_latents(Path(latents_path))
+    if not lat:
+        raise DataValidationError(f"latents file '{latents_path}' holds no latents; run "
+                                  "lfpdistill embed first")
     names = store.select(sessions) if sessions else [n for n in store.names if n in lat]
+    if not names:
+        raise DataValidationError(
+            f"latents file '{latents_path}' has latents of {', '.join(sorted(lat)[:8])}, none of "
+            f"them a session of store '{store.root}'; probe the store the latents were embedded "
+            "from")
     missing = [n for n in names if n not in lat]
     if missing:
         raise DataValidationError(f"latents file '{latents_path}' has no latents for "

@@ -15,6 +15,7 @@ from ..data import WindowDataset, open_store, write_json_atomic
 from ..data.store import atomic_path
 from ..errors import ConfigError
 from ..evaluation import compute_latents, r2_xy
+from ..evaluation.latents import require_segments
 from ..models import load_checkpoint, load_model
 from ..training import FinetuneModule, fit
 from .common import load_selected, writes_run_folder
@@ -70,8 +71,7 @@ def finetune_run(run_dir: Path, store_dir: Path, session: str, out: Path, train_
             widths = torch.full((xb.shape[0],), xb.shape[2], dtype=torch.long)
             return module.predict_windows(xb, [s.name] * xb.shape[0], widths)
 
-    assert s.segments is not None
-    pred = compute_latents(fn, x, s.segments, window)
+    pred = compute_latents(fn, x, require_segments(s), window)
     result = {"session": s.name, "as_session": as_session,
               **{f"{split}_{k}": v for split in ("val", "test")
                  for k, v in r2_xy(s.velocity[s.split_mask(split)], pred[s.split_mask(split)]).items()}}

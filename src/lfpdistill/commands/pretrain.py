@@ -19,11 +19,14 @@ from .common import load_selected, window_dataset, writes_run_folder
 @writes_run_folder("out", ("store_dir", "init_from"))
 def pretrain_run(store_dir: Path, sessions: str | Sequence[str] | None, modality: str, out: Path,
                  model_cfg: ModelConfig, train_cfg: TrainConfig, init_from: Path | None = None,
-                 train_only_new: bool = False, resume: bool = True) -> dict[str, Any]:
+                 train_only_new: bool = False, resume: bool = True,
+                 model_keys: Sequence[str] = ()) -> dict[str, Any]:
     """Masked-autoencoding training of a spike or LFP model on the selected sessions.
 
     With ``init_from`` (a run dir), the pretrained model is extended with any new sessions and
-    trained further — only the new sessions' embeddings if ``train_only_new``.
+    trained further — only the new sessions' embeddings if ``train_only_new``; the model options
+    named in ``model_keys`` (the ones the user set) must then equal the checkpoint's, which
+    fixes the architecture.
     """
     L.seed_everything(train_cfg.seed, verbose=False)
     store = open_store(store_dir)
@@ -36,6 +39,13 @@ def pretrain_run(store_dir: Path, sessions: str | Sequence[str] | None, modality
             raise DataValidationError(
                 f"model '{init_from}' was trained on {meta['bin_size']}s bins but the sessions use "
                 f"{bin_size}s bins; prepare the data on the model's bin grid")
+        conflicts = [f"{k}={getattr(model_cfg, k)!r} (the checkpoint has "
+                     f"{getattr(model.cfg, k)!r})" for k in model_keys
+                     if k != "modality" and getattr(model_cfg, k) != getattr(model.cfg, k)]
+        if conflicts:
+            raise ConfigError(f"--init-from '{init_from}' fixes the model's architecture, but "
+                              f"{'; '.join(conflicts)} was set; drop the model option(s) or train "
+                              "a new model without --init-from")
         new = model.tokenizer.extend(vocab)
         if train_only_new and not new:
             raise ConfigError("every selected session is already in the model; nothing to adapt "

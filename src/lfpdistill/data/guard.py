@@ -12,9 +12,10 @@ that is one of the command's input folders.
 names the process that holds it): :func:`lock_folder` for the rest of the process (``lfpdistill
 run``), :func:`folder_lock` for the duration of a ``with`` block (the training commands). A
 second process that asks for a held lock is refused in one line naming the holder; the same
-process asking again is let through. The lock is released when the process ends, however it
-ends (a folder that :func:`folder_lock` created and left empty is removed). Processes of a multi-process (DDP) run other than rank 0 do not lock: rank 0 holds the
-folder for them.
+process asking again is let through. The lock is released when the block or the process ends,
+however it ends (a folder that :func:`folder_lock` created and left empty is removed).
+Processes of a multi-process (DDP) run other than rank 0 do not lock: rank 0 holds the folder
+for them.
 """
 
 from __future__ import annotations

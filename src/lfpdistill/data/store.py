@@ -224,7 +224,7 @@ def load_session(path: Path) -> Session:
                 raise KeyError("no 'velocity'")
             ids = {k: [s.decode() if isinstance(s, bytes) else str(s) for s in f[k][()]]
                    for k in ("unit_ids", "channel_ids") if k in f}
-            meta = json.loads(f.attrs.get("meta", "{}"))
+            meta = _session_meta(f.attrs.get("meta", "{}"), path)
             return Session(
                 name=str(f.attrs["name"]), subject=str(f.attrs["subject"]),
                 bin_size=float(f.attrs["bin_size"]), t0=float(f.attrs["t0"]), meta=meta,
@@ -235,6 +235,29 @@ def load_session(path: Path) -> Session:
                 f"session file '{path}' is damaged or incomplete ({type(e).__name__}: "
                 f"{str(e).splitlines()[0]}); delete it and write the session again"
             ) from None
+
+
+def _session_meta(raw: Any, path: Path) -> dict[str, Any]:
+    """A session file's ``meta`` attribute: UTF-8 JSON text of an object."""
+    problem = None
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if not isinstance(text, str):
+            problem = f"a {type(raw).__name__}, not JSON text"
+        else:
+            meta = json.loads(text)
+            if not isinstance(meta, dict):
+                problem = f"a JSON {type(meta).__name__}, not an object"
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        problem = f"not JSON ({e})"
+    except RecursionError:
+        problem = "nested too deeply"
+    if problem is not None:
+        raise StoreError(f"session file '{path}' is damaged: its 'meta' attribute is {problem}; "
+                         "delete it and write the session again")
+    return meta
 
 
 class LazySession:
@@ -512,12 +535,27 @@ def open_store(store_dir: Path) -> Store:
             "'lfpdistill simulate' or 'lfpdistill prepare'"
         )
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise StoreError(f"manifest '{mpath}' is not UTF-8 text (byte {e.start}); re-create the "
+                         "store") from None
+    except RecursionError:
+        raise StoreError(f"manifest '{mpath}' is nested too deeply to be a store manifest; "
+                         "re-create the store") from None
     except (OSError, json.JSONDecodeError) as e:
         raise StoreError(f"manifest '{mpath}' is unreadable ({e}); re-create the store") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or \
             not isinstance(manifest.get("sessions"), list):
         raise StoreError(f"manifest '{mpath}' is not an lfpdistill store manifest")
+    version = manifest.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION \
+            or version < 1:
+        raise StoreError(f"manifest '{mpath}' has format_version {version!r}; this lfpdistill "
+                         f"reads stores up to version {FORMAT_VERSION} -- upgrade lfpdistill or "
+                         "re-create the store")
+    if not isinstance(manifest.get("options", {}), dict):
+        raise StoreError(f"manifest '{mpath}': 'options' is a "
+                         f"{type(manifest['options']).__name__}, not a mapping; re-create the store")
     names: set[str] = set()
     for i, entry in enumerate(manifest["sessions"]):
         _check_entry(root, mpath, i, entry)

@@ -9,7 +9,9 @@ window. No window crosses a split boundary.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,8 +106,16 @@ def session_latents(model: Any, session: Session, window_s: float, as_session: s
         widths = torch.full((xb.shape[0],), xb.shape[2], dtype=torch.long)
         return model.encode(xb, [name] * xb.shape[0], widths, readout=readout)
 
-    assert session.segments is not None
-    return compute_latents(fn, x, session.segments, window, batch_size, dev)
+    return compute_latents(fn, x, require_segments(session), window, batch_size, dev)
+
+
+def require_segments(session: Session) -> np.ndarray:
+    """The session's split segments, or one line saying the session has none."""
+    if session.segments is None:
+        raise DataValidationError(
+            f"session '{session.name}' has no split segments (its file lacks 'segments'); "
+            "re-create the store (lfpdistill prepare/simulate), which splits every session")
+    return session.segments
 
 
 def lag_latents(latents: np.ndarray, lag_bins: int) -> np.ndarray:
@@ -123,3 +133,48 @@ def lag_latents(latents: np.ndarray, lag_bins: int) -> np.ndarray:
         raise ConfigError(f"probe lag of {lag_bins} bins is longer than the session "
                           f"({latents.shape[0]} bins)")
     return np.concatenate([np.repeat(latents[:1], lag_bins, axis=0), latents[:-lag_bins]])
+
+
+#: most bytes one array of a latents file may declare (checked before it is read): 16 GiB, the
+#: latents of about 4 days of 10-ms bins at 128 dimensions
+MAX_LATENT_BYTES = 16 << 30
+
+
+def load_latents(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a latents ``.npz`` (``lfpdistill embed``), each checked before it is read:
+    a plain numeric array whose declared size fits in its zip member and in
+    :data:`MAX_LATENT_BYTES` (a damaged or hostile header cannot make it allocate more)."""
+    path = Path(path)
+
+    def bad(what: str) -> DataValidationError:
+        return DataValidationError(f"latents file '{path}' is unreadable ({what}); run "
+                                   "lfpdistill embed first")
+
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise bad(f"member '{info.filename[:80]}' is not an array")
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(f, max_header_size=10_000)
+                    if dtype.hasobject or dtype.kind not in "fiu":
+                        raise bad(f"'{info.filename[:-4]}' holds {dtype}, not numbers")
+                    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if nbytes > MAX_LATENT_BYTES:
+                        raise bad(f"'{info.filename[:-4]}' declares shape {list(shape)}, "
+                                  f"{nbytes / 2**30:.3g} GiB, more than the limit of "
+                                  f"{MAX_LATENT_BYTES / 2**30:g} GiB")
+                    if nbytes > info.file_size:
+                        raise bad(f"'{info.filename[:-4]}' declares shape {list(shape)} "
+                                  f"({nbytes} bytes) but holds {info.file_size} bytes")
+                with z.open(info) as f:  # read_array reads the header again
+                    out[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+    except DataValidationError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise bad(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    return out
