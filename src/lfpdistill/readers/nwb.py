@@ -98,14 +98,24 @@ def _times(ts: Any, n: int, path: Path) -> tuple[np.ndarray | None, float, float
             raise RawDataError(
                 f"'{path}': field '{ts.name}.timestamps' has {len(t)} values; expected {n}"
             )
-        if n > 1 and not (np.isfinite(t).all() and (np.diff(t) > 0).all()):
-            raise RawDataError(f"'{path}': field '{ts.name}.timestamps' is not increasing")
+        if not np.isfinite(t).all() or (n > 1 and not (np.diff(t) > 0).all()):
+            raise RawDataError(f"'{path}': field '{ts.name}.timestamps' is not increasing "
+                               "finite times")
         rate = (n - 1) / (t[-1] - t[0]) if n > 1 else float("nan")
         return t, float(t[0]), rate, float(t[-1])
     if ts.rate is None:
         raise RawDataError(f"'{path}': field '{ts.name}' has neither timestamps nor rate")
-    start = float(ts.starting_time or 0.0)
-    rate = float(ts.rate)
+    try:
+        start, rate = float(ts.starting_time or 0.0), float(ts.rate)
+    except (TypeError, ValueError):
+        raise RawDataError(f"'{path}': field '{ts.name}' has rate {ts.rate!r} or starting_time "
+                           f"{ts.starting_time!r} that is not a number") from None
+    if not (math.isfinite(rate) and rate > 0):
+        raise RawDataError(f"'{path}': field '{ts.name}.rate' is {rate}; expected a positive "
+                           "sampling rate in Hz")
+    if not math.isfinite(start):
+        raise RawDataError(f"'{path}': field '{ts.name}.starting_time' is {start}; expected a "
+                           "finite time in seconds")
     return None, start, rate, start + (n - 1) / rate
 
 
@@ -237,7 +247,7 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
         elif opts.position_series is None:
             vel_ts = next((s for s in series if "vel" in s.name.lower()), None)
         if vel_ts is not None:
-            data = np.asarray(vel_ts.data[()], dtype=np.float64)
+            data = _numbers(vel_ts, path)
             beh_field = vel_ts.name
         else:
             spatial = _by_type(nwb, SpatialSeries)
@@ -248,7 +258,7 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
                     f"'{path}': no velocity TimeSeries (name containing 'vel') or position "
                     "SpatialSeries found; name one with velocity_series/position_series"
                 )
-            data = np.asarray(pos_ts.data[()], dtype=np.float64)
+            data = _numbers(pos_ts, path)
             beh_field = pos_ts.name
         beh = vel_ts if vel_ts is not None else pos_ts
         if vel_ts is not None and str(vel_ts.unit or "unknown") != "unknown":
@@ -324,6 +334,8 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
                         f"expected {n_c}"
                     )
 
+            flat = _FlatCheck(n_c)
+
             def read(a: int, b: int) -> np.ndarray:
                 try:
                     x = ed[a:b]
@@ -332,12 +344,15 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
                         f"'{path}': field '{es.name}.data' is unreadable at [{a}, {b}) "
                         f"({first_line(e)})"
                     ) from None
-                return x if gains is None else x * gains
+                x = x if gains is None else x * gains
+                flat.see(x)
+                return x
 
             if processed:
                 x = np.asarray(read(0, n_s), dtype=np.float64) * conv
                 if not np.isfinite(x).all():
                     raise RawDataError(f"'{path}': field '{es.name}.data' contains NaN/inf")
+                flat.check(path, es.name, car=False)
                 tt = et if et is not None else e_start + np.arange(n_s) / e_rate
                 lfp = sample_at_bins(tt, x, grid_start, n_bins, bin_size).astype(np.float32)
                 meta["lfp_processing"] = "taken as processed (already on the bin grid)"
@@ -349,6 +364,7 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
                     grid_start=grid_start, n_bins=n_bins, what=f"'{path}' {es.name}",
                     scale=conv,
                 )
+                flat.check(path, es.name, car=chain.car)
                 meta["lfp_processing"] = "lfp chain"
                 meta["lfp_unit"] = ZSCORE_UNIT if chain.zscore else "volts"
             channel_ids, positions = _channel_info(es, nwb, n_c)
@@ -389,6 +405,10 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
         if nwb.trials is not None and len(nwb.trials) > 0:
             st = np.asarray(nwb.trials["start_time"].data[:], dtype=np.float64)
             sp = np.asarray(nwb.trials["stop_time"].data[:], dtype=np.float64)
+            finite = np.isfinite(st) & np.isfinite(sp)
+            if not finite.all():  # a trial without a time cannot be placed: it is left out
+                meta["trials_without_times"] = int((~finite).sum())
+                st, sp = st[finite], sp[finite]
             a = _to_bin(st, grid_start, bin_size, math.floor)
             b = _to_bin(sp, grid_start, bin_size, math.ceil)
             a, b = np.clip(a, 0, n_bins), np.clip(b, 0, n_bins)
@@ -402,6 +422,47 @@ def read_session(path: Path, bin_size: float = 0.01, options: NwbOptions | None 
         bin_size=bin_size, unit_ids=unit_ids, channel_ids=channel_ids,
         electrode_positions=positions, trials=trials, t0=grid_start, meta=meta,
     )
+
+
+class _FlatCheck:
+    """Watches the LFP samples as they are read: a recording constant on every channel, or (when
+    the chain subtracts the common average) the same on every channel, holds no LFP -- the
+    chain would z-score its rounding noise into unit-variance noise."""
+
+    def __init__(self, n_channels: int):
+        self.lo = np.full(n_channels, np.inf)
+        self.hi = np.full(n_channels, -np.inf)
+        self.spread = 0.0  # largest difference between channels at one sample
+        self.peak = 0.0
+
+    def see(self, x: Any) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != self.lo.shape[0]:
+            return
+        with np.errstate(invalid="ignore"):
+            self.lo = np.fmin(self.lo, x.min(axis=0))
+            self.hi = np.fmax(self.hi, x.max(axis=0))
+            self.spread = max(self.spread, float(np.nanmax(x.max(axis=1) - x.min(axis=1))))
+            self.peak = max(self.peak, float(np.nanmax(np.abs(x))))
+
+    def check(self, path: Path, field: str, car: bool) -> None:
+        if (self.hi <= self.lo).all():
+            raise RawDataError(f"'{path}': field '{field}.data' is constant on every channel; it "
+                               "holds no LFP (prepare with --no-lfp for spikes only)")
+        if car and self.lo.shape[0] > 1 and not self.spread > 1e-9 * self.peak:
+            raise RawDataError(f"'{path}': field '{field}.data' is the same on every channel, so "
+                               "the common average reference leaves nothing; set chain.car=false "
+                               "or prepare with --no-lfp")
+
+
+def _numbers(ts: Any, path: Path) -> np.ndarray:
+    """A behaviour TimeSeries' data as float64, or one line saying it holds no numbers."""
+    try:
+        data = np.asarray(ts.data[()], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RawDataError(f"'{path}': field '{ts.name}.data' does not hold numbers; expected "
+                           "[n, 2] velocities or positions") from None
+    return data
 
 
 def _to_bin(t: np.ndarray, grid_start: float, bin_size: float, rnd: Any) -> np.ndarray:

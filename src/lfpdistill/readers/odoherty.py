@@ -133,12 +133,24 @@ def _cell_values(f: h5py.File, ref: Any, name: str, path: Path) -> np.ndarray:
 
 
 def _char_cell(f: h5py.File, ref: Any, path: Path) -> str:
+    """A ``chan_names`` cell: MATLAB characters (UTF-16 code units stored as numbers)."""
     if not ref:
         return ""
-    obj = f[ref]
+    try:
+        obj = f[ref]
+    except (ValueError, KeyError, OSError) as e:
+        raise RawDataError(f"'{path}': field 'chan_names' has a broken reference "
+                           f"({first_line(e)})") from None
+    if not isinstance(obj, h5py.Dataset):
+        raise RawDataError(f"'{path}': field 'chan_names' references a group; expected text")
     if obj.attrs.get("MATLAB_empty", 0):
         return ""
     codes = np.asarray(obj[()]).ravel()
+    if codes.dtype.kind not in "fiu" or not np.isfinite(codes).all() \
+            or (codes < 0).any() or (codes > 0x10FFFF).any() or (codes != np.round(codes)).any():
+        raise RawDataError(f"'{path}': field 'chan_names' holds a cell that is not text "
+                           f"({codes.dtype}, e.g. {codes[:3].tolist()!r}); expected a cell array "
+                           "of channel names")
     return "".join(chr(int(c)) for c in codes)
 
 
