@@ -133,3 +133,30 @@ def test_study_report_shows_validation_and_training_per_dimension():
     md = diagnostics_markdown({0: diag})
     assert "| 0 | a | -0.100 | 0.50 | +0.60 | 0.30 / -0.20 / -0.30 | 0.70 / 0.60 / 0.50 |" in md
     assert "memorisation flagged on 1 of 1" in md
+
+
+def test_distill_command_prints_the_gap_and_saves_it(tmp_path, capsys):
+    import json
+
+    from tests.conftest import make_session
+
+    from lfpdistill.cli import main
+    from lfpdistill.data import write_store
+
+    tiny = ["--set", "patch_size=4", "--set", "d_model=16", "--set", "n_layers=1", "--set",
+            "n_heads=2", "--set", "window_s=0.2", "--set", "stride_s=0.2", "--set",
+            "batch_size=8", "--set", "max_epochs=1", "--set", "progress=false", "--set",
+            "accelerator=cpu"]
+    store = tmp_path / "store"
+    write_store([make_session("a", T=1500, N=7, C=5, seed=0),
+                 make_session("b", T=1500, N=9, C=6, seed=1)], store, segment_s=1.0)
+    assert main(["pretrain", "--modality", "spikes", "--store", str(store), "--out",
+                 str(tmp_path / "teacher"), *tiny]) == 0
+    out = tmp_path / "student"
+    assert main(["distill", "--teacher", str(tmp_path / "teacher"), "--store", str(store),
+                 "--out", str(out), *tiny, "--set", "target_pcs=4"]) == 0
+    printed = capsys.readouterr().out
+    gen = json.loads((out / "diagnostics.json").read_text())["generalisation"]
+    assert set(gen["sessions"]) == {"a", "b"} and len(gen["val_per_dim"]) == 3
+    assert f"validation {gen['val']:+.3f}, training {gen['train']:+.3f}" in printed
+    assert ("WARNING" in printed) == gen["memorising"]
