@@ -12,11 +12,17 @@ later one. One process at a time works in an output folder: the cache takes a lo
 ``OUT/.lock`` (which names its holder) for as long as the process lives
 (:func:`lfpdistill.data.guard.lock_folder`, the lock the training commands take on their run
 folders too).
+
+:meth:`Cache.start` runs a unit in one background worker process at the lowest CPU priority
+(same key, folder and files; the study's own process holds the lock), so units that nothing
+needs until later use the CPU time the foreground units leave idle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -85,6 +91,7 @@ class Cache:
         self.reference = dict(reference or {})
         self.expected: dict[str, int] = {}
         self.t_start = time.time()
+        self._pool: Any = None  # the background worker (start), made on first use
 
     def expect(self, counts: dict[str, int]) -> None:
         """Set (or correct) the number of units each named stage will have."""
@@ -113,28 +120,124 @@ class Cache:
             left += todo * per
         return left
 
-    def run(self, stage: str, name: str, work: Callable[..., Any], **inputs: Any) -> Path:
-        """``work(out_dir, **inputs)`` unless a finished unit with the same inputs exists;
-        returns ``out_dir``."""
+    def _unit(self, stage: str, name: str, work: Callable[..., Any], inputs: dict[str, Any]
+              ) -> tuple[str, Path, bool]:
+        """A unit's key, folder, and whether it is finished (and not forced); logs it if so."""
         key = options_hash({"stage": stage, "name": name, "work": work.__qualname__,
                             "inputs": canonical(inputs)})
         d = self.root / "stages" / stage / f"{name}-{key}"
-        done = d / "done.json"
-        if done.exists() and stage not in self.force:
+        if (d / "done.json").exists() and stage not in self.force:
             self.log.append({"stage": stage, "unit": name, "status": "cached"})
             self.console.print(f"  [dim]✓ {stage}/{name} (cached)[/]")
-            return d
+            return key, d, True
         if d.exists():
             shutil.rmtree(d)
-        self.console.print(f"  [bold cyan]▶ {stage}/{name}[/]")
-        t0 = time.time()
-        work(d, **inputs)
+        return key, d, False
+
+    def _finish(self, stage: str, name: str, key: str, d: Path, seconds: float) -> None:
         d.mkdir(parents=True, exist_ok=True)
-        seconds = round(time.time() - t0, 2)
-        write_json_atomic(done, {"stage": stage, "unit": name, "key": key, "seconds": seconds})
+        write_json_atomic(d / "done.json", {"stage": stage, "unit": name, "key": key,
+                                            "seconds": seconds})
         self.log.append({"stage": stage, "unit": name, "status": "ran", "seconds": seconds})
         left = self.seconds_left()
         self.console.print(f"    [dim]{stage}/{name} took {clock(seconds)}; study "
                            f"{clock(time.time() - self.t_start)} so far"
                            + (f", ~{clock(left)} left[/]" if left is not None else "[/]"))
+
+    def run(self, stage: str, name: str, work: Callable[..., Any], **inputs: Any) -> Path:
+        """``work(out_dir, **inputs)`` unless a finished unit with the same inputs exists;
+        returns ``out_dir``."""
+        key, d, cached = self._unit(stage, name, work, inputs)
+        if cached:
+            return d
+        self.console.print(f"  [bold cyan]▶ {stage}/{name}[/]")
+        t0 = time.time()
+        work(d, **inputs)
+        self._finish(stage, name, key, d, round(time.time() - t0, 2))
         return d
+
+    def start(self, stage: str, name: str, work: Callable[..., Any], **inputs: Any) -> Pending:
+        """:meth:`run` in the background: a unit not finished yet runs in one worker process at
+        the lowest CPU priority (units started there run one after the other, in the order
+        started), so it takes only the CPU time the units in the foreground leave idle. The
+        same key, folder and files as :meth:`run`; the worker inherits the environment (thread
+        counts included), so the unit computes the same numbers. ``wait()`` on the result
+        returns its folder (re-raising its error); the log records the unit's own seconds."""
+        key, d, cached = self._unit(stage, name, work, inputs)
+        if cached:
+            return Pending(self, stage, name, key, d, None, work, inputs)
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"),
+                                             initializer=_low_priority)
+        # a store travels without the sessions this process has loaded: the worker reads its own
+        sent = {k: dataclasses.replace(v, _cache={}) if isinstance(v, Store) else v
+                for k, v in inputs.items()}
+        self.console.print(f"  [bold cyan]▶ {stage}/{name}[/] [dim](in the background, "
+                           "low priority)[/]")
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            job = self._pool.submit(_background_unit, work, d, sent)
+        except BrokenProcessPool:  # the worker died earlier (Pending.wait): run it here
+            self.console.print(f"  [yellow]no background worker; running {stage}/{name} here[/]")
+            t0 = time.time()
+            work(d, **inputs)
+            self._finish(stage, name, key, d, round(time.time() - t0, 2))
+            job = None
+        return Pending(self, stage, name, key, d, job, work, inputs)
+
+    def close(self) -> None:
+        """Stop the background worker: at the end of a study every started unit has been
+        waited for; after an error the unit still running is stopped."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            procs = list(getattr(pool, "_processes", {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+
+
+class Pending:
+    """A unit started with :meth:`Cache.start`."""
+
+    def __init__(self, cache: Cache, stage: str, name: str, key: str, d: Path, job: Any,
+                 work: Callable[..., Any], inputs: dict[str, Any]):
+        self._cache, self.stage, self.name, self.key, self.path, self._job = (
+            cache, stage, name, key, d, job)
+        self._work, self._inputs = work, inputs
+
+    def wait(self) -> Path:
+        """The unit's folder once it is finished (its error, if it failed). A worker that died
+        (killed, out of memory, or unable to start: a script without an ``if __name__ ==
+        "__main__":`` guard) is not an error of the unit: it is then run here."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._job is not None:
+            job, self._job = self._job, None
+            try:
+                seconds = job.result()
+            except BrokenProcessPool:
+                self._cache.console.print(f"  [yellow]the background worker stopped; running "
+                                          f"{self.stage}/{self.name} here[/]")
+                if self.path.exists():
+                    shutil.rmtree(self.path)
+                t0 = time.time()
+                self._work(self.path, **self._inputs)
+                seconds = round(time.time() - t0, 2)
+            self._cache._finish(self.stage, self.name, self.key, self.path, seconds)
+        return self.path
+
+
+def _low_priority() -> None:
+    """The background worker yields the CPU to the study's foreground process."""
+    with contextlib.suppress(OSError):  # not allowed here: the same priority
+        os.nice(19)
+
+
+def _background_unit(work: Callable[..., Any], d: Path, inputs: dict[str, Any]) -> float:
+    t0 = time.time()
+    work(d, **inputs)
+    return round(time.time() - t0, 2)

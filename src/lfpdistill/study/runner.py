@@ -6,18 +6,21 @@ causal, labels, scaling, report. This module only orchestrates: which unit runs 
 by :mod:`.report`.
 
 Run order (``order``): ``seeds`` (the default) runs every stage of the first seed, then of the
-next, and so on; after the first seed's probes and the classic decoders it writes a provisional
-report of that seed alone (``OUT/provisional/``, removed when the final report is written), so a
-first table appears long before the study ends. ``stages`` runs each stage for every seed before
-the next stage. Every unit seeds its own random numbers and its cache key is its inputs, so both
-orders run the same units on the same inputs: the final rows (assembled in stage order, then
-seed order) are identical.
+next, and so on; the SS-LFP models and the classic decoders (needed only by the evaluations) run
+in a background process at the lowest CPU priority, on the CPU time the other models' training
+leaves idle; after the first seed's probes and the classic decoders a provisional report of that
+seed alone is written and printed (``OUT/provisional/``, removed when the final report is
+written), so a first table appears long before the study ends. ``stages`` runs each stage for
+every seed before the next stage, all in this process. Every unit seeds its own random numbers
+and its cache key is its inputs, so both orders run the same units on the same inputs: the final
+rows (assembled in stage order, then seed order) are identical.
 
 Adding a per-seed unit: give a stage method a ``seeds`` argument (the seeds of this round), loop
 ``for seed in seeds`` calling ``self.cache.run(stage, name, work, **inputs)``, and call it in
-:meth:`Study.run`'s loop over rounds (one seed each, or all seeds), keeping its rows (each with
-its ``seed``) with ``add(stage, rows)``; list the stage in :data:`ROW_STAGES` (which fixes where
-its rows go in ``results.json``) and in :data:`STAGES`.
+:meth:`Study.round` (one seed per round, or all seeds in one), keeping its rows (each with its
+``seed``) with ``self.add(stage, rows)``; list the stage in :data:`ROW_STAGES` (which fixes where
+its rows go in ``results.json``) and in :data:`STAGES`. ``self.cache.start`` instead of
+``run`` runs a unit in the background (low priority; ``.wait()`` before its folder is read).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ..errors import ConfigError
 from . import labels as label_units
 from . import scaling as scaling_units
 from . import units
-from .cache import Cache, clock
+from .cache import Cache, Pending, clock
 from .longevity import session_days
 from .plan import EvalItem, Roles, Runs, eval_plan, resolve_roles
 from .report import write_report
@@ -146,39 +149,21 @@ class Study:
         memo = units.StudyMemo(store)
         runs = Runs()
         traces: dict[str, Any] = {}
-        parts: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+        self._parts: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
         label_parts: list[dict[str, Any]] = []
         scaling_rows: list[dict[str, Any]] = []
-
-        def add(stage: str, rows: list[dict[str, Any]]) -> None:  # kept by stage and seed
-            for r in rows:
-                parts.setdefault((stage, r.get("seed")), []).append(r)
-
-        def rows_so_far() -> list[dict[str, Any]]:  # stage order, then seed order
-            return [r for stage in ROW_STAGES for seed in [*cfg.seeds, None]
-                    for r in parts.get((stage, seed), [])]
-
-        early = self.order == "seeds"  # the classic decoders with the first seed's probes
-        rounds = [[seed] for seed in cfg.seeds] if early else [list(cfg.seeds)]
-        for i, seeds in enumerate(rounds):
-            self.train_models(store, roles, memo, runs, seeds)
-            add("probe", self.probe(store, roles, runs, memo, traces, seeds))
-            if cfg.classic.enabled and i == 0 and early:
-                add("classic", self.classic(store, roles, traces))
-            if i == 0 and len(rounds) > 1:
-                self.provisional(store, roles, runs, rows_so_far(), traces, seeds,
-                                 time.time() - t_start)
-            if cfg.finetune.enabled:
-                add("finetune", self.finetune(store, roles, runs, seeds))
-            if cfg.classic.enabled and not early:
-                add("classic", self.classic(store, roles, traces))
-            if cfg.causal.enabled:
-                add("causal", self.causal(store, roles, runs, memo, seeds))
-            if cfg.labels.enabled:
-                label_parts += self.label_readouts(store, roles, runs, seeds)
-            if cfg.scaling.enabled:
-                scaling_rows += self.scaling(store, roles, runs, memo, seeds)
-        rows = rows_so_far()
+        # seed order: one round per seed; else one round of all seeds, stage by stage
+        rounds = [[seed] for seed in cfg.seeds] if self.order == "seeds" else [list(cfg.seeds)]
+        try:
+            for i, seeds in enumerate(rounds):
+                self.round(i, seeds, store, roles, memo, runs, traces, t_start)
+                if cfg.labels.enabled:
+                    label_parts += self.label_readouts(store, roles, runs, seeds)
+                if cfg.scaling.enabled:
+                    scaling_rows += self.scaling(store, roles, runs, memo, seeds)
+        finally:
+            self.cache.close()
+        rows = self.rows()
         label_rows = self.labels(store, roles, rows, label_parts) if cfg.labels.enabled else []
         self.console.print("[bold]report[/]")
         diagnostics = _diagnostics(runs, cfg.seeds)
@@ -191,6 +176,47 @@ class Study:
                             if cfg.scaling.enabled else None, anchor_choice=runs.anchor_choice)
         shutil.rmtree(self.out / PROVISIONAL, ignore_errors=True)  # the final report replaces it
         return result
+
+
+    def add(self, stage: str, rows: list[dict[str, Any]]) -> None:
+        """Keep a stage's rows for the report (by stage and seed: :meth:`rows`)."""
+        for r in rows:
+            self._parts.setdefault((stage, r.get("seed")), []).append(r)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows kept so far, in :data:`ROW_STAGES` order, then seed order (the classic
+        decoders' seedless rows last in their stage): the same whatever order units ran in."""
+        return [r for stage in ROW_STAGES for seed in [*self.cfg.seeds, None]
+                for r in self._parts.get((stage, seed), [])]
+
+    def round(self, i: int, seeds: list[int], store: Store, roles: Roles, memo: units.StudyMemo,
+              runs: Runs, traces: dict[str, Any], t_start: float) -> None:
+        """The models and evaluations of ``seeds`` (round ``i``). In seed order the SS-LFP
+        models and, in the first round, the classic decoders run in the background beside the
+        other models' training, the classic decoders are read with the first seed's probes, and
+        a provisional report of that seed follows."""
+        cfg = self.cfg
+        early = self.order == "seeds"
+        started: dict[tuple[int, str], Any] = {}
+        classic: Any = None
+        if early:  # needed only by the probes: trained beside the other models
+            started = self.ss_lfp(store, roles, seeds, self.cache.start)
+            if cfg.classic.enabled and i == 0:
+                classic = self.classic(store, roles, traces, self.cache.start)
+        self.train_models(store, roles, memo, runs, seeds, background=early)
+        runs.ss_lfp.update({k: p.wait() for k, p in started.items()})
+        self.add("probe", self.probe(store, roles, runs, memo, traces, seeds))
+        if classic is not None:
+            self.add("classic", self.classic(store, roles, traces, classic))
+        if early and i == 0 and len(seeds) < len(cfg.seeds):
+            self.provisional(store, roles, runs, self.rows(), traces, seeds,
+                             time.time() - t_start)
+        if cfg.finetune.enabled:
+            self.add("finetune", self.finetune(store, roles, runs, seeds))
+        if cfg.classic.enabled and not early:
+            self.add("classic", self.classic(store, roles, traces))
+        if cfg.causal.enabled:
+            self.add("causal", self.causal(store, roles, runs, memo, seeds))
 
     def provisional(self, store: Store, roles: Roles, runs: Runs, rows: list[dict[str, Any]],
                     traces: dict[str, Any], seeds: list[int], seconds: float) -> None:
@@ -215,10 +241,22 @@ class Study:
                                                  "final_seeds": list(cfg.seeds), **result})
 
     # ------------------------------------------------------------------------------ models
+    def ss_lfp(self, store: Store, roles: Roles, seeds: list[int], run: Any
+               ) -> dict[tuple[int, str], Any]:
+        """The single-session LFP models of ``seeds``, by ``run`` (:meth:`Cache.run`, or
+        :meth:`Cache.start`: in the background, to be waited for)."""
+        cfg = self.cfg
+        self.console.print("[bold]ss_lfp[/] (single-session LFP MAE)")
+        return {(seed, name): run("ss_lfp", f"{name}-seed{seed}", units.train_mae, store=store,
+                                  sessions=[name], modality="lfp", model=cfg.lfp_model,
+                                  train=self.train_cfg(cfg.ss_lfp, seed))
+                for seed in seeds for name in roles.eval}
+
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo, runs: Runs,
-                     seeds: list[int]) -> None:
+                     seeds: list[int], background: bool = False) -> None:
         """Train the models of ``seeds`` into ``runs`` (the teacher once, with the first seed,
-        unless ``teacher.per_seed``)."""
+        unless ``teacher.per_seed``); ``background``: the SS-LFP models were started in the
+        background (:meth:`ss_lfp`) and are left out."""
         cfg, run = self.cfg, self.cache.run
         teacher_seeds = [s for s in (cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]])
                          if s in seeds]
@@ -229,12 +267,8 @@ class Study:
                                      sessions=roles.teacher, modality="spikes",
                                      model=cfg.teacher.model,
                                      train=self.train_cfg(cfg.teacher.train, seed))
-        self.console.print("[bold]ss_lfp[/] (single-session LFP MAE)")
-        for seed in seeds:
-            for name in roles.eval:
-                runs.ss_lfp[(seed, name)] = run(
-                    "ss_lfp", f"{name}-seed{seed}", units.train_mae, store=store, sessions=[name],
-                    modality="lfp", model=cfg.lfp_model, train=self.train_cfg(cfg.ss_lfp, seed))
+        if not background:
+            runs.ss_lfp.update(self.ss_lfp(store, roles, seeds, self.cache.run))
         self.console.print("[bold]ms_lfp[/] (multi-session LFP MAE)")
         for seed in seeds:
             runs.ms_lfp[seed] = run("ms_lfp", f"seed{seed}", units.train_mae, store=store,
@@ -334,10 +368,19 @@ class Study:
                              "r2": res["test_r2"], "r2_x": res["test_r2_x"], "r2_y": res["test_r2_y"]})
         return rows
 
-    def classic(self, store: Store, roles: Roles, traces: dict[str, Any]) -> list[dict[str, Any]]:
-        self.console.print("[bold]classic[/] (Wiener and Kalman decoders on the same splits)")
-        d = self.cache.run("classic", "decoders", units.classic, store=store, sessions=roles.eval,
-                           distilled=roles.distill, options=self.cfg.classic)
+    def classic(self, store: Store, roles: Roles, traces: dict[str, Any], run: Any = None
+                ) -> Any:
+        """The classic decoders' rows; with ``run`` :meth:`Cache.start`, the started unit
+        (call again with it to get the rows)."""
+        if isinstance(run, Pending):
+            d = run.wait()
+        else:
+            self.console.print("[bold]classic[/] (Wiener and Kalman decoders on the same splits)")
+            d = (run or self.cache.run)("classic", "decoders", units.classic, store=store,
+                                        sessions=roles.eval, distilled=roles.distill,
+                                        options=self.cfg.classic)
+            if isinstance(d, Pending):
+                return d
         traces["classic"] = dict(np.load(d / "preds.npz"))
         return units.read_rows(d)
 
