@@ -196,8 +196,8 @@ class Cache:
         if pool is not None:
             procs = list(getattr(pool, "_processes", {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
-            for proc in procs:
-                proc.terminate()
+            for proc in procs:  # SIGKILL: a training unit catches SIGTERM and would finish first
+                proc.kill()     # (its folder has no done.json: the next run recomputes it)
 
 
 class Pending:

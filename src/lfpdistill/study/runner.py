@@ -11,7 +11,8 @@ in a background process at the lowest CPU priority, on the CPU time the other mo
 leaves idle; after the first seed's probes and the classic decoders a provisional report of that
 seed alone is written and printed (``OUT/provisional/``, removed when the final report is
 written), so a first table appears long before the study ends. ``stages`` runs each stage for
-every seed before the next stage, all in this process. Every unit seeds its own random numbers
+every seed before the next stage, all in this process (as does seed order with
+``LFPDISTILL_STUDY_BACKGROUND=0``). Every unit seeds its own random numbers
 and its cache key is its inputs, so both orders run the same units on the same inputs: the final
 rows (assembled in stage order, then seed order) are identical.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -82,12 +84,18 @@ class Study:
     """One experiment: its config, store, roles, cache and the runs it trains."""
 
     def __init__(self, cfg: ExperimentConfig, from_stage: str | None = None,
-                 console: Console | None = None, out: Path | None = None, order: str = "seeds"):
+                 console: Console | None = None, out: Path | None = None, order: str = "seeds",
+                 background: bool | None = None):
         if from_stage is not None and from_stage not in STAGES:
             raise ConfigError(f"unknown stage '{from_stage}' for --from; stages: {', '.join(STAGES)}")
         if order not in ORDERS:
             raise ConfigError(f"unknown run order '{order}'; orders: {', '.join(ORDERS)}")
         self.order = order
+        # seed order: SS-LFP and classic decoders in a low-priority background worker, unless
+        # turned off (LFPDISTILL_STUDY_BACKGROUND=0: everything in this process, same numbers)
+        self.background = (order == "seeds" and (
+            background if background is not None
+            else os.environ.get("LFPDISTILL_STUDY_BACKGROUND", "1") != "0"))
         self.cfg = cfg
         self.out = Path(out or cfg.out)
         self.console = console or Console()
@@ -199,14 +207,14 @@ class Study:
         early = self.order == "seeds"
         started: dict[tuple[int, str], Any] = {}
         classic: Any = None
-        if early:  # needed only by the probes: trained beside the other models
+        if self.background:  # needed only by the probes: trained beside the other models
             started = self.ss_lfp(store, roles, seeds, self.cache.start)
             if cfg.classic.enabled and i == 0:
                 classic = self.classic(store, roles, traces, self.cache.start)
-        self.train_models(store, roles, memo, runs, seeds, background=early)
+        self.train_models(store, roles, memo, runs, seeds, background=self.background)
         runs.ss_lfp.update({k: p.wait() for k, p in started.items()})
         self.add("probe", self.probe(store, roles, runs, memo, traces, seeds))
-        if classic is not None:
+        if early and cfg.classic.enabled and i == 0:
             self.add("classic", self.classic(store, roles, traces, classic))
         if early and i == 0 and len(seeds) < len(cfg.seeds):
             self.provisional(store, roles, runs, self.rows(), traces, seeds,
