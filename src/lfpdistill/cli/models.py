@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
             "--force", help="replace --out if it already holds a packed model")] = False,
     ) -> None:
         """Pack a trained model as a folder others can load (no pickle; a model hub reads it)."""
-        from ..models.pack import pack_run
+        from ..models.pack_write import pack_run
 
         path = pack_run(run, out, force=force)
         console.print(f"[bold]packed[/] {run} → {path} (model.safetensors, config.json, "

@@ -23,10 +23,10 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointMismatchError
+from .keys import CKPT_KEY  # re-exported: lfpdistill.models.checkpoint.CKPT_KEY
 from .tokenizer import stored_vocab
 from .transformer import NeuralTransformer
 
-CKPT_KEY = "lfpdistill"
 _VOCAB_KEY = "tokenizer._extra_state"
 # weights renamed since the first checkpoints were written (old prefix -> new prefix)
 _RENAMED = {"head.": "recon_head.", "decoder.": "recon_blocks."}
