@@ -270,7 +270,8 @@ def test_wiener_fits_in_parallel_match_one_at_a_time():
         jobs.append((np.concatenate([s.velocity, rng.normal(size=(2000, 5))], 1), s))
     serial = wiener_fits(jobs, n_lags=4, workers=1)
     parallel = wiener_fits(jobs, n_lags=4, workers=2)
-    assert [set(r) for r in serial] == [{"r2", "r2_x", "r2_y"}] * 3
+    # test R² and the same fit scored on the validation bins
+    assert [set(r) for r in serial] == [{"r2", "r2_x", "r2_y", "r2_val"}] * 3
     for a, b in zip(serial, parallel, strict=True):
         assert a["r2"] == pytest.approx(b["r2"], abs=1e-9)
     direct = wiener_probe(jobs[1][0], jobs[1][1].velocity, jobs[1][1].split_mask("train"),

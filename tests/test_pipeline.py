@@ -16,7 +16,7 @@ from tests.conftest import cli_error
 from lfpdistill.cli import main
 from lfpdistill.config import load_config
 from lfpdistill.errors import ConfigError
-from lfpdistill.study.plan import Roles
+from lfpdistill.study.plan import Roles, Runs
 from lfpdistill.study.runner import Study
 
 TINY = {
@@ -434,8 +434,9 @@ def test_the_kept_student_flows_downstream_and_the_plain_one_keeps_its_key(tmp_p
         study.cache.run = run
         roles = Roles(teacher=["sim00", "sim01"], distill=["sim00"], heldout=["sim02"],
                       ms_lfp=["sim00", "sim01"])
-        runs = study.train_models(store=None, roles=roles, memo=None)
-        study.causal(store=None, roles=roles, runs=runs, memo=None)
+        runs = Runs()
+        study.train_models(store=None, roles=roles, memo=None, runs=runs, seeds=study.cfg.seeds)
+        study.causal(store=None, roles=roles, runs=runs, memo=None, seeds=study.cfg.seeds)
         return calls, runs
 
     def key(call):  # what the cache hashes, less the (absent) store and memo

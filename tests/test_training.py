@@ -303,11 +303,12 @@ def test_fit_stopped_by_max_steps_inside_the_first_epoch_still_writes_a_model(st
 
 # ---------------------------------------------------------------------------- NaN guard
 def test_huge_lfp_values_stop_training_with_a_clear_error(tmp_path):
+    """LFP far beyond a z-scored signal is refused when the session is read (the store keeps
+    what it is given); were it not, training would stop at its first non-finite loss."""
     s = make_session("huge", T=1500, N=7, C=5, seed=0)
     s.lfp = s.lfp * np.float32(1e30)
     write_store([s], tmp_path / "store", segment_s=1.0)
-    with pytest.raises(LfpDistillError, match=r"pretrain: loss became (nan|inf) at step 0 "
-                                               r"\(epoch 0, batch 0\)") as e:
+    with pytest.raises(LfpDistillError, match=r"LFP within \+-1e\+06") as e:
         pretrain_run(tmp_path / "store", None, "lfp", tmp_path / "run",
                      tiny_model_cfg("lfp"), tiny_train_cfg())
     assert "\n" not in str(e.value)
