@@ -12,6 +12,12 @@ from ..errors import ConfigError
 from .common import NanPolicy, console, fmt, print_table
 from .evaluate import check_output_file
 
+READOUT_HELP = ("velocity read-out of the latents: linear_probe (same bin), wiener (ridge on 10 "
+                "past lags x 20 ms), combined (one ridge on the past lags of the latents and the "
+                "LMP + band-power features, a penalty per block chosen on validation bins), or "
+                "auto (all three fit, the best on the validation bins kept; a finetune run: its "
+                "head)")
+
 
 def register(app: typer.Typer) -> None:
     """Add the real-time commands to ``app``."""
@@ -25,12 +31,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="ONNX file to write (metadata: same name, .json)")],
         refit: Annotated[bool, typer.Option(
             "--refit", help="fit the read-out again even if the run has one")] = False,
-        readout: Annotated[str, typer.Option(
-            help="velocity read-out of the latents: linear_probe (same bin), wiener (ridge on "
-                 "10 past lags x 20 ms), combined (one ridge on the past lags of the latents "
-                 "and the LMP + band-power features, a penalty per block chosen on validation "
-                 "bins), or auto (all three fit, the best on the validation bins kept; a "
-                 "finetune run: its head)")] = "auto",
+        readout: Annotated[str, typer.Option(help=READOUT_HELP)] = "auto",
     ) -> None:
         """Export a causal model + velocity read-out + input normalisation as one ONNX step
         graph: input one bin of LFP [channels] and the state (fixed shapes, listed in the
@@ -67,12 +68,7 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int, typer.Option(help="CPU threads (1: a real-time core)")] = 1,
         refit: Annotated[bool, typer.Option(
             "--refit", help="run directory: fit the read-out again")] = False,
-        readout: Annotated[str, typer.Option(
-            help="velocity read-out of the latents: linear_probe (same bin), wiener (ridge on "
-                 "10 past lags x 20 ms), combined (one ridge on the past lags of the latents "
-                 "and the LMP + band-power features, a penalty per block chosen on validation "
-                 "bins), or auto (all three fit, the best on the validation bins kept; a "
-                 "finetune run: its head)")] = "auto",
+        readout: Annotated[str, typer.Option(help=READOUT_HELP)] = "auto",
     ) -> None:
         """Decode velocity causally from a session's LFP: R² on the validation and test bins,
         and with --stream the latency per bin (median, p99)."""
