@@ -100,6 +100,25 @@ def test_c_embed_may_still_rewrite_its_own_default_output(tmp_path):
     check_output_file(run / "probe.json", [run])  # a new file next to the run's own
 
 
+def test_c_a_packed_models_files_are_not_replaced(tmp_path):
+    from lfpdistill.data.guard import PACKED_FILES, check_output_file
+    from lfpdistill.errors import ConfigError
+    from lfpdistill.models.pack import PACK_FILES
+
+    assert PACKED_FILES == PACK_FILES  # the guard names the files pack writes
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for name in PACK_FILES:
+        (packed / name).write_text("x")
+    for name in PACK_FILES:
+        with pytest.raises(ConfigError, match="file of the packed model"):
+            check_output_file(packed / name)
+    check_output_file(packed / "probe.json")  # a new file next to the model's own
+    plain = tmp_path / "notes"
+    plain.mkdir()
+    check_output_file(plain / "README.md")  # no model.safetensors: an ordinary folder
+
+
 # ------------------------------------------------------------------ L: simulate over a store
 def test_l_simulate_refuses_a_non_empty_folder_without_force(tmp_path, capsys):
     out = tmp_path / "s"

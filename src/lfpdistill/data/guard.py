@@ -5,7 +5,9 @@ input, a store file or a run file are refused, and a folder being written is loc
 (the same file, also through a link) or a file that belongs to a store (``manifest.json`` and
 ``*.h5`` next to a store's manifest) or to a run (``model.ckpt``, ``run_config.json``,
 ``summary.json``, ... next to a run's ``model.ckpt`` or ``run_config.json``, and anything in its
-``checkpoints/`` and ``realtime/`` folders). :func:`check_output_folder` refuses an output folder
+``checkpoints/`` and ``realtime/`` folders) or to a packed model (``model.safetensors``,
+``config.json``, ``README.md`` next to a ``model.safetensors``: ``lfpdistill pack``'s folder).
+:func:`check_output_folder` refuses an output folder
 that is one of the command's input folders.
 
 **Locks.** A folder that a command writes is locked with ``FOLDER/.lock`` (``flock``; the file
@@ -42,6 +44,8 @@ RUN_MARKERS = ("model.ckpt", "run_config.json")
 RUN_FILES = frozenset({"model.ckpt", "run_config.json", "summary.json", "result.json",
                        "predictions.npz", "metrics.csv", "diagnostics.json", "latents.npz",
                        "done.json", ".lock"})
+#: the files of a packed model (``lfpdistill pack``; :data:`lfpdistill.models.pack.PACK_FILES`)
+PACKED_FILES = ("model.safetensors", "config.json", "README.md")
 #: sub-folders of a run holding its files (resume checkpoints, saved read-outs)
 RUN_SUBFOLDERS = ("checkpoints", "realtime")
 
@@ -92,6 +96,9 @@ def check_output_file(out: Path | str, inputs: Sequence[Path | str | None] = (),
     if _is_store(parent) and (real.name == MANIFEST or real.suffix == ".h5"):
         raise ConfigError(f"{option} '{out}' is a file of the store '{parent}'; writing it would "
                           "damage the store -- choose a path outside the store's files")
+    if (parent / PACKED_FILES[0]).is_file() and real.name in PACKED_FILES:
+        raise ConfigError(f"{option} '{out}' is a file of the packed model '{parent}'; writing it "
+                          "would replace the model's own file -- choose another path")
     run = parent.parent if parent.name in RUN_SUBFOLDERS else parent
     if _is_run(run) and (real.name in RUN_FILES or real.suffix == ".ckpt" or run != parent):
         raise ConfigError(f"{option} '{out}' is a file of the run '{run}'; writing it would "
