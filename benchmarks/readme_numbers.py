@@ -56,28 +56,50 @@ CLASSIC_ROWS = [("wiener_spikes", "classic: Spike Wiener"),
                 ("wiener_bandpower", "classic: LFP Wiener (LMP + band power)"),
                 ("wiener_lfp", "classic: LFP Wiener (raw)"),
                 ("kalman_bandpower", "classic: LFP Kalman (LMP + band power)")]
+#: the decoder validation picks per session among the student's read-outs and the classic LFP
+#: decoders (the report's deployable section)
+DEPLOYABLE_TITLE = "lfpdistill: deployable decoder (chosen on validation)"
 #: the demo's table: the study's evaluations as columns (classic decoders in the lagged column)
 DEMO_TABLE: dict[str, Any] = {
     "group_title": "sessions",
     "columns": [
         {"title": "probe (same-bin linear)", "evals": ["probe"]},
         {"title": "Wiener filter (10 lags × 20 ms)", "evals": ["probe_wiener", "classic"]},
+        {"title": "Wiener filter on latents + LMP + band power", "evals": ["probe_combined"]},
         {"title": "fine-tuned", "evals": ["finetune"]},
+        {"title": "deployable (chosen on validation)", "evals": ["deployable_offline"]},
     ],
     "rows": [
         {"group": "distilled", "model": "teacher", "title": "Teacher (spikes)"},
         {"group": "distilled", "model": "ss_lfp", "title": "SS-LFP"},
         {"group": "distilled", "model": "ms_lfp", "title": "MS-LFP"},
         {"group": "distilled", "model": "distilled", "title": "Distilled LFP", "bold": True},
+        {"group": "distilled", "model": "deployable", "title": DEPLOYABLE_TITLE, "bold": True},
         *({"group": "distilled", "model": m, "title": t} for m, t in CLASSIC_ROWS),
         {"group": "unseen", "model": "ss_lfp", "title": "SS-LFP"},
         {"group": "unseen", "model": "ms_lfp", "title": "MS-LFP (adapted, embeddings only)"},
         {"group": "unseen", "model": "distilled", "title": "Distilled LFP (generalized, b)", "bold": True},
         {"group": "unseen", "model": "distilled_a", "title": "Distilled LFP (generalized, a)"},
+        {"group": "unseen", "model": "deployable", "title": DEPLOYABLE_TITLE, "bold": True},
         *({"group": "unseen", "model": m, "title": t} for m, t in CLASSIC_ROWS),
     ],
     "checks": True,
 }
+#: the real-time study's table: what a lab would deploy, offline and streaming, against the
+#: classic decoders (causal, so the same in both columns) and the spike Wiener filter
+REALTIME_TABLE: dict[str, Any] = {
+    "group_title": "sessions",
+    "columns": [
+        {"title": "offline (bidirectional model)", "evals": ["deployable_offline", "classic"]},
+        {"title": "real time (causal model, streamed)", "evals": ["deployable_causal", "classic"]},
+    ],
+    "rows": [row for g in ("distilled", "unseen") for row in [
+        {"group": g, "model": "deployable", "bold": True, "title": DEPLOYABLE_TITLE},
+        *({"group": g, "model": m, "title": t} for m, t in
+          (CLASSIC_ROWS[1], CLASSIC_ROWS[3], CLASSIC_ROWS[2], CLASSIC_ROWS[0]))]],
+    "checks": False,
+}
+TABLES = {"demo": DEMO_TABLE, "realtime": REALTIME_TABLE}
 DEMO_SPREAD = ("mean ± sd over sessions and seeds (classic decoders are deterministic: over "
                "sessions)")
 
@@ -109,6 +131,14 @@ def summarise_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "seeds": len(by_seed),
                     "sd_seeds": round(_sd(seed_means), 4) if len(by_seed) > 1 else None})
     return out
+
+
+def deployable_summary(drows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The study's deployable rows (one per setting, seed and session: the decoder validation
+    chose) as summary entries ``model: deployable``, ``eval: deployable_SETTING``."""
+    rows = [{"group": d["group"], "model": "deployable", "eval": f"deployable_{d['setting']}",
+             "seed": d["seed"], "r2": d["r2"]} for d in drows]
+    return summarise_rows(rows) if rows else []
 
 
 def _git(*args: str) -> str:
@@ -153,10 +183,11 @@ def from_results(folder: Path, name: str | None, command: str | None,
         "date": date,
         "wall_min": round(float(res["seconds"]) / 60, 1) if res.get("seconds") else None,
         "spread": old.get("spread") or DEMO_SPREAD,
-        "summary": summarise_rows(rows),
+        "summary": summarise_rows(rows)
+        + deployable_summary((res.get("deployable") or {}).get("rows") or []),
         "checks": [{"claim": c["claim"], "pass": c["pass"], "values": c.get("values", {})}
                    for c in res.get("checks") or []],
-        "table": old.get("table") or DEMO_TABLE,
+        "table": TABLES.get(name) or old.get("table") or DEMO_TABLE,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")

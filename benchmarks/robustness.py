@@ -20,8 +20,14 @@ different seeds (the final ones fixed only after the defaults stopped changing).
 
     python benchmarks/robustness.py --variants 100-103 --out results/robustness
     python benchmarks/robustness.py --variants 100-103 --tag pcs8 --set distill.objective.target_pcs=8
-    python benchmarks/robustness.py --family calibrated --variants 300-315 --max-variants 8 \
+    python benchmarks/robustness.py --variant calibrated --variants 300-315 --max-variants 8 \
         --out results/robustness_calibrated --tag final
+    python benchmarks/robustness.py --family recurrent --variant calibrated --variants 700-707 \
+        --out results/robustness_recurrent --tag final
+
+``--variant`` is how a variant's parameters are drawn (as ``lfpdistill simulate --variant``),
+``--family`` which simulator draws them (as ``lfpdistill simulate --family``; default: the base
+config's, the kinematic one for the demo's).
 
 Every unit is cached per variant under ``OUT/v<seed>/``: a ``--set`` that only touches
 distillation re-trains only the students. Writes ``OUT/<tag>.json`` and ``OUT/<tag>.md``.
@@ -90,12 +96,17 @@ def calibrated_simulation(base: dict[str, Any], seed: int, out: Path) -> dict[st
 
 
 def variant_config(base: dict[str, Any], seed: int, out: Path, seeds: list[int], finetune: bool,
-                   sets: dict[str, Any], family: str = "random") -> ExperimentConfig:
+                   sets: dict[str, Any], variant: str = "random", family: str | None = None
+                   ) -> ExperimentConfig:
     raw = json.loads(json.dumps(base))
     raw["name"] = f"variant{seed}"
     raw["out"] = str(out)
     raw["seeds"] = seeds
-    if family == "calibrated":
+    if family is not None:  # the simulator family, for the draw and the calibration alike
+        base = json.loads(json.dumps(base))
+        set_dotted(base, "data.simulate.family", family)
+        set_dotted(raw, "data.simulate.family", family)
+    if variant == "calibrated":
         raw.setdefault("data", {})["simulate"] = calibrated_simulation(base, seed, out)
     else:
         raw.setdefault("data", {})["simulate"] = {**raw["data"].get("simulate", {}),
@@ -212,10 +223,11 @@ def _share(v: float | None) -> str:
 
 
 def markdown(tag: str, per_variant: dict[int, dict[str, Any]], dist: dict[str, Any],
-             sets: dict[str, Any], family: str = "random",
-             skipped: dict[int, dict[str, Any]] | None = None) -> str:
+             sets: dict[str, Any], variant: str = "random",
+             skipped: dict[int, dict[str, Any]] | None = None, family: str | None = None) -> str:
     lines = [f"# Robustness over simulator variants — {tag}", "",
-             f"Variant family: {family}. Options changed from the base config: "
+             f"Simulator family: {family or 'the base config’s'}; variants: {variant}. "
+             "Options changed from the base config: "
              f"{json.dumps(sets) if sets else 'none'}.", ""]
     if skipped:
         lines += ["Variants whose calibration did not reach the bands (skipped): "
@@ -278,18 +290,20 @@ def _main(argv: list[str] | None) -> int:
     ap.add_argument("--tag", default="defaults", help="name of this set of options")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="dotted config override, e.g. distill.objective.target_pcs=8")
-    ap.add_argument("--family", choices=["random", "calibrated"], default="random",
+    ap.add_argument("--variant", choices=["random", "calibrated"], default="random",
                     help="random: parameters drawn from the documented ranges; calibrated: the "
                          "same draws scaled into the calibration bands (a variant whose "
                          "calibration does not reach them is reported and skipped)")
+    ap.add_argument("--family", choices=["kinematic", "recurrent"], default=None,
+                    help="the simulator family (default: the base config's data.simulate.family)")
     ap.add_argument("--max-variants", type=int, default=None,
-                    help="stop after this many variants were run (calibrated family: the first N "
+                    help="stop after this many variants were run (calibrated variants: the first N "
                          "of --variants whose calibration reaches the bands)")
     args = ap.parse_args(argv)
     base = read_config_yaml(Path(args.config))
     sets = parse_overrides(args.sets)
-    if args.family == "calibrated" and any(k.startswith("data.simulate.") for k in sets):
-        ap.error("--set data.simulate.* cannot be combined with --family calibrated (the "
+    if args.variant == "calibrated" and any(k.startswith("data.simulate.") for k in sets):
+        ap.error("--set data.simulate.* cannot be combined with --variant calibrated (the "
                  "calibration is measured on the base config's simulation); edit --config instead")
     out = Path(args.out)
     per_variant: dict[int, dict[str, Any]] = {}
@@ -299,7 +313,7 @@ def _main(argv: list[str] | None) -> int:
         if args.max_variants is not None and len(per_variant) >= args.max_variants:
             break
         cfg = variant_config(base, seed, out / f"v{seed}", parse_seeds(args.seeds), args.finetune,
-                             sets, args.family)
+                             sets, args.variant, args.family)
         calib = cfg.data.simulate.calibration
         if calib is not None and not calib.inside:
             skipped[seed] = calib.model_dump(mode="json")
@@ -327,11 +341,12 @@ def write_summary(out: Path, args: argparse.Namespace, sets: dict[str, Any],
     dist = distribution(per_variant) if per_variant else {}
     write_json_atomic(out / f"{args.tag}.json", {"tag": args.tag, "sets": sets,
                                                  "config": args.config, "seeds": args.seeds,
+                                                 "variant": args.variant,
                                                  "family": args.family,
                                                  "variants": per_variant, "distribution": dist,
                                                  "not_calibrated": skipped,
                                                  "seconds": round(seconds, 1)})
-    md = markdown(args.tag, per_variant, dist, sets, args.family, skipped)
+    md = markdown(args.tag, per_variant, dist, sets, args.variant, skipped, args.family)
     with atomic_path(out / f"{args.tag}.md", suffix=".md") as tmp:
         tmp.write_text(md)
     return md

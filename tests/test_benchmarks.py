@@ -48,26 +48,31 @@ def test_robustness_calibrates_a_variant_once_and_skips_one_outside_the_bands(tm
     base["data"]["simulate"]["seconds"] = 40
     rob.variant_config(base, 300, tmp_path / "v300", [0], False, {}, "calibrated")
     assert len(calls) == 2
-    # the random family never calibrates
+    # random variants never calibrate
     cfg = rob.variant_config(base, 300, tmp_path / "r300", [0], False, {}, "random")
     assert cfg.data.simulate.variant == "random" and len(calls) == 2
+    # --family: the simulator family, in the calibration request and in the drawn config
+    cfg = rob.variant_config(base, 700, tmp_path / "f700", [0], False, {}, "calibrated", "recurrent")
+    assert calls[-1].family == "recurrent" and cfg.data.simulate.family == "recurrent"
+    cfg = rob.variant_config(base, 700, tmp_path / "fr700", [0], False, {}, "random", "recurrent")
+    assert cfg.data.simulate.family == "recurrent" and "family" not in base["data"]["simulate"]
     # a variant outside the bands is skipped and named; nothing is run for it
     ran = []
     monkeypatch.setattr(rob, "run_experiment", lambda c: ran.append(c))
     cfg_path = tmp_path / "base.yaml"
     cfg_path.write_text(json.dumps(base))
-    assert rob.main(["--variants", "301", "--family", "calibrated", "--config", str(cfg_path),
+    assert rob.main(["--variants", "301", "--variant", "calibrated", "--config", str(cfg_path),
                      "--out", str(tmp_path / "out"), "--tag", "t"]) == 0
     assert ran == []
     md = (tmp_path / "out" / "t.md").read_text()
-    assert "Variant family: calibrated" in md and "301 (spikes 0.700" in md
+    assert "variants: calibrated" in md and "301 (spikes 0.700" in md
     assert "No variant was run." in md
     assert json.loads((tmp_path / "out" / "t.json").read_text())["not_calibrated"]["301"]["inside"] is False
     # --max-variants: the first N variants that reach the bands are run, then it stops
     monkeypatch.setattr(rob, "variant_summary", lambda r: {"gain": 0.0, "share": None,
                                                             "distilled_wiener_minus_best_classic": 0.0})
     monkeypatch.setattr(rob, "write_summary", lambda *a: "")
-    assert rob.main(["--variants", "300-305", "--family", "calibrated", "--config", str(cfg_path),
+    assert rob.main(["--variants", "300-305", "--variant", "calibrated", "--config", str(cfg_path),
                      "--out", str(tmp_path / "out2"), "--max-variants", "2"]) == 0
     assert [c.data.simulate.seed for c in ran] == [300, 302]
 
@@ -77,9 +82,9 @@ def test_robustness_refuses_simulation_overrides_for_calibrated_variants(tmp_pat
 
     rob = _load("robustness")
     with pytest.raises(SystemExit) as e:
-        rob.main(["--variants", "300", "--family", "calibrated", "--out", str(tmp_path),
+        rob.main(["--variants", "300", "--variant", "calibrated", "--out", str(tmp_path),
                   "--set", "data.simulate.n_channels=32"])
-    assert e.value.code == 2 and "cannot be combined with --family calibrated" in capsys.readouterr().err
+    assert e.value.code == 2 and "cannot be combined with --variant calibrated" in capsys.readouterr().err
 
 
 def test_robustness_reports_an_output_folder_in_use_in_one_line(tmp_path, capsys):

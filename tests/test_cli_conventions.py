@@ -26,6 +26,7 @@ CHOICES = {
     "simulate": {"task": ["random_target", "center_out"], "path": ["fast", "raw"],
                  "variant": ["default", "random", "calibrated"]},
     "embed": {"readout": ["visible", "held_out"]},
+    "run": {"order": ["seeds", "stages"]},
     "decode": {"nan": ["hold", "error"]},
     "export-nwb": {"sex": ["M", "F", "U", "O"]},
 }

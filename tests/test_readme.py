@@ -97,3 +97,32 @@ def test_from_results_summarises_over_sessions_and_seeds(tmp_path, monkeypatch):
     assert "**0.550 ± 0.129 (0.071)**" in md and "| 0.450 |" in md and "**PASS** x > y" in md
     with pytest.raises(rn.ReadmeNumbersError, match="no results.json"):
         rn.from_results(tmp_path / "nowhere", "demo", None, None)
+
+
+def test_from_results_adds_the_deployable_choice_and_the_realtime_table(tmp_path, monkeypatch):
+    rn = _script()
+    monkeypatch.setattr(rn, "RESULTS_DIR", tmp_path / "results")
+    rows = [{"group": "distilled", "model": "wiener_bandpower", "eval": "classic", "session": s,
+             "seed": None, "r2": r2} for s, r2 in [("a", 0.40), ("b", 0.50)]]
+    drows = [{"setting": st, "group": "distilled", "seed": k, "session": s, "r2": r2}
+             for st, k, s, r2 in [("offline", 0, "a", 0.5), ("offline", 0, "b", 0.6),
+                                  ("offline", 1, "a", 0.6), ("offline", 1, "b", 0.7),
+                                  ("causal", 0, "a", 0.3), ("causal", 1, "a", 0.5)]]
+    study = tmp_path / "realtime"
+    study.mkdir()
+    (study / "results.json").write_text(json.dumps({
+        "name": "realtime", "seconds": 60.0, "rows": rows, "config": {"seeds": [0, 1]},
+        "deployable": {"rows": drows, "summary": []}}))
+    doc = json.loads(rn.from_results(study, "realtime", "lfpdistill run configs/realtime.yaml",
+                                     None).read_text())
+    assert doc["table"] == rn.REALTIME_TABLE
+    dep = {e["eval"]: e for e in doc["summary"] if e["model"] == "deployable"}
+    assert dep["deployable_offline"]["mean"] == pytest.approx(0.6)
+    assert dep["deployable_offline"]["sd_seeds"] == pytest.approx(0.0707, abs=1e-4)
+    assert dep["deployable_causal"]["mean"] == pytest.approx(0.4) and dep["deployable_causal"]["n"] == 2
+    md = rn.render(doc)
+    # the deployable row carries both settings; the causal classic decoder shows in both columns
+    assert "| distilled | **lfpdistill: deployable decoder (chosen on validation)** | " \
+           "**0.600 ± 0.082 (0.071)** | **0.400 ± 0.141 (0.141)** |" in md
+    assert "| distilled | classic: LFP Wiener (LMP + band power) | 0.450 ± 0.071 | 0.450 ± 0.071 |" in md
+    assert "unseen" not in md  # no unseen rows in this run: nothing rendered for them

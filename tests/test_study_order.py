@@ -56,7 +56,8 @@ def test_seed_order_gives_the_stage_order_numbers_and_a_provisional_first_seed(t
     staged = Study(cfg, out=tmp_path / "stages", console=Console(quiet=True),
                    order="stages").run()
     console = Console(record=True, width=200)
-    study = Recording(cfg, out=tmp_path / "seeds", console=console, order="seeds")
+    study = Recording(cfg, out=tmp_path / "seeds", console=console, order="seeds",
+                      background=False)
     seeded = study.run()
     assert seeded.keys() == staged.keys() and "rows" in seeded
     for key in set(seeded) - set(TIMINGS):  # rows, summary, checks, labels, diagnostics, ...
@@ -68,8 +69,13 @@ def test_seed_order_gives_the_stage_order_numbers_and_a_provisional_first_seed(t
         return sorted((s["stage"], s["unit"]) for s in res["stages"])
     assert units(seeded) == units(staged)
     order = [(s["stage"], s["unit"]) for s in seeded["stages"]]
-    assert order.index(("classic", "decoders")) < order.index(("ss_lfp", "sim00-seed1"))
-    assert order.index(("probe", "seed0")) < order.index(("ss_lfp", "sim00-seed1"))
+    # seed order: the classic decoders first, each model group probed once it is trained
+    assert order.index(("classic", "decoders")) < order.index(("teacher", "seed0"))
+    assert order.index(("teacher", "seed0")) < order.index(("probe", "teacher-seed0")) \
+        < order.index(("ss_lfp", "sim00-seed0"))
+    assert order.index(("probe", "distilled-seed0")) < order.index(("ss_lfp", "sim00-seed1"))
+    assert order.index(("generalize", "adapt_ms-sim02-seed0")) \
+        < order.index(("probe", "ms_lfp-seed0")) < order.index(("distill", "seed0"))
 
     # the provisional report: seed 0's probes and the classic decoders, marked, then removed
     prov = study.provisional_results
@@ -85,8 +91,29 @@ def test_seed_order_gives_the_stage_order_numbers_and_a_provisional_first_seed(t
     assert not (tmp_path / "seeds" / PROVISIONAL).exists()
     text = console.export_text()
     assert text.index("provisional report") < text.index("ss_lfp/sim00-seed1")
-    assert "▶ classic/decoders (in the background" in text  # beside the models' training
     assert text.count("PROVISIONAL") >= 1
+    # a table of the numbers so far after the classic decoders and after each model group
+    firsts = [text.index("first numbers — seed 0, after", start) for start in
+              [0] + [text.index(f"▶ probe/{g}-seed0") for g in ("teacher", "ss_lfp", "ms_lfp",
+                                                               "distilled")]]
+    assert firsts == sorted(set(firsts)) and len(firsts) == 5
+    assert "still training: teacher, ss_lfp, ms_lfp, distilled" in text
+    assert "every model of this seed" in text
+
+
+@pytest.mark.slow
+def test_background_ss_lfp_gives_the_same_rows(tmp_path):
+    """LFPDISTILL_STUDY_BACKGROUND=1: the SS-LFP models train in a background worker and are
+    probed last, yet their rows take the same place."""
+    cfg = ExperimentConfig(**{**TWO_SEEDS, "causal": {"enabled": False},
+                              "labels": {"enabled": False}}, out=str(tmp_path / "unused"))
+    staged = Study(cfg, out=tmp_path / "stages", console=Console(quiet=True), order="stages").run()
+    console = Console(record=True, width=200)
+    back = Study(cfg, out=tmp_path / "back", console=console, order="seeds", background=True).run()
+    assert back["rows"] == staged["rows"]
+    text = console.export_text()
+    assert "▶ ss_lfp/sim00-seed0 (in the background" in text
+    assert text.index("▶ probe/distilled-seed0") < text.index("▶ probe/ss_lfp-seed0")
 
 
 def test_unknown_order_is_refused(tmp_path):

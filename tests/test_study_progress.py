@@ -50,7 +50,7 @@ def test_expected_units_of_the_demo(tmp_path):
                   heldout=["sim04", "sim05"], ms_lfp=["sim00", "sim01", "sim02", "sim03"])
     assert study.expected_units(roles) == {
         "teacher": 1, "ss_lfp": 12, "ms_lfp": 3, "distill": 6, "choose": 3, "generalize": 12,
-        "probe": 3, "finetune": 12, "classic": 1}
+        "probe": 12, "finetune": 12, "classic": 1}  # a probe unit per model group and seed
     # every stage of the demo has a reference cost: none counts as free before it starts
     assert set(study.expected_units(roles)) <= set(REFERENCE_UNIT_SECONDS)
     # distill.anchor "validation": per seed a plain and an anchored student, and the choice

@@ -35,6 +35,13 @@ class Modality(StrEnum):
     lfp = "lfp"
 
 
+class Order(StrEnum):
+    """The order a study runs its units in (:data:`lfpdistill.study.runner.ORDERS`)."""
+
+    seeds = "seeds"
+    stages = "stages"
+
+
 class ProbeDecoder(StrEnum):
     linear = "linear"
     wiener = "wiener"

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..config import load_config
+from .common import Order
 
 
 def register(app: typer.Typer) -> None:
@@ -19,9 +20,13 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="output folder (default: the config's out)")] = None,
         from_stage: Annotated[str | None, typer.Option(
             "--from", help="recompute this stage and all later ones")] = None,
+        order: Annotated[Order, typer.Option(
+            help="seeds: every stage of the first seed first, with a table of its numbers as "
+                 "they come; stages: each stage for every seed before the next (same numbers)")
+        ] = Order.seeds,
     ) -> None:
         """Run a whole study from one config: data, models, evaluations, report (cached stages)."""
         from ..study import run_experiment
 
         cfg = load_config(config)
-        run_experiment(cfg, from_stage, out=out)
+        run_experiment(cfg, from_stage, out=out, order=order.value)

@@ -88,19 +88,43 @@ class EvalItem:
     as_session: str | None = None
 
 
+#: the probe's model groups, each probed as soon as its models are trained (``distilled``: the
+#: student on its own sessions and, on the held-out ones, adapted (b) and as-is (a)); the order
+#: their rows take in a seed's probe rows
+PROBE_GROUPS = ("teacher", "ss_lfp", "ms_lfp", "distilled")
+_GROUP_OF = {"teacher": "teacher", "ss_lfp": "ss_lfp", "ms_lfp": "ms_lfp",
+             "distilled": "distilled", "distilled_a": "distilled"}
+
+
+def probe_group(model: str) -> str:
+    """The :data:`PROBE_GROUPS` entry of an evaluated model."""
+    return _GROUP_OF[model]
+
+
 def eval_plan(cfg: ExperimentConfig, store: Store, roles: Roles, runs: Runs, seed: int,
-              warn: list[str] | None = None) -> list[EvalItem]:
-    """Every probe of one seed; ``warn`` collects the mode (a) evaluations that cannot run."""
+              warn: list[str] | None = None, groups: tuple[str, ...] = PROBE_GROUPS
+              ) -> list[EvalItem]:
+    """Every probe of one seed (of the models in ``groups``, :data:`PROBE_GROUPS`: only their
+    runs are read, so a group can be planned before the others are trained); ``warn`` collects
+    the mode (a) evaluations that cannot run."""
     plan: list[EvalItem] = []
-    teacher = runs.teacher_for(cfg, seed)
     for name in roles.distill:
-        for model, run in (("teacher", teacher), ("ss_lfp", runs.ss_lfp[(seed, name)]),
-                           ("ms_lfp", runs.ms_lfp[seed]), ("distilled", runs.distilled[seed])):
-            plan.append(EvalItem(model, name, run, "distilled", seed))
+        if "teacher" in groups:
+            plan.append(EvalItem("teacher", name, runs.teacher_for(cfg, seed), "distilled", seed))
+        if "ss_lfp" in groups:
+            plan.append(EvalItem("ss_lfp", name, runs.ss_lfp[(seed, name)], "distilled", seed))
+        if "ms_lfp" in groups:
+            plan.append(EvalItem("ms_lfp", name, runs.ms_lfp[seed], "distilled", seed))
+        if "distilled" in groups:
+            plan.append(EvalItem("distilled", name, runs.distilled[seed], "distilled", seed))
     for name in roles.heldout:
-        plan += [EvalItem("ss_lfp", name, runs.ss_lfp[(seed, name)], "unseen", seed),
-                 EvalItem("ms_lfp", name, runs.adapt_ms[(seed, name)], "unseen", seed,
-                          "adapted (b)")]
+        if "ss_lfp" in groups:
+            plan.append(EvalItem("ss_lfp", name, runs.ss_lfp[(seed, name)], "unseen", seed))
+        if "ms_lfp" in groups:
+            plan.append(EvalItem("ms_lfp", name, runs.adapt_ms[(seed, name)], "unseen", seed,
+                                 "adapted (b)"))
+        if "distilled" not in groups:
+            continue
         if "b" in cfg.generalize.modes:
             plan.append(EvalItem("distilled", name, runs.adapt_distilled[(seed, name)], "unseen",
                                  seed, "b"))

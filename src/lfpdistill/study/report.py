@@ -175,6 +175,18 @@ def _pm(s: dict[str, Any]) -> str:
     return f"{s['mean']:.3f} ± {s['sd']:.3f}" if s["n"] > 1 else f"{s['mean']:.3f}"
 
 
+def print_first_numbers(rows: list[dict[str, Any]], console: Console, title: str) -> None:
+    """Print ``title`` and the summary table of ``rows`` so far (the study's first seed while
+    it runs)."""
+    console.print(f"[bold]{title}[/]")
+    table = Table()
+    for c in ("group", "evaluation", "model", "R² (mean ± sd over sessions)"):
+        table.add_column(c)
+    for s in summarise(rows):
+        table.add_row(s["group"], s["eval"], s["label"], _pm(s))
+    console.print(table)
+
+
 def per_session_table(rows: list[dict[str, Any]], evals: tuple[str, ...]
                       ) -> tuple[list[str], list[str], dict]:
     cell: dict[tuple[str, str], list[float]] = defaultdict(list)

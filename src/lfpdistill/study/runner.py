@@ -6,15 +6,16 @@ causal, labels, scaling, report. This module only orchestrates: which unit runs 
 by :mod:`.report`.
 
 Run order (``order``): ``seeds`` (the default) runs every stage of the first seed, then of the
-next, and so on; the SS-LFP models and the classic decoders (needed only by the evaluations) run
-in a background process at the lowest CPU priority, on the CPU time the other models' training
-leaves idle; after the first seed's probes and the classic decoders a provisional report of that
-seed alone is written and printed (``OUT/provisional/``, removed when the final report is
-written), so a first table appears long before the study ends. ``stages`` runs each stage for
-every seed before the next stage, all in this process (as does seed order with
-``LFPDISTILL_STUDY_BACKGROUND=0``). Every unit seeds its own random numbers
-and its cache key is its inputs, so both orders run the same units on the same inputs: the final
-rows (assembled in stage order, then seed order) are identical.
+next, and so on. The first seed starts with the classic decoders (no training: the first
+numbers, about a minute and a half in on a 2-core CPU) and probes each model group (teacher,
+SS-LFP, MS-LFP with its held-out adaptations, the student with its) as soon as it is trained,
+printing the table of the numbers so far after each; a provisional report of that seed follows
+(``OUT/provisional/``, removed when the final report is written). ``stages`` runs each stage for
+every seed before the next stage. Every unit seeds its own random numbers and its cache key is
+its inputs, so both orders run the same units on the same inputs: the final rows (assembled in
+stage order, then seed order, then model group) are identical. ``LFPDISTILL_STUDY_BACKGROUND=1``
+trains the SS-LFP models in a low-priority background process beside the others (same numbers;
+off by default, as it did not help on 2 cores).
 
 Adding a per-seed unit: give a stage method a ``seeds`` argument (the seeds of this round), loop
 ``for seed in seeds`` calling ``self.cache.run(stage, name, work, **inputs)``, and call it in
@@ -31,6 +32,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +45,19 @@ from ..errors import ConfigError
 from . import labels as label_units
 from . import scaling as scaling_units
 from . import units
-from .cache import Cache, Pending, clock
+from .cache import Cache, clock
 from .longevity import session_days
-from .plan import EvalItem, Roles, Runs, eval_plan, resolve_roles
-from .report import write_report
+from .plan import PROBE_GROUPS, EvalItem, Roles, Runs, eval_plan, probe_group, resolve_roles
+from .report import print_first_numbers, write_report
 
 #: Mean seconds per unit of each stage in ``configs/demo.yaml`` on a quiet 2-core CPU (the
 #: "seconds per unit" line of ``benchmarks/bench_study.py --study configs/demo.yaml``; a 17.1-min
-#: uncached run): the starting point of the time-left estimate, which rescales them by how fast
-#: this machine runs the units already done.
+#: uncached run; the probe's per model group: a seed's 133 s over its four groups, measured
+#: later): the starting point of the time-left estimate, which rescales them by how fast this
+#: machine runs the units already done.
 REFERENCE_UNIT_SECONDS: dict[str, float] = {
     "data": 7.5, "teacher": 83.4, "ss_lfp": 6.8, "ms_lfp": 72.0, "distill": 52.8,
-    "choose": 2.4, "generalize": 1.8, "probe": 40.0, "finetune": 9.0, "classic": 59.3,
+    "choose": 2.4, "generalize": 1.8, "probe": 33.0, "finetune": 9.0, "classic": 59.3,
 }
 #: the folder (inside the study's output) of the first seed's provisional report
 PROVISIONAL = "provisional"
@@ -91,11 +94,13 @@ class Study:
         if order not in ORDERS:
             raise ConfigError(f"unknown run order '{order}'; orders: {', '.join(ORDERS)}")
         self.order = order
-        # seed order: SS-LFP and classic decoders in a low-priority background worker, unless
-        # turned off (LFPDISTILL_STUDY_BACKGROUND=0: everything in this process, same numbers)
+        # seed order: SS-LFP in a low-priority background worker only when asked
+        # (LFPDISTILL_STUDY_BACKGROUND=1; same numbers). Off by default: on a 2-core CPU the
+        # foreground training already uses both cores, the worker ran only after it, and the
+        # foreground slowed by 5-10 % beside it (docs/experiments.md, round 13: seed order)
         self.background = (order == "seeds" and (
             background if background is not None
-            else os.environ.get("LFPDISTILL_STUDY_BACKGROUND", "1") != "0"))
+            else os.environ.get("LFPDISTILL_STUDY_BACKGROUND", "0") == "1"))
         self.cfg = cfg
         self.out = Path(out or cfg.out)
         self.console = console or Console()
@@ -112,7 +117,7 @@ class Study:
                   "ss_lfp": n_seeds * len(roles.eval), "ms_lfp": n_seeds,
                   "distill": n_seeds * (2 if cfg.distill.anchor == "validation" else 1),
                   "generalize": n_seeds * len(roles.heldout) * (1 + ("b" in cfg.generalize.modes)),
-                  "probe": n_seeds}
+                  "probe": n_seeds * len(PROBE_GROUPS)}
         if cfg.distill.anchor == "validation":  # the plain or the anchored student, per seed
             counts["choose"] = n_seeds
         if cfg.finetune.enabled:
@@ -157,7 +162,7 @@ class Study:
         memo = units.StudyMemo(store)
         runs = Runs()
         traces: dict[str, Any] = {}
-        self._parts: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+        self._parts: dict[tuple[str, int | None, int], list[dict[str, Any]]] = {}
         label_parts: list[dict[str, Any]] = []
         scaling_rows: list[dict[str, Any]] = []
         # seed order: one round per seed; else one round of all seeds, stage by stage
@@ -186,37 +191,56 @@ class Study:
         return result
 
 
-    def add(self, stage: str, rows: list[dict[str, Any]]) -> None:
-        """Keep a stage's rows for the report (by stage and seed: :meth:`rows`)."""
+    def add(self, stage: str, rows: list[dict[str, Any]], part: int = 0) -> None:
+        """Keep a stage's rows for the report (by stage, seed and ``part``, the probe's model
+        group: :meth:`rows`)."""
         for r in rows:
-            self._parts.setdefault((stage, r.get("seed")), []).append(r)
+            self._parts.setdefault((stage, r.get("seed"), part), []).append(r)
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows kept so far, in :data:`ROW_STAGES` order, then seed order (the classic
-        decoders' seedless rows last in their stage): the same whatever order units ran in."""
-        return [r for stage in ROW_STAGES for seed in [*self.cfg.seeds, None]
-                for r in self._parts.get((stage, seed), [])]
+        decoders' seedless rows last in their stage), then part order: the same whatever order
+        units ran in."""
+        parts = sorted({k[2] for k in self._parts})
+        return [r for stage in ROW_STAGES for seed in [*self.cfg.seeds, None] for part in parts
+                for r in self._parts.get((stage, seed, part), [])]
 
     def round(self, i: int, seeds: list[int], store: Store, roles: Roles, memo: units.StudyMemo,
               runs: Runs, traces: dict[str, Any], t_start: float) -> None:
-        """The models and evaluations of ``seeds`` (round ``i``). In seed order the SS-LFP
-        models and, in the first round, the classic decoders run in the background beside the
-        other models' training, the classic decoders are read with the first seed's probes, and
-        a provisional report of that seed follows."""
+        """The models and evaluations of ``seeds`` (round ``i``). In seed order each model
+        group is probed as soon as it is trained; in the first round the classic decoders run
+        first and a table of the numbers so far is printed after each group (:meth:`show`),
+        then a provisional report of that seed. In stage order every group is probed after
+        every model is trained."""
         cfg = self.cfg
         early = self.order == "seeds"
+        first = early and i == 0  # the first seed: its numbers shown as they come
+        provisional = first and len(seeds) < len(cfg.seeds)
         started: dict[tuple[int, str], Any] = {}
-        classic: Any = None
         if self.background:  # needed only by the probes: trained beside the other models
             started = self.ss_lfp(store, roles, seeds, self.cache.start)
-            if cfg.classic.enabled and i == 0:
-                classic = self.classic(store, roles, traces, self.cache.start)
-        self.train_models(store, roles, memo, runs, seeds, background=self.background)
-        runs.ss_lfp.update({k: p.wait() for k, p in started.items()})
-        self.add("probe", self.probe(store, roles, runs, memo, traces, seeds))
-        if early and cfg.classic.enabled and i == 0:
-            self.add("classic", self.classic(store, roles, traces, classic))
-        if early and i == 0 and len(seeds) < len(cfg.seeds):
+        if early and cfg.classic.enabled and i == 0:  # no training: the first numbers
+            self.add("classic", self.classic(store, roles, traces))
+            if first:
+                self.show(t_start)
+
+        def ready(group: str) -> None:  # the models of ``group`` are trained: probe them
+            if not early:
+                return
+            if group == "ss_lfp" and started:
+                runs.ss_lfp.update({k: p.wait() for k, p in started.items()})
+            self.add("probe", self.probe(store, roles, runs, memo, traces, seeds, group),
+                     PROBE_GROUPS.index(group))
+            if first:
+                self.show(t_start)
+
+        self.train_models(store, roles, memo, runs, seeds, background=self.background,
+                          ready=ready)
+        if not early:
+            for group in PROBE_GROUPS:
+                self.add("probe", self.probe(store, roles, runs, memo, traces, seeds, group),
+                         PROBE_GROUPS.index(group))
+        if provisional:
             self.provisional(store, roles, runs, self.rows(), traces, seeds,
                              time.time() - t_start)
         if cfg.finetune.enabled:
@@ -225,6 +249,19 @@ class Study:
             self.add("classic", self.classic(store, roles, traces))
         if cfg.causal.enabled:
             self.add("causal", self.causal(store, roles, runs, memo, seeds))
+
+    def show(self, t_start: float) -> None:
+        """Print the first seed's numbers so far (probes and classic decoders, test R²): the
+        first table, grown after each model group while the study goes on."""
+        rows = self.rows()
+        done = sorted({probe_group(r["model"]) for r in rows if r["eval"] == "probe"},
+                      key=PROBE_GROUPS.index)
+        left = [g for g in PROBE_GROUPS if g not in done]
+        print_first_numbers(
+            rows, self.console,
+            f"first numbers — seed {self.cfg.seeds[0]}, after {clock(time.time() - t_start)}"
+            + (f"; still training: {', '.join(left)}" if left else "; every model of this seed")
+            + " (the final report replaces this table)")
 
     def provisional(self, store: Store, roles: Roles, runs: Runs, rows: list[dict[str, Any]],
                     traces: dict[str, Any], seeds: list[int], seconds: float) -> None:
@@ -261,11 +298,15 @@ class Study:
                 for seed in seeds for name in roles.eval}
 
     def train_models(self, store: Store, roles: Roles, memo: units.StudyMemo, runs: Runs,
-                     seeds: list[int], background: bool = False) -> None:
+                     seeds: list[int], background: bool = False,
+                     ready: Callable[[str], None] | None = None) -> None:
         """Train the models of ``seeds`` into ``runs`` (the teacher once, with the first seed,
-        unless ``teacher.per_seed``); ``background``: the SS-LFP models were started in the
-        background (:meth:`ss_lfp`) and are left out."""
+        unless ``teacher.per_seed``), calling ``ready(group)`` as each of
+        :data:`~.plan.PROBE_GROUPS` can be probed (MS-LFP with its held-out adaptations, the
+        student with its); ``background``: the SS-LFP models were started in the background
+        (:meth:`ss_lfp`), left out here and ready last."""
         cfg, run = self.cfg, self.cache.run
+        ready = ready or (lambda group: None)
         teacher_seeds = [s for s in (cfg.seeds if cfg.teacher.per_seed else [cfg.seeds[0]])
                          if s in seeds]
         if teacher_seeds:
@@ -275,13 +316,17 @@ class Study:
                                      sessions=roles.teacher, modality="spikes",
                                      model=cfg.teacher.model,
                                      train=self.train_cfg(cfg.teacher.train, seed))
+        ready("teacher")
         if not background:
             runs.ss_lfp.update(self.ss_lfp(store, roles, seeds, self.cache.run))
+            ready("ss_lfp")
         self.console.print("[bold]ms_lfp[/] (multi-session LFP MAE)")
         for seed in seeds:
             runs.ms_lfp[seed] = run("ms_lfp", f"seed{seed}", units.train_mae, store=store,
                                     sessions=roles.ms_lfp, modality="lfp", model=cfg.lfp_model,
                                     train=self.train_cfg(cfg.ms_lfp, seed))
+        self.adapt(store, roles, runs, seeds, "adapt_ms")
+        ready("ms_lfp")
         anchor = cfg.distill.anchor
         self.console.print("[bold]distill[/] (LFP student aligned to the frozen teacher"
                            + {"validation": "; with and without the MS-LFP anchor, the one with "
@@ -306,19 +351,27 @@ class Study:
                 choice = {"anchored": anchor == "always"}
             runs.anchor_choice[seed] = {"rule": anchor, **choice}
             runs.distilled[seed] = students[choice["anchored"]]
-        if roles.heldout:
-            self.console.print("[bold]generalize[/] (held-out sessions: session embeddings only)")
+        if "b" in cfg.generalize.modes:
+            self.adapt(store, roles, runs, seeds, "adapt_distilled")
+        ready("distilled")
+        if background:
+            ready("ss_lfp")
+
+    def adapt(self, store: Store, roles: Roles, runs: Runs, seeds: list[int], tag: str) -> None:
+        """Generalization: the held-out sessions' embeddings learnt into the MS-LFP
+        (``adapt_ms``) or the student (``adapt_distilled``), the rest frozen."""
+        if not roles.heldout:
+            return
+        self.console.print(f"[bold]generalize[/] ({tag}: held-out sessions' embeddings only)")
         for seed in seeds:
-            tc = self.train_cfg(cfg.generalize.adapt, seed)
+            src, into = ((runs.ms_lfp[seed], runs.adapt_ms) if tag == "adapt_ms"
+                         else (runs.distilled[seed], runs.adapt_distilled))
             for name in roles.heldout:
-                sources = [("adapt_ms", runs.ms_lfp[seed], runs.adapt_ms)]
-                if "b" in cfg.generalize.modes:
-                    sources.append(("adapt_distilled", runs.distilled[seed], runs.adapt_distilled))
-                for tag, src, into in sources:
-                    into[(seed, name)] = run(
-                        "generalize", f"{tag}-{name}-seed{seed}", units.train_mae, store=store,
-                        sessions=[name], modality="lfp", model=cfg.lfp_model, train=tc,
-                        init_from=src, train_only_new=True)
+                into[(seed, name)] = self.cache.run(
+                    "generalize", f"{tag}-{name}-seed{seed}", units.train_mae, store=store,
+                    sessions=[name], modality="lfp", model=self.cfg.lfp_model,
+                    train=self.train_cfg(self.cfg.generalize.adapt, seed), init_from=src,
+                    train_only_new=True)
 
     def student(self, stage: str, name: str, anchored: bool, *, store: Store, roles: Roles,
                 teacher: Path, model: ModelConfig, ms: Path, train: TrainConfig,
@@ -335,23 +388,27 @@ class Study:
 
     # -------------------------------------------------------------------------- evaluation
     def probe(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo,
-              traces: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+              traces: dict[str, Any], seeds: list[int], group: str) -> list[dict[str, Any]]:
+        """The probes of one model ``group`` (:data:`~.plan.PROBE_GROUPS`) for ``seeds``: one
+        unit per group and seed."""
         cfg = self.cfg
         wiener = (cfg.classic.n_lags, cfg.classic.lag_step) if cfg.probe.wiener else None
-        self.console.print("[bold]probe[/] (frozen latents → linear regression → velocity R²"
-                           + ("; and → Wiener filter)" if wiener else ")"))
+        self.console.print(f"[bold]probe[/] ({group}: frozen latents → linear regression → "
+                           "velocity R²" + ("; and → Wiener filter)" if wiener else ")"))
         rows: list[dict[str, Any]] = []
         for seed in seeds:
             warnings: list[str] = []
-            plan = eval_plan(cfg, store, roles, runs, seed, warnings)
+            plan = eval_plan(cfg, store, roles, runs, seed, warnings, groups=(group,))
             for w in warnings:
                 self.console.print(f"  [yellow]{w}[/]")
-            d = self.cache.run("probe", f"seed{seed}", units.probe, store=store, plan=plan,
-                               wiener=wiener, memo=memo,
+            if not plan:
+                continue
+            d = self.cache.run("probe", f"{group}-seed{seed}", units.probe, store=store,
+                               plan=plan, wiener=wiener, memo=memo,
                                combined=bool(wiener) and cfg.probe.combined)
             rows += units.read_rows(d)
             if seed == cfg.seeds[0]:
-                traces["probe"] = dict(np.load(d / "preds.npz"))
+                traces.setdefault("probe", {}).update(dict(np.load(d / "preds.npz")))
         return rows
 
     def finetune(self, store: Store, roles: Roles, runs: Runs, seeds: list[int]
@@ -376,22 +433,13 @@ class Study:
                              "r2": res["test_r2"], "r2_x": res["test_r2_x"], "r2_y": res["test_r2_y"]})
         return rows
 
-    def classic(self, store: Store, roles: Roles, traces: dict[str, Any], run: Any = None
-                ) -> Any:
-        """The classic decoders' rows; with ``run`` :meth:`Cache.start`, the started unit
-        (call again with it to get the rows)."""
-        if isinstance(run, Pending):
-            d = run.wait()
-        else:
-            self.console.print("[bold]classic[/] (Wiener and Kalman decoders on the same splits)")
-            d = (run or self.cache.run)("classic", "decoders", units.classic, store=store,
-                                        sessions=roles.eval, distilled=roles.distill,
-                                        options=self.cfg.classic)
-            if isinstance(d, Pending):
-                return d
+    def classic(self, store: Store, roles: Roles, traces: dict[str, Any]) -> list[dict[str, Any]]:
+        """The classic decoders' rows (one unit for every session; no training)."""
+        self.console.print("[bold]classic[/] (Wiener and Kalman decoders on the same splits)")
+        d = self.cache.run("classic", "decoders", units.classic, store=store,
+                           sessions=roles.eval, distilled=roles.distill, options=self.cfg.classic)
         traces["classic"] = dict(np.load(d / "preds.npz"))
         return units.read_rows(d)
-
 
     def causal(self, store: Store, roles: Roles, runs: Runs, memo: units.StudyMemo,
                seeds: list[int]) -> list[dict[str, Any]]:
