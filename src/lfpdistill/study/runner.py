@@ -15,7 +15,7 @@ every seed before the next stage. Every unit seeds its own random numbers and it
 its inputs, so both orders run the same units on the same inputs: the final rows (assembled in
 stage order, then seed order, then model group) are identical. ``LFPDISTILL_STUDY_BACKGROUND=1``
 trains the SS-LFP models in a low-priority background process beside the others (same numbers;
-off by default, as it did not help on 2 cores).
+off by default: on 2 cores it got no CPU until the other models' training ended).
 
 Adding a per-seed unit: give a stage method a ``seeds`` argument (the seeds of this round), loop
 ``for seed in seeds`` calling ``self.cache.run(stage, name, work, **inputs)``, and call it in
@@ -96,8 +96,8 @@ class Study:
         self.order = order
         # seed order: SS-LFP in a low-priority background worker only when asked
         # (LFPDISTILL_STUDY_BACKGROUND=1; same numbers). Off by default: on a 2-core CPU the
-        # foreground training already uses both cores, the worker ran only after it, and the
-        # foreground slowed by 5-10 % beside it (docs/experiments.md, round 13: seed order)
+        # foreground training uses both cores and the worker got no CPU until it ended, so it
+        # brought nothing forward (docs/experiments.md, round 13)
         self.background = (order == "seeds" and (
             background if background is not None
             else os.environ.get("LFPDISTILL_STUDY_BACKGROUND", "0") == "1"))
