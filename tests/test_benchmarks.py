@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lfpdistill.config import SimConfig
@@ -209,3 +210,21 @@ def test_bench_study_reads_a_finished_study_from_its_folder_or_file_and_refuses_
         with pytest.raises(SystemExit) as e:
             bench.read_results(bad)
         assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_lfp_ceiling_fits_every_classic_decoder_on_growing_budgets(tmp_path, capsys):
+    ceil = _load("lfp_ceiling")
+    out = tmp_path / "rows.json"
+    assert ceil.main(["--sessions", "1", "--seconds", "60", "--budgets", "10,30",
+                      "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["budget_s"], r["model"]) for r in rows} == {
+        (b, m) for b in (10.0, 30.0)
+        for m in ("wiener_spikes", "wiener_lfp", "wiener_bandpower", "kalman_bandpower")}
+    assert all(np.isfinite(r["r2"]) and r["test_s"] > 0 for r in rows)
+    assert "mean over sessions" in capsys.readouterr().out
+    # a budget longer than the training bins: one error line, no traceback
+    assert ceil.main(["--sessions", "1", "--seconds", "60", "--budgets", "500",
+                      "--store", str(tmp_path / "store2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --budgets 500 s exceeds the") and "Traceback" not in err
