@@ -219,18 +219,20 @@ class Study:
         started: dict[tuple[int, str], Any] = {}
         if self.background:  # needed only by the probes: trained beside the other models
             started = self.ss_lfp(store, roles, seeds, self.cache.start)
-        if early and cfg.classic.enabled and i == 0:  # no training: the first numbers
+        if first and cfg.classic.enabled:  # no training: the first numbers
             self.add("classic", self.classic(store, roles, traces))
-            if first:
-                self.show(t_start)
+            self.show(t_start)
 
-        def ready(group: str) -> None:  # the models of ``group`` are trained: probe them
+        def probe(group: str) -> None:
+            self.add("probe", self.probe(store, roles, runs, memo, traces, seeds, group),
+                     PROBE_GROUPS.index(group))
+
+        def ready(group: str) -> None:  # seed order: the models of ``group`` are trained
             if not early:
                 return
             if group == "ss_lfp" and started:
                 runs.ss_lfp.update({k: p.wait() for k, p in started.items()})
-            self.add("probe", self.probe(store, roles, runs, memo, traces, seeds, group),
-                     PROBE_GROUPS.index(group))
+            probe(group)
             if first:
                 self.show(t_start)
 
@@ -238,8 +240,7 @@ class Study:
                           ready=ready)
         if not early:
             for group in PROBE_GROUPS:
-                self.add("probe", self.probe(store, roles, runs, memo, traces, seeds, group),
-                         PROBE_GROUPS.index(group))
+                probe(group)
         if provisional:
             self.provisional(store, roles, runs, self.rows(), traces, seeds,
                              time.time() - t_start)
