@@ -126,7 +126,9 @@ def summarise_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"group": group, "model": model, "eval": ev,
                     "mean": round(float(np.mean(vals)), 4), "sd": round(_sd(vals), 4), "n": len(vals),
                     "seeds": len(by_seed),
-                    "sd_seeds": round(_sd(seed_means), 4) if len(by_seed) > 1 else None})
+                    # one model read several times (the teacher, trained once) has no seed spread
+                    "sd_seeds": (round(_sd(seed_means), 4)
+                                 if len(set(seed_means)) > 1 else None)})
     return out
 
 
@@ -233,7 +235,8 @@ def render(doc: dict[str, Any]) -> str:
     seeds = any(e.get("sd_seeds") is not None for e in doc["summary"])
     spread = doc.get("spread", "mean ± sd")
     if seeds:
-        spread += "; in brackets the sd over seeds of the mean over sessions"
+        spread += ("; in brackets the sd over seeds of the mean over sessions (none for a "
+                   "model trained once, such as the teacher)")
     where = ", ".join(x for x in (f"commit {doc['commit']}" if doc.get("commit") else "",
                                   doc.get("date") or "",
                                   f"{doc['wall_min']} min" if doc.get("wall_min") else "") if x)

@@ -79,6 +79,9 @@ def test_from_results_summarises_over_sessions_and_seeds(tmp_path, monkeypatch):
              "r2": r2} for (s, k, r2) in [("a", 0, 0.4), ("b", 0, 0.6), ("a", 1, 0.5), ("b", 1, 0.7)]]
     rows.append({"group": "distilled", "model": "wiener_bandpower", "eval": "classic", "session": "a",
                  "seed": 0, "r2": 0.45})
+    # the teacher is trained once: every seed reads the same model, so it has no seed spread
+    rows += [{"group": "distilled", "model": "teacher", "eval": "probe", "session": s, "seed": k,
+              "r2": r2} for s, r2 in (("a", 0.6), ("b", 0.8)) for k in (0, 1)]
     study = tmp_path / "study"
     study.mkdir()
     (study / "results.json").write_text(json.dumps({
@@ -92,6 +95,8 @@ def test_from_results_summarises_over_sessions_and_seeds(tmp_path, monkeypatch):
     assert d["sd_seeds"] == pytest.approx(0.0707, abs=1e-4)  # per-seed means 0.5 and 0.6
     (c,) = [e for e in doc["summary"] if e["model"] == "wiener_bandpower"]
     assert c["sd_seeds"] is None and c["n"] == 1
+    (t,) = [e for e in doc["summary"] if e["model"] == "teacher"]
+    assert t["sd_seeds"] is None and t["seeds"] == 2 and t["sd"] > 0
     assert doc["wall_min"] == 10.0 and doc["command"] == "make demo" and doc["checks"][0]["pass"]
     md = rn.render(doc)
     assert "**0.550 ± 0.129 (0.071)**" in md and "| 0.450 |" in md and "**PASS** x > y" in md
