@@ -158,6 +158,39 @@ def test_robustness_names_the_student_each_variant_kept():
     assert "kept" not in rob.markdown("t", {400: plain_only}, rob.distribution({400: plain_only}), {})
 
 
+def test_robustness_reports_alignment_and_the_deployable_decoder_against_the_bar():
+    rob = _load("robustness")
+
+    def row(model, session, r2, ev="probe", mode=None):
+        return {"model": model, "session": session, "eval": ev, "r2": r2, "mode": mode}
+
+    rows = [row("teacher", "a", 0.7), row("ms_lfp", "a", 0.3), row("distilled", "a", 0.6),
+            row("distilled", "a", 0.6, "probe_wiener"), row("wiener_bandpower", "a", 0.4, "classic"),
+            row("ms_lfp", "b", 0.2), row("distilled", "b", 0.25, mode="b")]
+    diag = {str(k): {"generalisation": {"val": val, "train": 0.5, "sessions": {"a": {}}}}
+            for k, val in ((0, 0.1), (1, 0.3))}
+    deploy = {"rows": [{"setting": "offline", "seed": 0, "session": "a", "group": "distilled",
+                        "r2": 0.55, "classic_best_r2": 0.4},
+                       {"setting": "offline", "seed": 0, "session": "b", "group": "unseen",
+                        "r2": 0.35, "classic_best_r2": 0.4},
+                       {"setting": "causal", "seed": 0, "session": "a", "group": "distilled",
+                        "r2": 0.1, "classic_best_r2": 0.4}]}
+    v = rob.variant_summary({"rows": rows, "roles": {"distill": ["a"], "heldout": ["b"]},
+                             "diagnostics": diag, "deployable": deploy})
+    assert v["val_alignment"] == pytest.approx(0.2) and v["train_alignment"] == pytest.approx(0.5)
+    assert [d["session"] for d in v["deployable"]] == ["a", "b"]  # offline rows only
+    dist = rob.distribution({420: v})
+    assert dist["median_val_alignment"] == pytest.approx(0.2)
+    assert dist["deployable_above_classic_sessions"] == 0.5
+    verdict = dict(rob.bar(dist))
+    assert verdict["median gain share >= 0.5 on them"] is True  # (0.6 - 0.3) / (0.7 - 0.3)
+    (align,) = [ok for claim, ok in verdict.items() if claim.startswith("median validation")]
+    (dep,) = [ok for claim, ok in verdict.items() if claim.startswith("the deployable")]
+    assert align is False and dep is False  # 0.2 is not above 0.2; one session of two
+    md = rob.markdown("t", {420: v}, dist, {}, "calibrated")
+    assert "| 420 | +0.200 | +0.500 |" in md
+
+
 def test_bench_classic_compares_times_and_penalties_and_refuses_different_runs():
     bench = _load("bench_classic")
 

@@ -657,3 +657,61 @@ def test_multi_session_pretraining_is_reproducible_from_its_seed(store_dir, tmp_
     for k, v in states["one"].items():
         assert torch.equal(v, states["two"][k]), k
     assert any(not torch.equal(v, states["other"][k]) for k, v in states["one"].items())
+
+
+def _lfp_and_noise_latents(sel, rng, noise_sd=3.0):
+    """Latents of 3 dimensions mixed by a rotation: one axis follows the LFP's slow part, two
+    louder axes are noise the LFP does not carry (the top principal axes)."""
+    from lfpdistill.evaluation import band_power_features
+
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    out = {}
+    for s in sel:
+        lmp = band_power_features(s.lfp, fs=100.0)[:, :1]
+        src = np.hstack([(lmp - lmp.mean()) / lmp.std(), noise_sd * rng.normal(size=(s.n_bins, 2))])
+        out[s.name] = (src @ q.T).astype(np.float32)
+    return out, q
+
+
+def test_lfp_basis_finds_the_axis_the_lfp_predicts_not_the_loudest(store_dir):
+    from lfpdistill.commands.distill import lfp_predictable_basis, teacher_pca
+
+    sel = _sessions(store_dir)
+    cache, q = _lfp_and_noise_latents(sel, np.random.default_rng(0))
+    train = {s.name: s.split_mask("train") for s in sel}
+    _, pca = teacher_pca(cache, train, 1)
+    centre, lfp = lfp_predictable_basis(sel, cache, train, 1)
+    assert centre.shape == (3,) and lfp.shape == (1, 3)
+    assert abs(float(pca[0] @ q[:, 0])) < 0.5  # the top principal axis is noise
+    assert abs(float(lfp[0] @ q[:, 0])) > 0.95  # the LFP's axis, up to sign
+
+
+def test_lfp_basis_never_reads_validation_or_test_bins(store_dir):
+    from lfpdistill.commands.distill import lfp_predictable_basis
+
+    sel = _sessions(store_dir)
+    cache, _ = _lfp_and_noise_latents(sel, np.random.default_rng(1))
+    train = {s.name: s.split_mask("train") for s in sel}
+    ref = lfp_predictable_basis(sel, cache, train, 2)
+    moved = {}
+    for s in sel:
+        z = cache[s.name].copy()
+        z[~train[s.name]] = 100.0 * np.random.default_rng(2).normal(size=z[~train[s.name]].shape)
+        moved[s.name] = z
+    for a, b in zip(ref, lfp_predictable_basis(sel, moved, train, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lfp_basis_needs_target_pcs():
+    with pytest.raises(ValueError, match="target_basis=lfp .* target_pcs > 0"):
+        DistillConfig(target_basis="lfp", target_pcs=0)
+    assert DistillConfig(target_basis="lfp", target_pcs=4).target_basis == "lfp"
+
+
+def test_distill_run_with_the_lfp_basis(store_dir, teacher_run, tmp_path):
+    summary = distill_run(teacher_run, store_dir, None, tmp_path / "b", mcfg("lfp"),
+                          tcfg(max_epochs=1), DistillConfig(target_pcs=3, target_basis="lfp",
+                                                            target_center="session"))
+    diag = summary["diagnostics"]
+    assert diag["space"] == "target_pcs"
+    assert all(len(d["r2_per_dim"]) == 3 for d in diag["sessions"].values())

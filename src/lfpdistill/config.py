@@ -249,6 +249,13 @@ class DistillConfig(BaseModel):
                             "teacher latents (fit on the training bins of the distillation sessions): "
                             "the population state shared by many units, without the teacher's "
                             "low-variance dimensions that LFP cannot predict; 0 keeps every dimension")
+    target_basis: Literal["pca", "lfp"] = Field(
+        "pca", description="which target_pcs directions of the teacher latents the student is "
+        "aligned to: pca, the directions of most variance; lfp, the directions of most variance "
+        "that the LFP predicts on bins it was not fit on (reduced-rank ridge: a Wiener filter "
+        "from LMP + band-power features fit on the first 80 % of each session's training bins, "
+        "the principal axes of its predictions on the last 20 %), so the student is not asked "
+        "for teacher dimensions it can only memorise; needs target_pcs and cache_teacher")
     target_lag_s: float = Field(0.0, ge=0, le=1.0, description="align the student at bin t to the "
                                 "teacher latent at t - lag: the population state that drives the "
                                 "movement at t (motor cortex leads the hand by ~100 ms); needs "
@@ -285,6 +292,14 @@ class DistillConfig(BaseModel):
     w_align: float = Field(1.0, ge=0)
     w_mae: float = Field(0.1, ge=0, description="weight of the student's masked LFP reconstruction")
     cache_teacher: bool = Field(True, description="compute teacher latents once per session")
+
+    @model_validator(mode="after")
+    def _basis_needs_pcs(self) -> DistillConfig:
+        if self.target_basis == "lfp" and not (self.target_pcs and self.cache_teacher):
+            raise ValueError("target_basis=lfp chooses target_pcs directions of the cached teacher "
+                             "latents: set target_pcs > 0 (e.g. 16) and cache_teacher: true, or "
+                             "use target_basis: pca")
+        return self
 
 
 # ---------------------------------------------------------------------------------- simulator

@@ -105,8 +105,9 @@ def teacher_targets(teacher: NeuralTransformer, sel: Sequence[Session], window_s
         sigma = dcfg.target_smooth_s / sel[0].bin_size
         cache = {s.name: smooth_within_segments(cache[s.name], s.segments, sigma) for s in sel}
     train_bins = _train_bins(sel, train_seconds, seed)
-    cache, basis, stats = _fit_target_transform(cache, train_bins, dcfg.target_center,
-                                                dcfg.target_pcs, "target_pcs", "teacher")
+    cache, basis, stats = _fit_target_transform(
+        cache, train_bins, dcfg.target_center, dcfg.target_pcs, "target_pcs", "teacher",
+        lfp_sessions=sel if dcfg.target_basis == "lfp" else None)
     weights = None
     if dcfg.target_weighting == "lfp_predictable":
         targets = {n: transform_targets(z, basis, stats, dcfg.target_norm) for n, z in cache.items()}
@@ -135,16 +136,57 @@ def stitched_latents(model: NeuralTransformer, sel: Sequence[Session], window_s:
 
 
 def _fit_target_transform(cache: dict[str, np.ndarray], train_bins: dict[str, np.ndarray],
-                          center: str, k: int, option: str, source: str
+                          center: str, k: int, option: str, source: str,
+                          lfp_sessions: Sequence[Session] | None = None
                           ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray] | None,
                                      tuple[np.ndarray, np.ndarray]]:
-    """Latents centred per session (``center == "session"``), then the top-``k`` PCA basis
-    (``k`` 0: none; ``option`` names ``k`` in errors) and the per-dimension statistics, all fit
-    on the training bins."""
+    """Latents centred per session (``center == "session"``), then the top-``k`` basis (``k`` 0:
+    none; ``option`` names ``k`` in errors): principal axes, or with ``lfp_sessions`` the axes
+    the LFP of those sessions predicts (:func:`lfp_predictable_basis`); and the per-dimension
+    statistics, all fit on the training bins."""
     if center == "session":
         cache = {n: (z - z[train_bins[n]].mean(0)).astype(np.float32) for n, z in cache.items()}
-    basis = teacher_pca(cache, train_bins, k, option, source) if k else None
+    if not k:
+        basis = None
+    elif lfp_sessions is not None:
+        basis = lfp_predictable_basis(lfp_sessions, cache, train_bins, k, option, source)
+    else:
+        basis = teacher_pca(cache, train_bins, k, option, source)
     return cache, basis, teacher_target_stats(cache, train_bins, basis)
+
+
+def _fit_and_held_out(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first 80 % of a session's ``train`` bins and the last 20 % (contiguous in time)."""
+    idx = np.flatnonzero(train)
+    cut = idx[int(0.8 * len(idx))]
+    t = np.arange(len(train))
+    return train & (t < cut), train & (t >= cut)
+
+
+def lfp_predictable_basis(sessions: Sequence[Session], cache: dict[str, np.ndarray],
+                          train_bins: dict[str, np.ndarray], k: int, option: str = "target_pcs",
+                          source: str = "teacher", n_lags: int = 3, lag_step: int = 10
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Centre ``[d]`` and ``k`` axes ``[k, d]`` of the latents in ``cache`` that the LFP predicts
+    out of sample (reduced-rank ridge regression): per session a Wiener filter from LMP +
+    band-power features to every latent dimension is fit on the first 80 % of the training bins;
+    the axes are the principal axes of its predictions on the last 20 %, pooled over sessions
+    (so an axis the filter only fits on the bins it saw carries no weight). Validation and test
+    bins are never read."""
+    preds = []
+    for s in sessions:
+        fit_bins, held_out = _fit_and_held_out(train_bins[s.name])
+        x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
+        dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, cache[s.name], fit_bins)
+        preds.append(dec.predict(x, held_out))
+    p = np.concatenate(preds).astype(np.float64)
+    if k > min(p.shape):
+        raise DataValidationError(
+            f"{option}={k} but the {source} latents have {p.shape[1]} dimensions over {p.shape[0]} "
+            f"held-out training bins; use {option} <= {min(p.shape)}")
+    _, _, vt = np.linalg.svd(p - p.mean(0), full_matrices=False)
+    z = np.concatenate([cache[n][m] for n, m in train_bins.items()]).astype(np.float64)
+    return z.mean(0).astype(np.float32), vt[:k].astype(np.float32)
 
 
 def anchor_targets(anchor: NeuralTransformer, sel: Sequence[Session], window_s: float,
@@ -211,11 +253,8 @@ def lfp_predictability(sessions: Sequence[Session], targets: dict[str, np.ndarra
     sessions and floored at 0. Uniform when no dimension is predictable."""
     scores = []
     for s in sessions:
-        train = train_bins[s.name] if train_bins else s.split_mask("train")
-        idx = np.flatnonzero(train)
-        cut = idx[int(0.8 * len(idx))]
-        t = np.arange(s.n_bins)
-        fit_bins, score_bins = train & (t < cut), train & (t >= cut)
+        fit_bins, score_bins = _fit_and_held_out(
+            train_bins[s.name] if train_bins else s.split_mask("train"))
         x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
         y = targets[s.name]
         dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, y, fit_bins)
