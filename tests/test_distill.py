@@ -349,8 +349,9 @@ def test_diagnostics_use_validation_bins_only(store_dir, teacher_run, tmp_path):
              zip(cache.items(), sel, strict=True)}
     again = distillation_diagnostics(module, noisy, 0.2, moved)
 
-    def val_only(diag):  # r2_train* and bins_train read the training bins, by design
-        return {n: {k: v for k, v in d.items() if "train" not in k}
+    def val_only(diag):  # r2_train*, bins_train and the LFP filter (fit there) read the
+        # training bins, by design
+        return {n: {k: v for k, v in d.items() if "train" not in k and k != "lfp_filter_r2"}
                 for n, d in diag["sessions"].items()}
 
     assert val_only(again) == val_only(ref)

@@ -160,3 +160,33 @@ def test_distill_command_prints_the_gap_and_saves_it(tmp_path, capsys):
     assert set(gen["sessions"]) == {"a", "b"} and len(gen["val_per_dim"]) == 3
     assert f"validation {gen['val']:+.3f}, training {gen['train']:+.3f}" in printed
     assert ("WARNING" in printed) == gen["memorising"]
+
+
+def test_the_lfp_filter_yardstick_measures_what_the_lfp_predicts_linearly():
+    from lfpdistill.commands.distill import lfp_filter_alignment
+    from lfpdistill.evaluation import band_power_features
+
+    rng = np.random.default_rng(3)
+    T = 6000
+    t = np.arange(T) * 0.01
+    amp = 1.0 + 0.8 * np.sin(2 * np.pi * 0.3 * t)[:, None]  # slow power modulation
+    lfp = (amp * np.sin(2 * np.pi * 20 * t)[:, None] + 0.1 * rng.normal(size=(T, 4)))
+    s = _session(np.zeros((T, 1), np.float32), lfp)
+    driven = band_power_features(s.lfp, fs=100.0)[:, 1:2]  # a band's power: the LFP carries it
+    noise = rng.normal(size=(T, 1))
+    train, val = s.split_mask("train"), s.split_mask("val")
+    assert lfp_filter_alignment(s, driven, train, val) > 0.5
+    assert lfp_filter_alignment(s, noise, train, val) < 0.05
+    # the filter is fit on training bins only: validation targets change its score, not its fit
+    moved = driven.copy()
+    moved[val] = rng.normal(size=(int(val.sum()), 1))
+    assert lfp_filter_alignment(s, moved, train, val) < 0.05
+    # the identity student predicts its 4 LFP channels: 4 target dimensions
+    both = np.hstack([driven, noise, rng.normal(size=(T, 2))]).astype(np.float32)
+    diag = distillation_diagnostics(_Module(), [s], 0.2, {"a": both})
+    assert "lfp_filter_r2" in diag["sessions"]["a"]
+    gen = generalisation_gap(diag)
+    assert gen["lfp_filter_val"] == pytest.approx(diag["sessions"]["a"]["lfp_filter_r2"])
+    assert "yardstick: a linear LMP + band-power filter" in "\n".join(generalisation_summary(gen))
+    md = diagnostics_markdown({0: diag})
+    assert "LFP filter |" in md and "; the LFP filter " in md

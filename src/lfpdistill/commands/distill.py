@@ -370,11 +370,23 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
         latents = torch.from_numpy(compute_latents(fn, s.lfp, s.segments, window))
         train = s.split_mask("train")
         out["sessions"][s.name] = _explained(target, module.proj(latents).numpy(), mask, train)
+        out["sessions"][s.name]["lfp_filter_r2"] = lfp_filter_alignment(s, target, train, mask)
         if module.anchor_proj is not None:
             assert module.anchor_targets is not None
             out["anchor"]["sessions"][s.name] = _explained(
                 module.anchor_targets[s.name], module.anchor_proj(latents).numpy(), mask, train)
     return out
+
+
+def lfp_filter_alignment(s: Session, target: np.ndarray, train: np.ndarray, mask: np.ndarray,
+                         n_lags: int = 3, lag_step: int = 10) -> float:
+    """The yardstick of the student's alignment: the share of ``target``'s variance on the
+    ``mask`` bins that a linear Wiener filter from the session's LMP + band-power features
+    explains, fit on the ``train`` bins (the same targets, bins and R² as the student's)."""
+    x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
+    dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, target, train)
+    t, p = target[mask].astype(np.float64), dec.predict(x, mask).astype(np.float64)
+    return float(1 - ((t - p) ** 2).sum() / max(((t - t.mean(0)) ** 2).sum(), 1e-12))
 
 
 def _explained(target: np.ndarray, pred: np.ndarray, mask: np.ndarray, train: np.ndarray
@@ -418,6 +430,7 @@ def generalisation_gap(diag: dict[str, Any], n_dims: int = 3) -> dict[str, Any]:
     rows = {}
     for name, d in per.items():
         rows[name] = {"val": d["r2"], "train": d.get("r2_train"),
+                      "lfp_filter_val": d.get("lfp_filter_r2"),
                       "val_per_dim": d["r2_per_dim"][:n_dims],
                       "train_per_dim": d.get("r2_train_per_dim", [])[:n_dims]}
     val = float(np.mean([r["val"] for r in rows.values()]))
@@ -429,7 +442,9 @@ def generalisation_gap(diag: dict[str, Any], n_dims: int = 3) -> dict[str, Any]:
     train_dims = [float(np.mean([r["train_per_dim"][i] for r in rows.values()]))
                   for i in range(kt)]
     gap = None if train is None else train - val
+    filt = [r["lfp_filter_val"] for r in rows.values() if r["lfp_filter_val"] is not None]
     return {"space": diag.get("space"), "val": val, "train": train, "gap": gap,
+            "lfp_filter_val": float(np.mean(filt)) if filt else None,
             "val_per_dim": val_dims, "train_per_dim": train_dims,
             "memorising": bool(val <= 0 or (gap is not None and gap > MEMORISATION_GAP)),
             "threshold": MEMORISATION_GAP, "sessions": rows}
@@ -452,6 +467,10 @@ def generalisation_summary(gen: dict[str, Any]) -> list[str]:
              f"validation {gen['val']:+.3f}, training {train}{gap}",
              f"  first {n} dims: validation {dims(gen['val_per_dim'])}; training "
              f"{dims(gen['train_per_dim'])}"]
+    if gen.get("lfp_filter_val") is not None:
+        lines.append(f"  yardstick: a linear LMP + band-power filter explains "
+                     f"{gen['lfp_filter_val']:+.3f} of the same targets on the same validation "
+                     "bins (how much of them the LFP predicts at all, linearly)")
     if gen["memorising"]:
         lines.append(
             "  WARNING: the student memorises its teacher: it fits the targets of the bins it "

@@ -354,15 +354,23 @@ def diagnostics_markdown(diagnostics: dict[int, dict[str, Any]]) -> str:
       f"share is at or below zero, or whose gap exceeds {MEMORISATION_GAP}, fits the targets of "
       "the bins it trained on and predicts little of them on bins it has not seen (it memorises "
       "its teacher); per dimension, validation / training for the first three dimensions.\n\n")
+    yard = any("lfp_filter_r2" in d for diag in diagnostics.values()
+               for d in diag.get("sessions", {}).values())
+    if yard:
+        w("*LFP filter*: the yardstick, the same share for a linear Wiener filter from LMP + "
+          "band-power features fit on the training bins to the same targets: how much of them "
+          "the LFP predicts at all, linearly. A student below it memorises; targets the filter "
+          "cannot predict either are beyond what the LFP carries linearly.\n\n")
     anchored = any("anchor" in d for d in diagnostics.values())
     if anchored:
         w("*Anchor PCs*: the same share for the MS-LFP latent PCs an anchored student also aligns "
           "to (through its anchor head), on the same validation bins.\n\n")
     w("| seed | session | explained (all dims) | on training bins | gap | first 3 dims: validation "
-      "| first 3 dims: training | last 3 dims |"
+      "| first 3 dims: training | last 3 dims |" + (" LFP filter |" if yard else "")
       + (" anchor PCs explained |" if anchored else "") + "\n"
-      "|---|---|---|---|---|---|---|---|" + ("---|" if anchored else "") + "\n")
-    vals, trains, flagged, n = [], [], 0, 0
+      "|---|---|---|---|---|---|---|---|" + ("---|" if yard else "") + ("---|" if anchored else "")
+      + "\n")
+    vals, trains, yards, flagged, n = [], [], [], 0, 0
     for seed, diag in sorted(diagnostics.items()):
         for name, d in diag.get("sessions", {}).items():
             first = " / ".join(f"{v:.2f}" for v in d["r2_per_dim"][:3])
@@ -371,19 +379,27 @@ def diagnostics_markdown(diagnostics: dict[int, dict[str, Any]]) -> str:
             train = f"{d['r2_train']:.2f}" if "r2_train" in d else "—"
             gap = f"{d['r2_train'] - d['r2']:+.2f}" if "r2_train" in d else "—"
             a = diag.get("anchor", {}).get("sessions", {}).get(name)
-            extra = (f" {a['r2']:.3f} |" if a else " — |") if anchored else ""
+            extra = ""
+            if yard:
+                extra += (f" {d['lfp_filter_r2']:.3f} |" if "lfp_filter_r2" in d else " — |")
+            if anchored:
+                extra += f" {a['r2']:.3f} |" if a else " — |"
             w(f"| {seed} | {name} | {d['r2']:.3f} | {train} | {gap} | {first} | {first_t} | "
               f"{last} |{extra}\n")
             n += 1
             vals.append(d["r2"])
             if "r2_train" in d:
                 trains.append(d["r2_train"])
+            if "lfp_filter_r2" in d:
+                yards.append(d["lfp_filter_r2"])
             flagged += int(d["r2"] <= 0 or ("r2_train" in d
                                             and d["r2_train"] - d["r2"] > MEMORISATION_GAP))
     if n:
         train_mean = f"{sum(trains) / len(trains):.3f}" if trains else "—"
         w(f"\nMean over {n} student-session(s): validation {sum(vals) / n:.3f}, training "
-          f"{train_mean}; memorisation flagged on {flagged} of {n}.\n")
+          f"{train_mean}"
+          + (f"; the LFP filter {sum(yards) / len(yards):.3f}" if yards else "")
+          + f"; memorisation flagged on {flagged} of {n}.\n")
     return buf.getvalue()
 
 
