@@ -161,6 +161,10 @@ def variant_summary(result: dict[str, Any]) -> dict[str, Any]:
             "val_alignment": statistics.mean(g["val"] for g in gens) if gens else None,
             "train_alignment": (statistics.mean(g["train"] for g in gens)
                                 if gens and all(g["train"] is not None for g in gens) else None),
+            # the yardstick: a linear LMP + band-power filter's share of the same targets
+            "lfp_filter_alignment": (
+                statistics.mean(g["lfp_filter_val"] for g in gens)
+                if gens and all(g.get("lfp_filter_val") is not None for g in gens) else None),
             # the deployable decoder (offline) minus the best classic LFP decoder, per session
             "deployable": deploy,
             "gain": statistics.mean(p["gain"] for p in per_session),
@@ -287,11 +291,14 @@ def markdown(tag: str, per_variant: dict[int, dict[str, Any]], dist: dict[str, A
                                  f"{'anchored' if c['anchored'] else 'plain'} |")
     if any(v.get("val_alignment") is not None for v in per_variant.values()):
         lines += ["", "The student's alignment (share of the aligned teacher dimensions it explains; "
-                  "mean over sessions and model seeds): on validation bins, on training bins.", "",
-                  "| variant | validation | training |", "|---|---|---|"]
+                  "mean over sessions and model seeds): on validation bins, on training bins, "
+                  "and the yardstick, a linear LMP + band-power filter's share of the same "
+                  "targets on the same validation bins.", "",
+                  "| variant | validation | training | LFP filter |", "|---|---|---|---|"]
         for seed, v in sorted(per_variant.items()):
             lines.append(f"| {seed} | {_f(v.get('val_alignment'))} | "
-                         f"{_f(v.get('train_alignment'))} |")
+                         f"{_f(v.get('train_alignment'))} | "
+                         f"{_f(v.get('lfp_filter_alignment'))} |")
     lines += ["", "| variant | held-out session | Distilled (b) | MS-LFP adapted | gain |",
               "|---|---|---|---|---|"]
     for seed, v in sorted(per_variant.items()):

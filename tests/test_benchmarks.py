@@ -188,7 +188,7 @@ def test_robustness_reports_alignment_and_the_deployable_decoder_against_the_bar
     (dep,) = [ok for claim, ok in verdict.items() if claim.startswith("the deployable")]
     assert align is False and dep is False  # 0.2 is not above 0.2; one session of two
     md = rob.markdown("t", {420: v}, dist, {}, "calibrated")
-    assert "| 420 | +0.200 | +0.500 |" in md
+    assert "| 420 | +0.200 | +0.500 | — |" in md
 
 
 def test_bench_classic_compares_times_and_penalties_and_refuses_different_runs():
