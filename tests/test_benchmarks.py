@@ -137,15 +137,22 @@ def test_robustness_reports_a_missing_config_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "out" / "v100" / "stages").exists()
 
 
-def test_robustness_names_the_student_each_variant_kept():
-    rob = _load("robustness")
+def _variant_rows(distilled_a: float) -> list[dict]:
+    """A variant's study rows: teacher, MS-LFP and the student on distilled session a (the
+    student's probe ``distilled_a``), and the unseen session b."""
 
     def row(model, session, r2, ev="probe", mode=None):
         return {"model": model, "session": session, "eval": ev, "r2": r2, "mode": mode}
 
-    rows = [row("teacher", "a", 0.7), row("ms_lfp", "a", 0.3), row("distilled", "a", 0.5),
+    return [row("teacher", "a", 0.7), row("ms_lfp", "a", 0.3), row("distilled", "a", distilled_a),
             row("distilled", "a", 0.6, "probe_wiener"), row("wiener_bandpower", "a", 0.4, "classic"),
             row("ms_lfp", "b", 0.2), row("distilled", "b", 0.25, mode="b")]
+
+
+def test_robustness_names_the_student_each_variant_kept():
+    rob = _load("robustness")
+
+    rows = _variant_rows(0.5)
     choice = {"0": {"rule": "validation", "anchored": True, "plain_val": 0.31, "anchored_val": 0.42},
               "10": {"rule": "validation", "anchored": False, "plain_val": 0.5, "anchored_val": 0.4}}
     v = rob.variant_summary({"rows": rows, "roles": {"distill": ["a"], "heldout": ["b"]},
@@ -161,12 +168,7 @@ def test_robustness_names_the_student_each_variant_kept():
 def test_robustness_reports_alignment_and_the_deployable_decoder_against_the_bar():
     rob = _load("robustness")
 
-    def row(model, session, r2, ev="probe", mode=None):
-        return {"model": model, "session": session, "eval": ev, "r2": r2, "mode": mode}
-
-    rows = [row("teacher", "a", 0.7), row("ms_lfp", "a", 0.3), row("distilled", "a", 0.6),
-            row("distilled", "a", 0.6, "probe_wiener"), row("wiener_bandpower", "a", 0.4, "classic"),
-            row("ms_lfp", "b", 0.2), row("distilled", "b", 0.25, mode="b")]
+    rows = _variant_rows(0.6)
     diag = {str(k): {"generalisation": {"val": val, "train": 0.5, "sessions": {"a": {}}}}
             for k, val in ((0, 0.1), (1, 0.3))}
     deploy = {"rows": [{"setting": "offline", "seed": 0, "session": "a", "group": "distilled",
