@@ -716,3 +716,24 @@ def test_distill_run_with_the_lfp_basis(store_dir, teacher_run, tmp_path):
     diag = summary["diagnostics"]
     assert diag["space"] == "target_pcs"
     assert all(len(d["r2_per_dim"]) == 3 for d in diag["sessions"].values())
+
+
+def test_lfp_basis_asks_for_no_more_axes_than_the_latents_have(store_dir):
+    from lfpdistill.commands.distill import lfp_predictable_basis
+
+    sel = _sessions(store_dir)
+    cache, _ = _lfp_and_noise_latents(sel, np.random.default_rng(4))
+    train = {s.name: s.split_mask("train") for s in sel}
+    with pytest.raises(DataValidationError, match="target_pcs=4 but the teacher latents have 3 "
+                                                  "dimensions") as e:
+        lfp_predictable_basis(sel, cache, train, 4)
+    assert "\n" not in str(e.value) and "use target_pcs <= 3" in str(e.value)
+
+
+def test_a_validator_error_reads_without_pydantics_prefix():
+    from lfpdistill.config import one_line
+
+    with pytest.raises(ValueError) as e:
+        DistillConfig(target_basis="lfp", target_pcs=0)
+    text = one_line(e.value)
+    assert text.startswith("target_basis=lfp chooses") and "Value error" not in text

@@ -190,3 +190,14 @@ def test_the_lfp_filter_yardstick_measures_what_the_lfp_predicts_linearly():
     assert "yardstick: a linear LMP + band-power filter" in "\n".join(generalisation_summary(gen))
     md = diagnostics_markdown({0: diag})
     assert "LFP filter |" in md and "; the LFP filter " in md
+
+
+def test_the_yardstick_is_left_out_where_the_filter_cannot_be_fit():
+    from lfpdistill.commands.distill import lfp_filter_alignment
+
+    rng = np.random.default_rng(5)
+    s = _session(np.zeros((3000, 1), np.float32), rng.normal(size=(3000, 4)))
+    few = np.zeros(3000, bool)
+    few[:3] = True  # three training bins: too few for the filter's cross-validation
+    target = rng.normal(size=(3000, 4)).astype(np.float32)
+    assert lfp_filter_alignment(s, target, few, s.split_mask("val")) is None

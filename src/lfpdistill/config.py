@@ -930,7 +930,9 @@ def one_line(e: Exception) -> str:
         parts = []
         for err in errs():
             loc = ".".join(str(x) for x in err.get("loc", ()))
-            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+            # pydantic prefixes a validator's own message with "Value error, ": not for a person
+            msg = str(err.get("msg")).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
         return "; ".join(parts)
     return str(e).splitlines()[0]
 

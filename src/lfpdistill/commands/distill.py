@@ -163,6 +163,15 @@ def _fit_and_held_out(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return train & (t < cut), train & (t >= cut)
 
 
+def _band_power_filter(s: Session, y: np.ndarray, fit_bins: np.ndarray, n_lags: int,
+                       lag_step: int) -> tuple[np.ndarray, WienerDecoder]:
+    """Session ``s``'s LMP + band-power features and a Wiener filter from them to ``y``
+    (``[bins, d]``) fit on ``fit_bins``: the linear LFP model the target transforms and the
+    diagnostics' yardstick share."""
+    x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
+    return x, WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, y, fit_bins)
+
+
 def lfp_predictable_basis(sessions: Sequence[Session], cache: dict[str, np.ndarray],
                           train_bins: dict[str, np.ndarray], k: int, option: str = "target_pcs",
                           source: str = "teacher", n_lags: int = 3, lag_step: int = 10
@@ -176,8 +185,7 @@ def lfp_predictable_basis(sessions: Sequence[Session], cache: dict[str, np.ndarr
     preds = []
     for s in sessions:
         fit_bins, held_out = _fit_and_held_out(train_bins[s.name])
-        x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
-        dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, cache[s.name], fit_bins)
+        x, dec = _band_power_filter(s, cache[s.name], fit_bins, n_lags, lag_step)
         preds.append(dec.predict(x, held_out))
     p = np.concatenate(preds).astype(np.float64)
     if k > min(p.shape):
@@ -185,8 +193,8 @@ def lfp_predictable_basis(sessions: Sequence[Session], cache: dict[str, np.ndarr
             f"{option}={k} but the {source} latents have {p.shape[1]} dimensions over {p.shape[0]} "
             f"held-out training bins; use {option} <= {min(p.shape)}")
     _, _, vt = np.linalg.svd(p - p.mean(0), full_matrices=False)
-    z = np.concatenate([cache[n][m] for n, m in train_bins.items()]).astype(np.float64)
-    return z.mean(0).astype(np.float32), vt[:k].astype(np.float32)
+    centre = teacher_target_stats(cache, train_bins)[0]
+    return centre.astype(np.float32), vt[:k].astype(np.float32)
 
 
 def anchor_targets(anchor: NeuralTransformer, sel: Sequence[Session], window_s: float,
@@ -255,9 +263,8 @@ def lfp_predictability(sessions: Sequence[Session], targets: dict[str, np.ndarra
     for s in sessions:
         fit_bins, score_bins = _fit_and_held_out(
             train_bins[s.name] if train_bins else s.split_mask("train"))
-        x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
         y = targets[s.name]
-        dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, y, fit_bins)
+        x, dec = _band_power_filter(s, y, fit_bins, n_lags, lag_step)
         scores.append(r2_columns(y[score_bins], dec.predict(x, score_bins)))
     w = np.clip(np.mean(scores, axis=0), 0.0, None)
     return w if w.sum() > 0 else np.ones_like(w)
@@ -370,7 +377,9 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
         latents = torch.from_numpy(compute_latents(fn, s.lfp, s.segments, window))
         train = s.split_mask("train")
         out["sessions"][s.name] = _explained(target, module.proj(latents).numpy(), mask, train)
-        out["sessions"][s.name]["lfp_filter_r2"] = lfp_filter_alignment(s, target, train, mask)
+        yardstick = lfp_filter_alignment(s, target, train, mask)
+        if yardstick is not None:
+            out["sessions"][s.name]["lfp_filter_r2"] = yardstick
         if module.anchor_proj is not None:
             assert module.anchor_targets is not None
             out["anchor"]["sessions"][s.name] = _explained(
@@ -379,30 +388,37 @@ def distillation_diagnostics(module: DistillModule, sessions: Sequence[Session],
 
 
 def lfp_filter_alignment(s: Session, target: np.ndarray, train: np.ndarray, mask: np.ndarray,
-                         n_lags: int = 3, lag_step: int = 10) -> float:
+                         n_lags: int = 3, lag_step: int = 10) -> float | None:
     """The yardstick of the student's alignment: the share of ``target``'s variance on the
     ``mask`` bins that a linear Wiener filter from the session's LMP + band-power features
-    explains, fit on the ``train`` bins (the same targets, bins and R² as the student's)."""
-    x = band_power_features(s.lfp, fs=1.0 / s.bin_size)
-    dec = WienerDecoder(n_lags=n_lags, lag_step=lag_step).fit(x, target, train)
-    t, p = target[mask].astype(np.float64), dec.predict(x, mask).astype(np.float64)
-    return float(1 - ((t - p) ** 2).sum() / max(((t - t.mean(0)) ** 2).sum(), 1e-12))
+    explains, fit on the ``train`` bins (the same targets, bins and R² as the student's).
+    None where the session has too few training bins to fit the filter (the student's own
+    diagnostics still stand)."""
+    try:
+        x, dec = _band_power_filter(s, target, train, n_lags, lag_step)
+    except DataValidationError:
+        return None
+    sse, sst = _sums_of_squares(target[mask], dec.predict(x, mask))
+    return float(1 - sse.sum() / max(sst.sum(), 1e-12))
+
+
+def _sums_of_squares(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per dimension, the squared error of ``pred`` and the spread of ``target`` around its own
+    mean (the two sums of an R²), in double precision."""
+    t, p = target.astype(np.float64), pred.astype(np.float64)
+    return ((t - p) ** 2).sum(0), ((t - t.mean(0)) ** 2).sum(0)
 
 
 def _explained(target: np.ndarray, pred: np.ndarray, mask: np.ndarray, train: np.ndarray
                ) -> dict[str, Any]:
     """Share of ``target``'s variance that ``pred`` explains on the ``mask`` bins (overall and
     per dimension), and overall on the ``train`` bins."""
-    t, p = target[mask].astype(np.float64), pred[mask].astype(np.float64)
-    sse = ((t - p) ** 2).sum(0)
-    sst = ((t - t.mean(0)) ** 2).sum(0)
-    tt, pt = target[train].astype(np.float64), pred[train].astype(np.float64)
-    sse_t = ((tt - pt) ** 2).sum(0)
-    sst_t = ((tt - tt.mean(0)) ** 2).sum(0)
+    sse, sst = _sums_of_squares(target[mask], pred[mask])
+    sse_t, sst_t = _sums_of_squares(target[train], pred[train])
     return {
         "r2": float(1 - sse.sum() / max(sst.sum(), 1e-12)),
         "r2_per_dim": [float(v) for v in 1 - sse / np.maximum(sst, 1e-12)],
-        "sd_per_dim": [float(v) for v in t.std(0)],
+        "sd_per_dim": [float(v) for v in target[mask].astype(np.float64).std(0)],
         "bins": int(mask.sum()),
         # the same on the training bins: far above the validation value = overfitting
         "r2_train": float(1 - sse_t.sum() / max(sst_t.sum(), 1e-12)),
