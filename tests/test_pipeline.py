@@ -108,6 +108,11 @@ def test_run_writes_parseable_report(tiny_run):
     numbers |= {f"{d['r2']:.3f}" for diag in res["diagnostics"].values()
                 for d in [*diag["sessions"].values(), *diag.get("anchor", {}).get(
                     "sessions", {}).values()]}
+    # the yardstick column (an LFP Wiener filter's share of the same targets)
+    numbers |= {f"{d['lfp_filter_r2']:.3f}" for diag in res["diagnostics"].values()
+                for d in diag["sessions"].values() if "lfp_filter_r2" in d}
+    assert any("lfp_filter_r2" in d for diag in res["diagnostics"].values()
+               for d in diag["sessions"].values()), "the yardstick is missing from the diagnostics"
     numbers |= {f"{c[k]:.3f}" for c in res["validation_check"]
                 for k in ("distilled_val", "ms_lfp_val", "test_gain")}
     numbers |= {f"{c['test_gain']:+.3f}" for c in res["validation_check"]}
