@@ -110,6 +110,21 @@ def test_config_imports_neither_torch_nor_lightning():
     assert res.stdout.strip() == "", f"lfpdistill.config pulled in: {res.stdout.strip()[:200]}"
 
 
+def test_commands_that_train_nothing_load_no_lightning():
+    """embed, probe, classic, export and decode start without Lightning (about 5 s of imports
+    on a 2-core CPU); the training functions still load on first use."""
+    code = ("import sys\n"
+            "import lfpdistill.cli.evaluate, lfpdistill.commands.evaluate, lfpdistill.commands.realtime\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'lightning')\n"
+            "import lfpdistill.commands as c\n"
+            "assert c.distill_run.__module__ == 'lfpdistill.commands.distill'\n"
+            "assert c.probe_run.__module__ == 'lfpdistill.commands.evaluate'\n"
+            "print(len(loaded), 'lightning' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["0", "True"]
+
+
 def _top_level() -> set[str]:
     names = {p.name for p in PKG.glob("*.py") if p.name != "__init__.py"}
     names |= {p.name + "/" for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
