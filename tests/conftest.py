@@ -56,19 +56,19 @@ def cli_error(capsys, argv, *fragments, code: int | None = None) -> str:
 #: the smallest models and one epoch: a study config's plumbing, not its numbers
 TINY_SPIKE_MODEL = {"modality": "spikes", "patch_size": 16, "d_model": 16, "n_layers": 1,
                     "n_heads": 2}
-TINY_LFP_MODEL = {"modality": "lfp", "patch_size": 16, "d_model": 16, "n_layers": 1, "n_heads": 2}
+TINY_LFP_MODEL = {"modality": "lfp", "patch_size": 8, "d_model": 16, "n_layers": 1, "n_heads": 2}
 ONE_EPOCH = {"max_epochs": 1, "progress": False}
 
 
 def shrink_config(path, out, seconds: float = 60.0) -> dict:
     """The YAML study config at ``path`` with everything that costs time made tiny (shorter
-    sessions on 32 channels, tiny models, one epoch, one seed) and every other key (sessions,
-    roles, study sections) as the file has it."""
+    sessions on 16 LFP channels, two patches of the tiny LFP model; tiny models, one epoch,
+    one seed) and every other key (sessions, roles, study sections) as the file has it."""
     import yaml
 
     cfg = yaml.safe_load(Path(path).read_text())
     sim = cfg.setdefault("data", {}).setdefault("simulate", {})
-    sim.update({"seconds": seconds, "n_channels": 32, "units_min": 30, "units_max": 40})
+    sim.update({"seconds": seconds, "n_channels": 16, "units_min": 30, "units_max": 40})
     cfg.update({"out": str(out), "seeds": [0], "accelerator": "cpu",
                 "teacher": {"model": TINY_SPIKE_MODEL, "train": ONE_EPOCH},
                 "lfp_model": TINY_LFP_MODEL, "ss_lfp": ONE_EPOCH, "ms_lfp": ONE_EPOCH})

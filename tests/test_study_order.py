@@ -14,6 +14,7 @@ from lfpdistill.errors import ConfigError
 from lfpdistill.study.runner import PROVISIONAL, Study
 
 TINY_MODEL = {"patch_size": 16, "d_model": 16, "n_layers": 1, "n_heads": 2}
+#: 16 LFP channels in two patches of 8
 ONE_EPOCH = {"max_epochs": 1, "progress": False}
 #: two seeds, the causal and label stages, each as small as it goes (the scaling stage
 #: follows the same per-seed rounds; left out to keep this test short)
@@ -21,12 +22,12 @@ TWO_SEEDS = {
     "name": "order",
     "seeds": [0, 1],
     "accelerator": "cpu",
-    "data": {"simulate": {"n_sessions": 3, "seconds": 60, "seed": 0, "n_channels": 32,
+    "data": {"simulate": {"n_sessions": 3, "seconds": 60, "seed": 0, "n_channels": 16,
                           "units_min": 30, "units_max": 40},
              "segment_s": 5.0},
     "sessions": {"teacher": ["sim00", "sim01"], "distill": ["sim00"], "heldout": ["sim02"]},
     "teacher": {"model": {"modality": "spikes", **TINY_MODEL}, "train": ONE_EPOCH},
-    "lfp_model": {"modality": "lfp", **TINY_MODEL},
+    "lfp_model": {"modality": "lfp", **TINY_MODEL, "patch_size": 8},
     "ss_lfp": ONE_EPOCH,
     "ms_lfp": ONE_EPOCH,
     "distill": {"train": ONE_EPOCH},
@@ -50,11 +51,18 @@ class Recording(Study):
             (self.out / PROVISIONAL / "results.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """The study run stage by stage: the numbers every other order must give."""
+    root = tmp_path_factory.mktemp("order")
+    cfg = ExperimentConfig(**TWO_SEEDS, out=str(root / "unused"))
+    return Study(cfg, out=root / "stages", console=Console(quiet=True), order="stages").run(), root
+
+
 @pytest.mark.slow
-def test_seed_order_gives_the_stage_order_numbers_and_a_provisional_first_seed(tmp_path):
-    cfg = ExperimentConfig(**TWO_SEEDS, out=str(tmp_path / "unused"))
-    staged = Study(cfg, out=tmp_path / "stages", console=Console(quiet=True),
-                   order="stages").run()
+def test_seed_order_gives_the_stage_order_numbers_and_a_provisional_first_seed(staged, tmp_path):
+    staged, root = staged
+    cfg = ExperimentConfig(**TWO_SEEDS, out=str(root / "unused"))  # the same config as staged's
     console = Console(record=True, width=200)
     study = Recording(cfg, out=tmp_path / "seeds", console=console, order="seeds",
                       background=False)
@@ -63,7 +71,7 @@ def test_seed_order_gives_the_stage_order_numbers_and_a_provisional_first_seed(t
     for key in set(seeded) - set(TIMINGS):  # rows, summary, checks, labels, diagnostics, ...
         assert json.dumps(seeded[key], sort_keys=True) == json.dumps(staged[key], sort_keys=True), key
     on_disk = json.loads((tmp_path / "seeds" / "results.json").read_text())
-    assert on_disk["rows"] == json.loads((tmp_path / "stages" / "results.json").read_text())["rows"]
+    assert on_disk["rows"] == json.loads((root / "stages" / "results.json").read_text())["rows"]
     # the same units ran, in another order
     def units(res):
         return sorted((s["stage"], s["unit"]) for s in res["stages"])
@@ -102,12 +110,11 @@ def test_seed_order_gives_the_stage_order_numbers_and_a_provisional_first_seed(t
 
 
 @pytest.mark.slow
-def test_background_ss_lfp_gives_the_same_rows(tmp_path):
+def test_background_ss_lfp_gives_the_same_rows(staged, tmp_path):
     """LFPDISTILL_STUDY_BACKGROUND=1: the SS-LFP models train in a background worker and are
     probed last, yet their rows take the same place."""
-    cfg = ExperimentConfig(**{**TWO_SEEDS, "causal": {"enabled": False},
-                              "labels": {"enabled": False}}, out=str(tmp_path / "unused"))
-    staged = Study(cfg, out=tmp_path / "stages", console=Console(quiet=True), order="stages").run()
+    staged, _ = staged
+    cfg = ExperimentConfig(**TWO_SEEDS, out=str(tmp_path / "unused"))
     console = Console(record=True, width=200)
     back = Study(cfg, out=tmp_path / "back", console=console, order="seeds", background=True).run()
     assert back["rows"] == staged["rows"]
