@@ -110,6 +110,15 @@ def test_combined_readout_refuses_bad_splits():
     bad[3, 0] = np.nan
     with pytest.raises(DataValidationError, match="NaN/inf"):
         fit_readout("wiener", bad, v, train, val)
+    # the study's probe refuses as the deployed read-out does
+    with pytest.raises(DataValidationError, match="has none"):
+        combined_probe(z, lfp, v, train, np.zeros_like(val), test, 100.0)
+    with pytest.raises(DataValidationError, match="train and validation bins overlap"):
+        combined_probe(z, lfp, v, train, val | train, test, 100.0)
+    bad_lfp = lfp.copy()
+    bad_lfp[5, 1] = np.inf
+    with pytest.raises(DataValidationError, match="LFP that is not finite"):
+        combined_probe(z, bad_lfp, v, train, val, test, 100.0)
 
 
 def test_deployable_choice_reads_validation_only():

@@ -213,10 +213,7 @@ def fit_readout(kind: str, latents: np.ndarray, velocity: np.ndarray, train: np.
         raise DataValidationError("no training bins to fit a read-out on")
     if kind not in ("linear_probe", "wiener", "combined"):
         raise ConfigError(f"unknown read-out '{kind}'; expected linear_probe, wiener or combined")
-    f = readout_features(latents, lfp, KINDS[kind], fs)
-    if not np.isfinite(f).all():
-        raise DataValidationError("read-out features contain NaN/inf (latents of a diverged "
-                                  "model, or LFP that is not finite); retrain or repair the data")
+    f = _finite_features(latents, lfp, KINDS[kind], fs)
     if kind == "linear_probe":
         dec = WienerDecoder(n_lags=1, lag_step=1, alphas=(0.0,))
         dec.fit(f[train], velocity[train], groups=mask_groups(train))
@@ -228,19 +225,40 @@ def fit_readout(kind: str, latents: np.ndarray, velocity: np.ndarray, train: np.
         w, b = _folded(dec)
         return LaggedReadout(kind, w, b, n_lags, lag_step, "latents",
                              {"alpha": float(dec.alpha_)})
+    bdec, _ = _fit_combined(f, latents.shape[1], velocity, train, val, n_lags, lag_step)
+    w, b = _folded(bdec)
+    return LaggedReadout(kind, w, b, n_lags, lag_step, "latents+bandpower",
+                         {"alpha_latents": float(bdec.alphas_[0]),
+                          "alpha_bandpower": float(bdec.alphas_[1])})
+
+
+def _finite_features(latents: np.ndarray, lfp: np.ndarray | None, features: str,
+                     fs: float) -> np.ndarray:
+    """:func:`readout_features`, refused in one line where not finite."""
+    f = readout_features(latents, lfp, features, fs)
+    if not np.isfinite(f).all():
+        raise DataValidationError("read-out features contain NaN/inf (latents of a diverged "
+                                  "model, or LFP that is not finite); retrain or repair the data")
+    return f
+
+
+def _fit_combined(f: np.ndarray, n_latents: int, velocity: np.ndarray, train: np.ndarray,
+                  val: np.ndarray | None, n_lags: int, lag_step: int
+                  ) -> tuple[BlockWienerDecoder, np.ndarray]:
+    """The combined read-out's block-penalised Wiener filter on features ``f`` (the first
+    ``n_latents`` columns the latents), fit on ``train``, penalties chosen on ``val``; returns
+    it and the checked validation mask."""
+    T = f.shape[0]
     val = check_mask(val, T, "val") if val is not None else None
     if val is None or not val.any():
         raise DataValidationError("the combined read-out chooses its penalties on validation "
                                   "bins, and this session has none")
     if (train & val).any():
         raise DataValidationError("train and validation bins overlap")
-    bdec = BlockWienerDecoder(n_first=latents.shape[1], n_lags=n_lags, lag_step=lag_step)
-    bdec.fit(f[train], velocity[train], groups=mask_groups(train),
-             val=(f[val], velocity[val], mask_groups(val)))
-    w, b = _folded(bdec)
-    return LaggedReadout(kind, w, b, n_lags, lag_step, "latents+bandpower",
-                         {"alpha_latents": float(bdec.alphas_[0]),
-                          "alpha_bandpower": float(bdec.alphas_[1])})
+    dec = BlockWienerDecoder(n_first=n_latents, n_lags=n_lags, lag_step=lag_step)
+    dec.fit(f[train], velocity[train], groups=mask_groups(train),
+            val=(f[val], velocity[val], mask_groups(val)))
+    return dec, val
 
 
 def combined_probe(latents: np.ndarray, lfp: np.ndarray, velocity: np.ndarray,
@@ -251,15 +269,11 @@ def combined_probe(latents: np.ndarray, lfp: np.ndarray, velocity: np.ndarray,
     inside each run of a split as the other probes: R² dict plus ``r2_val``, the penalties and
     ``pred`` (NaN outside test)."""
     T = latents.shape[0]
-    test = check_mask(test, T, "test")
-    if (check_mask(train, T, "train") & test).any() or (check_mask(val, T, "val") & test).any():
+    train, test = check_mask(train, T, "train"), check_mask(test, T, "test")
+    if (train & test).any() or (check_mask(val, T, "val") & test).any():
         raise DataValidationError("test bins overlap the training or validation bins")
-    f = readout_features(latents, lfp, "latents+bandpower", fs)
-    if not np.isfinite(f).all():
-        raise DataValidationError("read-out features contain NaN/inf; retrain or repair the data")
-    dec = BlockWienerDecoder(n_first=latents.shape[1], n_lags=n_lags, lag_step=lag_step)
-    dec.fit(f[train], velocity[train], groups=mask_groups(train),
-            val=(f[val], velocity[val], mask_groups(val)))
+    f = _finite_features(latents, lfp, "latents+bandpower", fs)
+    dec, val = _fit_combined(f, latents.shape[1], velocity, train, val, n_lags, lag_step)
     pv = dec.predict(f[val], groups=mask_groups(val))
     pt = dec.predict(f[test], groups=mask_groups(test))
     pred = np.full(velocity.shape, np.nan, dtype=np.float32)
