@@ -14,7 +14,7 @@ from tests.conftest import shrink_config
 from lfpdistill.cli import main
 from lfpdistill.config import ExperimentConfig, SimChronicConfig, SimConfig
 from lfpdistill.simulate import simulate_sessions
-from lfpdistill.study.longevity import longevity_claims, summarise_longevity
+from lfpdistill.study.longevity import deployable_curve_rows, longevity_claims, summarise_longevity
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -115,6 +115,32 @@ def test_longevity_section_needs_later_days_mode_b_and_classic_decoders():
 
 
 @pytest.mark.slow
+def test_deployable_curve_and_its_claim_count_days_against_each_days_best_classic():
+    days = {f"d{k}": {"day": 60 * k, "units": 100 - k} for k in range(5)}
+    rows = []
+    for k, name in enumerate(days):
+        rows.append(_row("wiener_bandpower", name, "classic", 0.40, seed=None))
+        rows.append(_row("kalman_bandpower", name, "classic", 0.45 if k == 4 else 0.30, seed=None))
+    # per seed and day what validation chose; a causal row never counts as the offline curve
+    drows = [{"setting": "offline", "seed": seed, "session": name, "r2": 0.5 + 0.01 * seed}
+             for seed in (0, 1) for name in days]
+    drows[4]["r2"] = drows[9]["r2"] = 0.44  # day 240: below its best classic (0.45) on both seeds
+    drows.append({"setting": "causal", "seed": 0, "session": "d1", "r2": -1.0})
+    curve = deployable_curve_rows(drows)
+    assert len(curve) == 10 and {r["eval"] for r in curve} == {"deployable_offline"}
+    summary = summarise_longevity(rows + curve, days, distilled=["d0", "d1"])
+    assert summary[1]["deployable"] == pytest.approx(0.505)
+    assert summary[4]["best_classic_lfp"] == 0.45
+    claim = next(c for c in longevity_claims(summary) if "deployable" in c["claim"])
+    v = claim["values"]
+    assert (v["days_at_or_above"], v["days"], v["days_needed"]) == (4, 5, 4)
+    assert v["best_classic_later"] == pytest.approx((0.40 + 0.40 + 0.45) / 3)
+    assert claim["pass"]
+    drows[3]["r2"] = drows[8]["r2"] = 0.2  # a second losing day: 3 of 5 < 80 %
+    summary = summarise_longevity(rows + deployable_curve_rows(drows), days, distilled=["d0"])
+    assert not next(c for c in longevity_claims(summary) if "deployable" in c["claim"])["pass"]
+
+
 def test_tiny_longevity_study_reports_r2_against_day(tmp_path):
     """configs/longevity.yaml itself (ten days, its chronic rates and roles), made tiny."""
     cfg = tmp_path / "longevity.yaml"
@@ -127,7 +153,8 @@ def test_tiny_longevity_study_reports_r2_against_day(tmp_path):
     assert [d["phase"] for d in days] == ["distilled"] * 3 + ["later"] * 7
     assert days[-1]["units"] < days[0]["units"]
     for d in days:
-        for key in ("spikes", "best_classic_lfp", "distilled_probe", "distilled_wiener"):
+        for key in ("spikes", "best_classic_lfp", "distilled_probe", "distilled_wiener",
+                    "deployable"):
             assert np.isfinite(d[key])
     # the table's numbers are the summary's
     md = (out / "report.md").read_text()
@@ -135,6 +162,7 @@ def test_tiny_longevity_study_reports_r2_against_day(tmp_path):
     assert f"{days[-1]['distilled_wiener']:.3f}" in md.split("## Longevity")[1]
     claims = [c["claim"] for c in res["checks"]]
     assert any("falls below the distilled LFP model (Wiener read-out)" in c for c in claims)
+    assert any(c.startswith("Longevity: the deployable decoder") for c in claims)
     assert (out / "longevity.png").stat().st_size > 0
 
 

@@ -36,6 +36,7 @@ from .labels import (  # noqa: E402
     summarise_labels,
 )
 from .longevity import (  # noqa: E402
+    deployable_curve_rows,
     fig_longevity,
     longevity_claims,
     longevity_markdown,
@@ -510,13 +511,14 @@ def write_report(out: Path, cfg: Any, roles: dict[str, list[str]], rows: list[di
     label_rows = label_rows or []
     label_summary = summarise_labels(label_rows, LABELS) if label_rows else []
     label_checks = label_claims(label_summary)
-    life = summarise_longevity(rows, days, roles["distill"]) if days else []
+    deploy_rows = deployable_rows(rows)
+    life = (summarise_longevity(rows + deployable_curve_rows(deploy_rows), days, roles["distill"])
+            if days else [])
     life_checks = longevity_claims(life)
     full_s, full_steps = scaling_full or (0.0, None)
     scale = (summarise_scaling(scaling_rows, rows, full_s, len(roles["teacher"]), full_steps)
              if scaling_rows else None)
     scale_checks = scaling_claims(scale) if scale else []
-    deploy_rows = deployable_rows(rows)
     deploy = summarise_deployable(deploy_rows, rows)
     extra_checks = label_checks + scale_checks + life_checks + deployable_claims(deploy)
     if rows:
