@@ -27,8 +27,10 @@ JSON schema (``"schema": "lfpdistill-readme-results/1"``):
   null) and ``sd_seeds`` (sd over seeds of the per-seed mean over sessions, or null if unknown);
 - ``checks``: the report's checks, ``{"claim", "pass", "values"}`` (may be empty);
 - ``table``: the layout, ``{"columns": [{"title", "evals"}], "rows": [{"group", "model",
-  "title", "bold"}], "group_title", "checks": bool}``; a cell shows the first of its column's
-  ``evals`` that the summary has for that row's group and model (empty if none).
+  "title", "bold"}], "group_title", "group_titles", "checks"}``; a cell shows the first of its
+  column's ``evals`` that the summary has for that row's group and model (empty if none);
+  ``group_titles`` (optional) names each group in the first column; ``checks``: true (list every
+  check of the run), false (none) or a prefix (the checks whose claim starts with it).
 """
 
 from __future__ import annotations
@@ -96,7 +98,18 @@ REALTIME_TABLE: dict[str, Any] = {
           (CLASSIC_ROWS[1], CLASSIC_ROWS[3], CLASSIC_ROWS[2], CLASSIC_ROWS[0]))]],
     "checks": False,
 }
-TABLES = {"demo": DEMO_TABLE, "realtime": REALTIME_TABLE}
+#: the longevity study's table: the deployable decoder (offline) against the classic decoders,
+#: each recalibrated on every day, on the teacher / distillation days and on the later days
+LONGEVITY_TABLE: dict[str, Any] = {
+    "group_title": "days",
+    "group_titles": {"distilled": "days 0–120 (teacher, distillation)",
+                     "unseen": "days 180–540 (later)"},
+    "columns": [{"title": "offline (bidirectional model)",
+                 "evals": ["deployable_offline", "classic"]}],
+    "rows": REALTIME_TABLE["rows"],
+    "checks": "Longevity",
+}
+TABLES = {"demo": DEMO_TABLE, "realtime": REALTIME_TABLE, "longevity": LONGEVITY_TABLE}
 DEMO_SPREAD = ("mean ± sd over sessions and seeds (classic decoders are deterministic: over "
                "sessions)")
 
@@ -230,7 +243,8 @@ def render(doc: dict[str, Any]) -> str:
         if not any(cells):
             continue  # a model this run did not evaluate (e.g. no mode a)
         title = f"**{row['title']}**" if row.get("bold") else row["title"]
-        lines.append(f"| {row['group']} | {title} | " + " | ".join(cells) + " |")
+        group = table.get("group_titles", {}).get(row["group"], row["group"])
+        lines.append(f"| {group} | {title} | " + " | ".join(cells) + " |")
     lines.append("")
     seeds = any(e.get("sd_seeds") is not None for e in doc["summary"])
     spread = doc.get("spread", "mean ± sd")
@@ -242,9 +256,13 @@ def render(doc: dict[str, Any]) -> str:
                                   f"{doc['wall_min']} min" if doc.get("wall_min") else "") if x)
     lines.append(f"Velocity R² on held-out test segments, {spread}. Produced by `{doc['command']}`"
                  + (f" ({where})" if where else "") + f". Source: {doc['source']}.")
-    if table.get("checks") and doc.get("checks"):
+    # ``checks``: every check of the report, none, or those whose claim starts with a prefix
+    want = table.get("checks")
+    listed = [c for c in doc.get("checks") or []
+              if want is True or (isinstance(want, str) and c["claim"].startswith(want))]
+    if listed:
         lines += ["", "The study's checks:", ""]
-        for c in doc["checks"]:
+        for c in listed:
             vals = ", ".join(f"{k} {v:.3f}" for k, v in c.get("values", {}).items() if v is not None)
             lines.append(f"- **{'PASS' if c['pass'] else 'FAIL'}** {c['claim']} ({vals})")
     return "\n".join(lines) + "\n"

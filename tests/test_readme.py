@@ -131,3 +131,25 @@ def test_from_results_adds_the_deployable_choice_and_the_realtime_table(tmp_path
            "**0.600 ± 0.082 (0.071)** | **0.400 ± 0.141 (0.141)** |" in md
     assert "| distilled | classic: LFP Wiener (LMP + band power) | 0.450 ± 0.071 | 0.450 ± 0.071 |" in md
     assert "unseen" not in md  # no unseen rows in this run: nothing rendered for them
+
+
+def test_longevity_table_names_its_days_and_lists_only_its_own_checks(tmp_path, monkeypatch):
+    rn = _script()
+    monkeypatch.setattr(rn, "RESULTS_DIR", tmp_path / "results")
+    rows = [{"group": g, "model": "wiener_bandpower", "eval": "classic", "session": s,
+             "seed": None, "r2": 0.4} for g, s in [("distilled", "a"), ("unseen", "b")]]
+    drows = [{"setting": "offline", "group": g, "seed": 0, "session": s, "r2": 0.5}
+             for g, s in [("distilled", "a"), ("unseen", "b")]]
+    checks = [{"claim": "Distilled sessions, probe: x > y", "pass": True, "values": {}},
+              {"claim": "Longevity: the deployable decoder >= z", "pass": False,
+               "values": {"margin": -0.01}}]
+    study = tmp_path / "longevity"
+    study.mkdir()
+    (study / "results.json").write_text(json.dumps({
+        "name": "longevity", "rows": rows, "config": {"seeds": [0]}, "checks": checks,
+        "deployable": {"rows": drows, "summary": []}}))
+    md = rn.render(json.loads(rn.from_results(study, "longevity", None, None).read_text()))
+    assert "| days 180–540 (later) | **lfpdistill: deployable decoder (chosen on validation)** | " \
+           "**0.500** |" in md
+    assert "**FAIL** Longevity: the deployable decoder >= z (margin -0.010)" in md
+    assert "x > y" not in md
