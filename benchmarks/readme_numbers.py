@@ -220,6 +220,15 @@ def _cell(entry: dict[str, Any] | None, bold: bool) -> str:
     return f"**{text}**" if bold else text
 
 
+def _value(v: Any) -> str:
+    """A check's value as the report states it: yes/no, a count, or three decimals."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def render(doc: dict[str, Any]) -> str:
     """The markdown between the markers of ``doc['name']``."""
     try:
@@ -263,7 +272,8 @@ def render(doc: dict[str, Any]) -> str:
     if listed:
         lines += ["", "The study's checks:", ""]
         for c in listed:
-            vals = ", ".join(f"{k} {v:.3f}" for k, v in c.get("values", {}).items() if v is not None)
+            vals = ", ".join(f"{k} {_value(v)}" for k, v in c.get("values", {}).items()
+                             if v is not None)
             lines.append(f"- **{'PASS' if c['pass'] else 'FAIL'}** {c['claim']} ({vals})")
     return "\n".join(lines) + "\n"
 
