@@ -102,8 +102,7 @@ REALTIME_TABLE: dict[str, Any] = {
 #: each recalibrated on every day, on the teacher / distillation days and on the later days
 LONGEVITY_TABLE: dict[str, Any] = {
     "group_title": "days",
-    "group_titles": {"distilled": "days 0–120 (teacher, distillation)",
-                     "unseen": "days 180–540 (later)"},
+    "group_titles": {"distilled": "teacher / distillation days", "unseen": "later days"},
     "columns": [{"title": "offline (bidirectional model)",
                  "evals": ["deployable_offline", "classic"]}],
     "rows": REALTIME_TABLE["rows"],

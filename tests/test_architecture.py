@@ -119,6 +119,7 @@ def test_commands_that_train_nothing_load_no_lightning():
             "import lfpdistill.commands as c\n"
             "assert c.distill_run.__module__ == 'lfpdistill.commands.distill'\n"
             "assert c.probe_run.__module__ == 'lfpdistill.commands.evaluate'\n"
+            "assert not hasattr(c, 'no_such_run')\n"
             "print(len(loaded), 'lightning' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -149,7 +149,7 @@ def test_longevity_table_names_its_days_and_lists_only_its_own_checks(tmp_path, 
         "name": "longevity", "rows": rows, "config": {"seeds": [0]}, "checks": checks,
         "deployable": {"rows": drows, "summary": []}}))
     md = rn.render(json.loads(rn.from_results(study, "longevity", None, None).read_text()))
-    assert "| days 180–540 (later) | **lfpdistill: deployable decoder (chosen on validation)** | " \
+    assert "| later days | **lfpdistill: deployable decoder (chosen on validation)** | " \
            "**0.500** |" in md
     assert "**FAIL** Longevity: the deployable decoder >= z (margin -0.010)" in md
     assert "x > y" not in md

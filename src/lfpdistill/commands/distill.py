@@ -398,8 +398,7 @@ def lfp_filter_alignment(s: Session, target: np.ndarray, train: np.ndarray, mask
         x, dec = _band_power_filter(s, target, train, n_lags, lag_step)
     except DataValidationError:
         return None
-    sse, sst = _sums_of_squares(target[mask], dec.predict(x, mask))
-    return float(1 - sse.sum() / max(sst.sum(), 1e-12))
+    return _pooled_r2(*_sums_of_squares(target[mask], dec.predict(x, mask)))
 
 
 def _sums_of_squares(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -409,6 +408,11 @@ def _sums_of_squares(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, 
     return ((t - p) ** 2).sum(0), ((t - t.mean(0)) ** 2).sum(0)
 
 
+def _pooled_r2(sse: np.ndarray, sst: np.ndarray) -> float:
+    """One R² over every dimension from the sums of :func:`_sums_of_squares`."""
+    return float(1 - sse.sum() / max(sst.sum(), 1e-12))
+
+
 def _explained(target: np.ndarray, pred: np.ndarray, mask: np.ndarray, train: np.ndarray
                ) -> dict[str, Any]:
     """Share of ``target``'s variance that ``pred`` explains on the ``mask`` bins (overall and
@@ -416,12 +420,12 @@ def _explained(target: np.ndarray, pred: np.ndarray, mask: np.ndarray, train: np
     sse, sst = _sums_of_squares(target[mask], pred[mask])
     sse_t, sst_t = _sums_of_squares(target[train], pred[train])
     return {
-        "r2": float(1 - sse.sum() / max(sst.sum(), 1e-12)),
+        "r2": _pooled_r2(sse, sst),
         "r2_per_dim": [float(v) for v in 1 - sse / np.maximum(sst, 1e-12)],
         "sd_per_dim": [float(v) for v in target[mask].astype(np.float64).std(0)],
         "bins": int(mask.sum()),
         # the same on the training bins: far above the validation value = overfitting
-        "r2_train": float(1 - sse_t.sum() / max(sst_t.sum(), 1e-12)),
+        "r2_train": _pooled_r2(sse_t, sst_t),
         "r2_train_per_dim": [float(v) for v in 1 - sse_t / np.maximum(sst_t, 1e-12)],
         "bins_train": int(train.sum()),
     }

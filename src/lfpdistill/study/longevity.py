@@ -114,20 +114,20 @@ def longevity_claims(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "values": {"first_day": first["day"] if first else None,
                        "stays_below_after": stays,
                        "spikes_last_day": pts[-1]["spikes"], "distilled_last_day": pts[-1][key]}})
-    pts = [r for r in summary if "deployable" in r and "best_classic_lfp" in r]
-    later_pts = [r for r in pts if r["phase"] == "later"]
+    days_both = [r for r in summary if "deployable" in r and "best_classic_lfp" in r]
+    later_pts = [r for r in days_both if r["phase"] == "later"]
     if later_pts:
         d = float(np.mean([r["deployable"] for r in later_pts]))
         c = float(np.mean([r["best_classic_lfp"] for r in later_pts]))
-        days_ok = sum(r["deployable"] >= r["best_classic_lfp"] for r in pts)
-        need = int(np.ceil(DEPLOYABLE_DAY_SHARE * len(pts)))
+        days_ok = sum(r["deployable"] >= r["best_classic_lfp"] for r in days_both)
+        need = int(np.ceil(DEPLOYABLE_DAY_SHARE * len(days_both)))
         checks.append({
             "claim": "Longevity: the deployable decoder (chosen on validation) >= the best "
                      "classic LFP decoder of each day on the later days' mean and on "
                      f">= {DEPLOYABLE_DAY_SHARE:.0%} of all days",
             "pass": d >= c and days_ok >= need,
             "values": {"deployable_later": d, "best_classic_later": c, "margin": d - c,
-                       "days_at_or_above": days_ok, "days": len(pts), "days_needed": need}})
+                       "days_at_or_above": days_ok, "days": len(days_both), "days_needed": need}})
     later = [r for r in summary if r["phase"] == "later" and "distilled_wiener" in r
              and "best_classic_lfp" in r]
     if later:
